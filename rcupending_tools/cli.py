@@ -1,0 +1,322 @@
+"""The `rcupending` command line (typer). Every command fails with one line and a non-zero exit."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import signal
+import sys
+import time
+from typing import Annotated
+
+import typer
+
+try:  # typer >= 0.2x vendors click
+    from typer._click import exceptions as click_exc
+except ImportError:  # pragma: no cover
+    from click import exceptions as click_exc
+
+from . import __version__
+from .errors import UserError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    help="Measure memory queued behind RCU grace periods (kvfree_rcu, rcu_pending, "
+    "alloc_pages_nolock) with eBPF.",
+)
+stress_app = typer.Typer(
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    help="Drive a kernel path with a bounded load that knows its own truth.",
+)
+app.add_typer(stress_app, name="stress")
+
+
+def _command_line() -> str:
+    return shlex.join(["rcupending", *sys.argv[1:]])
+
+
+def _emit_json(obj: object) -> None:
+    sys.stdout.write(json.dumps(obj, sort_keys=True) + "\n")
+    sys.stdout.flush()
+
+
+def _terminate_as_interrupt() -> None:
+    """SIGTERM/SIGHUP unwind like Ctrl-C, so `finally` blocks detach every BPF program."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, handler)
+
+
+@app.command()
+def version() -> None:
+    """Print the tool version."""
+    print(__version__)
+
+
+@app.command()
+def check(json_out: Annotated[bool, typer.Option("--json", help="JSON output")] = False) -> None:
+    """Load and attach each probe for real, detach it, and say what works on this kernel.
+
+    Exit 0 iff no probe is `blocked`."""
+    from . import bpfload, planner
+    from .kernel import KernelInfo
+
+    bpfload.require_root()
+    kernel = KernelInfo()
+    statuses = planner.check_all(kernel)
+    blocked = [s for s in statuses if s.status is planner.Status.BLOCKED]
+    if json_out:
+        _emit_json(
+            {
+                "kernel_release": kernel.release,
+                "ok": not blocked,
+                "probes": [s.to_dict() for s in statuses],
+            }
+        )
+    else:
+        print(f"kernel {kernel.release}")
+        for s in statuses:
+            what = (
+                s.mechanism
+                if s.status in (planner.Status.ATTACHED, planner.Status.STAND_IN)
+                else ""
+            )
+            print(f"  {s.name:<22} {s.status:<9} {what:<12} {s.detail}")
+    raise typer.Exit(1 if blocked else 0)
+
+
+def _live_collector(source_kind: str | None = None):  # noqa: ANN202
+    """Attach everything and wrap it in a Collector (caller closes the source)."""
+    import os
+
+    from . import bpfload
+    from .collector import Collector, provenance
+    from .live import LiveSource
+
+    bpfload.require_root()
+    src = LiveSource().attach()
+    kind = source_kind or ("lab-vm" if os.environ.get("RCUPENDING_LAB_SPEC") else "live")
+    return src, Collector(provenance(command=_command_line()), src.probe_dicts(), source=kind)
+
+
+@app.command()
+def collect(
+    duration: Annotated[float, typer.Option(min=0.0, help="seconds to collect")] = 10.0,
+    interval: Annotated[
+        float | None, typer.Option(min=0.05, help="emit a snapshot every S s")
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="snapshots as JSON lines")] = False,
+) -> None:
+    """Attach all probes, collect for DURATION seconds of any workload, print snapshots."""
+    from .views.text import summary
+
+    _terminate_as_interrupt()
+    src, col = _live_collector()
+    try:
+        _require_something_attached(src)
+        start = time.monotonic()
+        col.update(src.read())  # seq 0: the baseline at attach
+        snap = None
+        while True:
+            left = duration - (time.monotonic() - start)
+            step = min(interval, left) if interval else left
+            if step > 0:
+                time.sleep(step)
+            snap = col.update(src.read())
+            if interval or left <= step:
+                if json_out:
+                    _emit_json(snap)
+                elif interval:
+                    print(summary(snap))
+            if time.monotonic() - start >= duration:
+                break
+        if not json_out and not interval:
+            print(summary(snap))
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    finally:
+        src.close()
+
+
+def _require_something_attached(src) -> None:  # noqa: ANN001
+    if not src.loaded:
+        reasons = "; ".join(f"{s.name}: {s.status} ({s.detail})" for s in src.statuses)
+        raise UserError(f"no probe could attach on this kernel: {reasons}")
+
+
+@stress_app.command("kvfree")
+def stress_kvfree(
+    count: Annotated[int | None, typer.Option(min=0, help="kfree_rcu() enqueues to make")] = None,
+    duration: Annotated[
+        float | None, typer.Option(min=0.1, help="run for S seconds instead")
+    ] = None,
+    optlen: Annotated[
+        int, typer.Option(min=1, max=255, help="IP options length (4..40; >40 fails: control)")
+    ] = 4,
+    workers: Annotated[int, typer.Option(min=1, max=256)] = 1,
+    sockets: Annotated[int, typer.Option(min=1, max=4096)] = 8,
+    measure: Annotated[bool, typer.Option(help="attach the collector around the stress")] = False,
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """setsockopt(IP_OPTIONS) on UDP sockets: one kfree_rcu() per set after a socket's first.
+
+    With --measure, exit 1 when the stress workers' measured enqueues differ from the truth."""
+    from .stress import kvfree
+
+    if count is None and duration is None:
+        count = 20000
+    if count is not None and duration is not None:
+        raise UserError("give --count or --duration, not both")
+    if sockets < workers:
+        raise UserError("--sockets must be at least --workers")
+    _terminate_as_interrupt()
+    src = col = None
+    if measure:
+        src, col = _live_collector()
+    try:
+        if src is not None:
+            _require_something_attached(src)
+            col.update(src.read())
+        run = kvfree.start(count, optlen, workers, sockets, duration)
+        if col is not None:
+            col.stress_tgids = run.pids
+        expected = run.wait()
+        result: dict = {"expected": expected}
+        if src is not None:
+            snap = col.update(src.read())
+            kv = snap["kvfree_rcu"]
+            measured = {"kvfree_rcu": kv}
+            result.update(measured=measured, snapshot=snap)
+            result["match"] = kv is not None and (
+                kv["by_stress"]["enqueued"] == expected["kvfree_rcu"]["enqueued"]
+            )
+            if kv is None:
+                result["why_unmeasured"] = next(
+                    (
+                        f"{s['status']}: {s['detail']}"
+                        for s in snap["probes"]
+                        if s["name"] == "kvfree_call_rcu"
+                    ),
+                    "",
+                )
+        if json_out:
+            _emit_json(result)
+        else:
+            _print_stress(result)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    finally:
+        if src is not None:
+            src.close()
+    if measure and not result.get("match"):
+        raise typer.Exit(1)
+
+
+def _print_stress(result: dict) -> None:
+    exp = result["expected"]
+    print(
+        f"stress kvfree: {exp['calls']} setsockopt calls on {exp['sockets']} sockets "
+        f"({exp['failed']} failed {exp['errors'] or ''}), workers {exp['pids']}"
+    )
+    print(f"  expected   kvfree_rcu enqueued by stress: {exp['kvfree_rcu']['enqueued']}")
+    if "measured" in result:
+        kv = result["measured"]["kvfree_rcu"]
+        if kv is None:
+            print(f"  measured   unavailable: {result.get('why_unmeasured')}")
+        else:
+            print(
+                f"  measured   kvfree_rcu enqueued by stress: {kv['by_stress']['enqueued']}"
+                f"   (all processes: {kv['enqueued']['objects']})"
+            )
+            print(f"  {'MATCH' if result['match'] else 'MISMATCH'}")
+
+
+@app.command(context_settings={"allow_interspersed_args": False})
+def lab(
+    cmd: Annotated[list[str], typer.Argument(help="command to run in the VM (after --)")],
+    kernel: Annotated[
+        str, typer.Option("--kernel", "-k", help="debian:X.Y, lab:NAME or a bzImage path")
+    ] = "debian:6.12",
+    append: Annotated[
+        list[str] | None, typer.Option(help="kernel boot argument (repeatable)")
+    ] = None,
+    memory: Annotated[str, typer.Option(help="guest memory, e.g. 2G")] = "2G",
+    cpus: Annotated[int, typer.Option(min=1, max=64)] = 2,
+) -> None:
+    """Run CMD in a virtme-ng VM on a real kernel (QEMU TCG); exit with CMD's exit code.
+
+    The run fails if the guest's dmesg shows WARN/BUG/RCU-stall splats."""
+    from .lab import kernels, vm
+
+    k = kernels.resolve(kernel, progress=lambda m: print(m, file=sys.stderr))
+    res = vm.run_in_vm(
+        k,
+        list(cmd),
+        append=list(append or []),
+        memory=memory,
+        cpus=cpus,
+        env={"RCUPENDING_LAB_SPEC": k.spec, "RCUPENDING_LAB_SOURCE": k.source},
+    )
+    if res.splats:
+        print(
+            f"rcupending: error: guest kernel splats after the command: {res.splats[0]}"
+            + (f" (+{len(res.splats) - 1} more)" if len(res.splats) > 1 else ""),
+            file=sys.stderr,
+        )
+        raise typer.Exit(res.rc or 3)
+    raise typer.Exit(res.rc)
+
+
+@app.command()
+def top(
+    interval: Annotated[float, typer.Argument(min=0.1, help="seconds between refreshes")] = 1.0,
+    count: Annotated[int | None, typer.Argument(min=1, help="stop after COUNT refreshes")] = None,
+    kernel: Annotated[
+        str, typer.Option("--lab-kernel", help="lab kernel when the host refuses the probes")
+    ] = "debian:6.12",
+    lab_seconds: Annotated[float, typer.Option(help="length of the lab stress run")] = 60.0,
+) -> None:
+    """Live dashboard: this host's kernel when it allows the probes, else a lab VM running a
+    stress scenario on a real kernel (said plainly on screen)."""
+    from .views import dashboard
+
+    _terminate_as_interrupt()
+    try:
+        dashboard.run(interval, count, kernel, lab_seconds, _command_line())
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+
+
+def main() -> None:
+    """Entry point: one-line errors for bad input, usage and environment."""
+    command = typer.main.get_command(app)
+    try:
+        rc = command.main(args=sys.argv[1:], prog_name="rcupending", standalone_mode=False)
+    except UserError as e:
+        print(f"rcupending: error: {e}", file=sys.stderr)
+        sys.exit(e.code)
+    except click_exc.NoArgsIsHelpError as e:
+        print(e.ctx.get_help() if e.ctx else "", file=sys.stderr)
+        sys.exit(2)
+    except click_exc.UsageError as e:
+        hint = f" (see {e.ctx.command_path} --help)" if e.ctx else ""
+        print(f"rcupending: error: {e.format_message()}{hint}", file=sys.stderr)
+        sys.exit(2)
+    except click_exc.Exit as e:
+        sys.exit(e.exit_code)
+    except click_exc.Abort:
+        sys.exit(130)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    sys.exit(rc if isinstance(rc, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

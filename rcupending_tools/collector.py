@@ -1,0 +1,164 @@
+"""One collector for live, replay and tests: raw map readings in, schema snapshots out.
+
+A `RawSample` is what the kernel side holds at one instant (cumulative counters, as read from
+the BPF maps); `LiveSource` reads one from attached programs, a recording replays them, tests
+make them up. `Collector.update()` turns each into a snapshot (schema.py).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import __version__
+from .schema import SCHEMA_NAME, SCHEMA_VERSION, Snapshot
+
+# Index order of the BPF side's enums (bpf/common.bpf.h, bpf/*.bpf.c).
+LOST_REASONS = ("task_map_full",)
+KVFREE_KINDS = ("head", "headless")
+TOP_PROCESSES = 20
+
+TaskKey = tuple[int, str]  # (tgid, comm)
+
+
+@dataclass
+class RawSample:
+    """Cumulative kernel-side counters at `time`. Absent families are None."""
+
+    time: float
+    kvfree_enqueued: list[list[int]] | None = None  # [kind][cpu]
+    kvfree_by_task: dict[TaskKey, int] | None = None
+    pending_enqueued: list[int] | None = None  # [cpu]
+    pending_by_task: dict[TaskKey, int] | None = None
+    nolock_stats: list[list[int]] | None = None  # [attempts, failures][cpu]
+    lost: list[int] = field(default_factory=lambda: [0] * len(LOST_REASONS))
+
+    def to_json(self) -> dict[str, Any]:
+        def tasks(d: dict[TaskKey, int] | None) -> list | None:
+            return None if d is None else [[t, c, n] for (t, c), n in sorted(d.items())]
+
+        return {
+            "time": self.time,
+            "kvfree_enqueued": self.kvfree_enqueued,
+            "kvfree_by_task": tasks(self.kvfree_by_task),
+            "pending_enqueued": self.pending_enqueued,
+            "pending_by_task": tasks(self.pending_by_task),
+            "nolock_stats": self.nolock_stats,
+            "lost": self.lost,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> RawSample:
+        def tasks(v: list | None) -> dict[TaskKey, int] | None:
+            return None if v is None else {(int(t), str(c)): int(n) for t, c, n in v}
+
+        return cls(
+            time=float(d["time"]),
+            kvfree_enqueued=d.get("kvfree_enqueued"),
+            kvfree_by_task=tasks(d.get("kvfree_by_task")),
+            pending_enqueued=d.get("pending_enqueued"),
+            pending_by_task=tasks(d.get("pending_by_task")),
+            nolock_stats=d.get("nolock_stats"),
+            lost=list(d.get("lost") or [0] * len(LOST_REASONS)),
+        )
+
+
+def provenance(kernel_release: str | None = None, command: str | None = None) -> dict[str, Any]:
+    """Who measured what: kernel, tool, command; a lab VM says so through the environment."""
+    lab = None
+    if spec := os.environ.get("RCUPENDING_LAB_SPEC"):
+        lab = {"spec": spec, "source": os.environ.get("RCUPENDING_LAB_SOURCE", "")}
+    return {
+        "kernel_release": kernel_release or os.uname().release,
+        "tool_version": __version__,
+        "command": command or "",
+        "hostname": socket.gethostname(),
+        "lab": lab,
+    }
+
+
+def _by_process(tasks: dict[TaskKey, int]) -> list[dict[str, Any]]:
+    top = sorted(tasks.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_PROCESSES]
+    return [{"tgid": t, "comm": c, "objects": n} for (t, c), n in top]
+
+
+@dataclass
+class Collector:
+    provenance: dict[str, Any]
+    probes: list[dict[str, Any]]
+    source: str = "live"
+    stress_tgids: set[int] = field(default_factory=set)
+    seq: int = 0
+    start_time: float | None = None
+
+    def update(self, raw: RawSample) -> Snapshot:
+        if self.start_time is None:
+            self.start_time = raw.time
+        snap: Snapshot = {
+            "schema": SCHEMA_NAME,
+            "version": SCHEMA_VERSION,
+            "seq": self.seq,
+            "time": raw.time,
+            "elapsed_s": max(0.0, raw.time - self.start_time),
+            "source": self.source,
+            "provenance": self.provenance,
+            "probes": self.probes,
+            "kvfree_rcu": self._kvfree(raw),
+            "rcu_pending": self._pending(raw),
+            "nolock": self._nolock(raw),
+            "lost": {
+                "total": sum(raw.lost),
+                "by_reason": dict(zip(LOST_REASONS, raw.lost, strict=False)),
+            },
+            "histograms": {},
+        }
+        self.seq += 1
+        return snap
+
+    def _kvfree(self, raw: RawSample) -> dict[str, Any] | None:
+        if raw.kvfree_enqueued is None:
+            return None
+        by_cpu = [sum(col) for col in zip(*raw.kvfree_enqueued, strict=True)]
+        tasks = raw.kvfree_by_task or {}
+        out: dict[str, Any] = {
+            "enqueued": {
+                "objects": sum(by_cpu),
+                "by_kind": {
+                    k: sum(v) for k, v in zip(KVFREE_KINDS, raw.kvfree_enqueued, strict=True)
+                },
+                "by_cpu": by_cpu,
+            },
+            "by_process": _by_process(tasks),
+        }
+        if self.stress_tgids:
+            out["by_stress"] = {
+                "enqueued": sum(n for (t, _), n in tasks.items() if t in self.stress_tgids)
+            }
+        return out
+
+    def _pending(self, raw: RawSample) -> dict[str, Any] | None:
+        if raw.pending_enqueued is None:
+            return None
+        return {
+            "enqueued": {"objects": sum(raw.pending_enqueued), "by_cpu": raw.pending_enqueued},
+            "by_process": _by_process(raw.pending_by_task or {}),
+        }
+
+    def _nolock(self, raw: RawSample) -> dict[str, Any] | None:
+        if raw.nolock_stats is None:
+            return None
+        attempts, failures = raw.nolock_stats
+        return {
+            "attempts": sum(attempts),
+            "failures": sum(failures),
+            "by_cpu": [
+                {"attempts": a, "failures": f} for a, f in zip(attempts, failures, strict=True)
+            ],
+        }
+
+
+def now() -> float:
+    return time.time()

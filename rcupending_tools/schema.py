@@ -1,0 +1,34 @@
+"""The snapshot schema (rcupending_tools/schema/snapshot.schema.json) and its validation."""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from importlib import resources
+from typing import Any
+
+SCHEMA_NAME = "rcupending-snapshot"
+SCHEMA_VERSION = 1
+
+Snapshot = dict[str, Any]
+
+
+@cache
+def schema() -> dict[str, Any]:
+    text = resources.files("rcupending_tools").joinpath("schema/snapshot.schema.json").read_text()
+    return json.loads(text)
+
+
+def validation_errors(snapshot: Snapshot) -> list[str]:
+    """Every way `snapshot` breaks the schema (empty when valid)."""
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(schema())
+    return [
+        f"{'/'.join(map(str, e.path)) or '<root>'}: {e.message}"
+        for e in validator.iter_errors(snapshot)
+    ]
+
+
+def is_snapshot(obj: Any) -> bool:
+    return isinstance(obj, dict) and obj.get("schema") == SCHEMA_NAME

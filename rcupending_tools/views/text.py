@@ -1,0 +1,32 @@
+"""Plain-text views of a snapshot (they read snapshots only)."""
+
+from __future__ import annotations
+
+from ..schema import Snapshot
+
+
+def summary(snap: Snapshot | None) -> str:
+    if snap is None:
+        return "no snapshot"
+    lines = [
+        f"[{snap['source']}] kernel {snap['provenance']['kernel_release']} "
+        f"t+{snap['elapsed_s']:.1f}s"
+    ]
+    kv = snap["kvfree_rcu"]
+    if kv is not None:
+        kinds = ", ".join(f"{k} {v}" for k, v in kv["enqueued"].get("by_kind", {}).items())
+        lines.append(f"  kvfree_rcu enqueued {kv['enqueued']['objects']} ({kinds})")
+        if "by_stress" in kv:
+            lines.append(f"    by stress workers {kv['by_stress']['enqueued']}")
+    rp = snap["rcu_pending"]
+    if rp is not None:
+        lines.append(f"  rcu_pending enqueued {rp['enqueued']['objects']}")
+    nl = snap["nolock"]
+    if nl is not None:
+        lines.append(f"  nolock allocations {nl['attempts']} (failed {nl['failures']})")
+    for p in snap["probes"]:
+        if p["status"] not in ("attached",):
+            lines.append(f"  {p['name']}: {p['status']}: {p['detail']}")
+    if snap["lost"]["total"]:
+        lines.append(f"  lost events {snap['lost']['total']} {snap['lost']['by_reason']}")
+    return "\n".join(lines)
