@@ -32,13 +32,6 @@ class LoadError(Exception):
         self.log = log
 
 
-def cache_dir() -> Path:
-    if env := os.environ.get("RCUPENDING_CACHE"):
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "rcupending-tools"
-
-
 def ensure_tracefs() -> None:
     """bcc picks its tracefs path at import time: mount tracefs first if it is not."""
     if (TRACEFS / "events").is_dir() or Path("/sys/kernel/debug/tracing/events").is_dir():
@@ -58,7 +51,10 @@ def find_headers() -> Path | None:
         return Path(f"/lib/modules/{release}/build")
     if Path("/sys/kernel/kheaders.tar.xz").exists():
         return None  # bcc unpacks it itself
-    for candidate in sorted((cache_dir() / "headers").glob("*/include/linux"), reverse=True):
+    from .lab.kernels import cache_dir
+
+    # scripts/setup.sh caches Debian's headers there (lab.kernels.debian_headers).
+    for candidate in sorted((cache_dir() / "headers").glob("*/src/include/linux"), reverse=True):
         return candidate.parent.parent
     return None
 
@@ -162,6 +158,18 @@ class Loaded:
         self.close()
 
 
+def program_text(bpf_file: str) -> str:
+    """bpf/common.bpf.c followed by `bpf_file`: bcc rewrites map calls only in its main
+    source, so the shared map helpers cannot live in a header."""
+    parts = []
+    for name in ("common.bpf.c", bpf_file):
+        path = BPF_DIR / name
+        if not path.exists():
+            raise UserError(f"BPF source {path} is missing (set RCUPENDING_BPF_DIR?)")
+        parts.append(f'#line 1 "{path}"\n{path.read_text()}')
+    return "\n".join(parts)
+
+
 def load(
     bpf_file: str,
     defines: dict[str, str | int | None],
@@ -176,13 +184,11 @@ def load(
         os.environ["BCC_KERNEL_SOURCE"] = str(headers)
     cflags = [f"-I{BPF_DIR}", "-Wno-macro-redefined"]
     cflags += [f"-D{k}" if v is None else f"-D{k}={v}" for k, v in defines.items()]
-    path = BPF_DIR / bpf_file
-    if not path.exists():
-        raise UserError(f"BPF source {path} is missing (set RCUPENDING_BPF_DIR?)")
+    text = program_text(bpf_file)
     b = None
     with captured_stderr() as err:
         try:
-            b = bcc.BPF(src_file=str(path).encode(), cflags=cflags)
+            b = bcc.BPF(text=text.encode(), cflags=cflags)
             for mechanism, target, fn_name in attach:
                 if mechanism == "kprobe":
                     b.attach_kprobe(event=target, fn_name=fn_name)

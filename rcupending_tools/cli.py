@@ -163,12 +163,16 @@ def stress_kvfree(
     workers: Annotated[int, typer.Option(min=1, max=256)] = 1,
     sockets: Annotated[int, typer.Option(min=1, max=4096)] = 8,
     measure: Annotated[bool, typer.Option(help="attach the collector around the stress")] = False,
+    interval: Annotated[
+        float | None, typer.Option(min=0.05, help="with --measure: a snapshot every S s")
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """setsockopt(IP_OPTIONS) on UDP sockets: one kfree_rcu() per set after a socket's first.
 
     With --measure, exit 1 when the stress workers' measured enqueues differ from the truth."""
     from .stress import kvfree
+    from .views.text import summary
 
     if count is None and duration is None:
         count = 20000
@@ -187,6 +191,9 @@ def stress_kvfree(
         run = kvfree.start(count, optlen, workers, sockets, duration)
         if col is not None:
             col.stress_tgids = run.pids
+        while interval and col is not None and run.running(timeout=interval):
+            snap = col.update(src.read())
+            _emit_json(snap) if json_out else print(summary(snap))
         expected = run.wait()
         result: dict = {"expected": expected}
         if src is not None:
@@ -272,6 +279,26 @@ def lab(
         )
         raise typer.Exit(res.rc or 3)
     raise typer.Exit(res.rc)
+
+
+@app.command()
+def fetch(
+    specs: Annotated[
+        list[str] | None, typer.Argument(help="kernel SPECs to download+cache")
+    ] = None,
+    headers: Annotated[bool, typer.Option(help="the headers tree bcc compiles with")] = False,
+) -> None:
+    """Download and cache lab kernels (and bcc's headers tree) ahead of time."""
+    from .lab import kernels
+
+    def progress(message: str) -> None:
+        print(message, file=sys.stderr)
+
+    if headers:
+        print(kernels.debian_headers(progress))
+    for spec in specs or []:
+        k = kernels.resolve(spec, progress)
+        print(f"{k.spec}\t{k.release}\t{k.image}")
 
 
 @app.command()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import multiprocessing as mp
+import multiprocessing.connection
 import os
 import socket
 import time
@@ -96,6 +97,16 @@ class StressRun:
     @property
     def pids(self) -> set[int]:
         return {p.pid for p in self.procs}
+
+    def running(self, timeout: float) -> bool:
+        """Wait up to `timeout` s; True while any worker has not reported."""
+        deadline = time.monotonic() + timeout
+        while pending := [c for c in self.conns if not c.poll()]:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return True
+            mp.connection.wait(pending, left)
+        return False
 
     def wait(self) -> dict:
         truths = [c.recv() for c in self.conns]

@@ -1,0 +1,77 @@
+"""The collector turns raw samples into snapshots that satisfy the documented schema."""
+
+from __future__ import annotations
+
+import json
+
+from rcupending_tools.collector import Collector, RawSample, provenance
+from rcupending_tools.schema import validation_errors
+
+PROBES = [
+    {
+        "name": "kvfree_call_rcu",
+        "function": "kvfree_call_rcu",
+        "status": "attached",
+        "mechanism": "fentry",
+        "detail": "fentry on kvfree_call_rcu",
+    }
+]
+
+
+def raw(t: float, head: list[int], headless: list[int], tasks: dict, lost: int = 0) -> RawSample:
+    return RawSample(time=t, kvfree_enqueued=[head, headless], kvfree_by_task=tasks, lost=[lost])
+
+
+def test_snapshot_totals_per_cpu_per_kind_and_stress_share():
+    col = Collector(
+        provenance("6.12.1", "rcupending test"), PROBES, source="synthetic", stress_tgids={42, 43}
+    )
+    s0 = col.update(raw(100.0, [0, 0], [0, 0], {}))
+    s1 = col.update(
+        raw(
+            101.5, [10, 5], [0, 1], {(42, "python3"): 9, (43, "python3"): 3, (1, "init"): 4}, lost=2
+        )
+    )
+    assert validation_errors(s0) == [] and validation_errors(s1) == []
+    kv = s1["kvfree_rcu"]
+    assert kv["enqueued"]["objects"] == 16
+    assert kv["enqueued"]["by_cpu"] == [10, 6]
+    assert kv["enqueued"]["by_kind"] == {"head": 15, "headless": 1}
+    assert kv["by_stress"]["enqueued"] == 12
+    assert kv["by_process"][0] == {"tgid": 42, "comm": "python3", "objects": 9}
+    assert s1["lost"] == {"total": 2, "by_reason": {"task_map_full": 2}}
+    assert (s1["seq"], s1["elapsed_s"]) == (1, 1.5)
+    assert s1["provenance"]["kernel_release"] == "6.12.1"
+
+
+def test_unattached_families_are_null_and_valid():
+    col = Collector(provenance("6.18.1"), [], source="synthetic")
+    s = col.update(RawSample(time=5.0))
+    assert s["kvfree_rcu"] is None and s["rcu_pending"] is None and s["nolock"] is None
+    assert validation_errors(s) == []
+
+
+def test_nolock_family():
+    col = Collector(provenance("6.18.1"), [], source="synthetic")
+    s = col.update(RawSample(time=1.0, nolock_stats=[[3, 4], [1, 0]]))
+    assert s["nolock"]["attempts"] == 7 and s["nolock"]["failures"] == 1
+    assert s["nolock"]["by_cpu"][0] == {"attempts": 3, "failures": 1}
+
+
+def test_schema_rejects_broken_snapshots():
+    col = Collector(provenance("6.12.1"), PROBES, source="synthetic")
+    s = col.update(raw(1.0, [1], [0], {}))
+    bad = json.loads(json.dumps(s))
+    bad["kvfree_rcu"]["enqueued"]["objects"] = -1
+    del bad["lost"]
+    errors = validation_errors(bad)
+    assert any("objects" in e for e in errors) and any("lost" in e for e in errors)
+    bad = json.loads(json.dumps(s))
+    bad["version"] = 99
+    assert validation_errors(bad)
+
+
+def test_raw_sample_round_trips_json():
+    r = raw(3.0, [1, 2], [0, 1], {(7, "a b"): 3}, lost=1)
+    back = RawSample.from_json(json.loads(json.dumps(r.to_json())))
+    assert back == r

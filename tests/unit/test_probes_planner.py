@@ -1,0 +1,140 @@
+"""The probe table and the planner's binding logic, on recorded kallsyms and synthetic BTF."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rcupending_tools import planner
+from rcupending_tools.kernel import KernelInfo, parse_kallsyms, parse_version
+from rcupending_tools.probes import KVFREE_CALL_RCU, NOLOCK_ALLOC, PROBES, RCU_PENDING_ENQUEUE
+
+
+class FakeBtf:
+    def __init__(self, funcs: dict[str, list[str]]) -> None:
+        self.funcs = funcs
+
+    def func_params(self, name: str):
+        p = self.funcs.get(name)
+        return None if p is None else [(n, "void *") for n in p]
+
+
+def kernel(tmp_path: Path, release: str, syms: list[str], btf: dict | None) -> KernelInfo:
+    ks = tmp_path / "kallsyms"
+    ks.write_text("".join(f"ffffffff8100{i:04x} T {s}\n" for i, s in enumerate(syms)))
+    btf_dir = tmp_path / "btf"
+    btf_dir.mkdir()
+    k = KernelInfo(release=release, kallsyms_path=ks, btf_dir=btf_dir)
+    if btf is not None:
+        (btf_dir / "vmlinux").write_bytes(b"")
+        k.__dict__["btf"] = FakeBtf(btf)
+    return k
+
+
+def test_table_is_consistent():
+    names = [p.name for p in PROBES]
+    assert len(names) == len(set(names))
+    for p in PROBES:
+        assert p.candidates and p.absent_reason
+        assert (Path(__file__).parents[2] / "bpf" / p.bpf_file).exists()
+        for c in p.candidates:
+            assert c.until is None or c.since < c.until
+
+
+def test_parse_version():
+    assert parse_version("6.12.57+deb13-amd64") == (6, 12)
+    assert parse_version("7.3.4-amd64") == (7, 3)
+
+
+def test_kvfree_signatures_follow_btf(tmp_path):
+    k61 = kernel(
+        tmp_path, "6.1.0-56-amd64", ["kvfree_call_rcu"], {"kvfree_call_rcu": ["head", "func"]}
+    )
+    b = planner.bind(KVFREE_CALL_RCU, k61)
+    assert isinstance(b, planner.Binding)
+    assert b.candidate.params == ("head", "func") and b.params == ["head", "func"]
+    (tmp_path / "b").mkdir()
+    k612 = kernel(
+        tmp_path / "b", "6.12.1", ["kvfree_call_rcu"], {"kvfree_call_rcu": ["head", "ptr"]}
+    )
+    b = planner.bind(KVFREE_CALL_RCU, k612)
+    assert b.candidate.params == ("head", "ptr")
+
+
+def test_nolock_gfp_argument_sets_define(tmp_path):
+    k = kernel(
+        tmp_path,
+        "6.18.1",
+        ["alloc_pages_nolock_noprof"],
+        {"alloc_pages_nolock_noprof": ["gfp_flags", "nid", "order"]},
+    )
+    b = planner.bind(NOLOCK_ALLOC, k)
+    kinds = planner.attempts(b, k)
+    assert [str(kind) for kind, _, _ in kinds] == ["fentry", "kprobe"]
+    fentry_defines = kinds[0][1]
+    assert fentry_defines["NOLOCK_SYM"] == "alloc_pages_nolock_noprof"
+    assert "NOLOCK_GFP_ARG" in fentry_defines and "NOLOCK_FENTRY" in fentry_defines
+    assert kinds[1][2] == [("kretprobe", "alloc_pages_nolock_noprof", "kretprobe_nolock")]
+
+
+def test_nolock_6_16_has_no_gfp(tmp_path):
+    k = kernel(
+        tmp_path,
+        "6.16.3",
+        ["alloc_pages_nolock_noprof"],
+        {"alloc_pages_nolock_noprof": ["nid", "order"]},
+    )
+    b = planner.bind(NOLOCK_ALLOC, k)
+    assert "NOLOCK_GFP_ARG" not in planner.attempts(b, k)[0][1]
+
+
+@pytest.mark.parametrize(
+    "release,reason",
+    [
+        ("6.1.0-56-amd64", "arrived in 6.15"),
+        ("6.12.57+deb13-amd64", "arrived in 6.15"),
+    ],
+)
+def test_nolock_absent_with_version_reason(tmp_path, release, reason):
+    k = kernel(tmp_path, release, ["kvfree_call_rcu"], {})
+    st = planner.bind(NOLOCK_ALLOC, k)
+    assert isinstance(st, planner.ProbeStatus)
+    assert st.status is planner.Status.ABSENT
+    major, minor = parse_version(release)
+    assert reason in st.detail and f"this kernel is {major}.{minor}" in st.detail
+
+
+def test_rcu_pending_absent_on_6_18(tmp_path):
+    k = kernel(tmp_path, "6.18.4", ["kvfree_call_rcu"], {})
+    st = planner.bind(RCU_PENDING_ENQUEUE, k)
+    assert st.status is planner.Status.ABSENT
+    assert "6.12-6.17" in st.detail and "6.18" in st.detail
+
+
+def test_rcu_pending_in_module_blocks_fentry(tmp_path):
+    ks = tmp_path / "kallsyms"
+    ks.write_text("ffffffffc0001000 t rcu_pending_enqueue\t[bcachefs]\n")
+    btf_dir = tmp_path / "btf"
+    btf_dir.mkdir()
+    k = KernelInfo(release="6.12.5", kallsyms_path=ks, btf_dir=btf_dir)
+    b = planner.bind(RCU_PENDING_ENQUEUE, k)
+    assert b.module == "bcachefs"
+    assert "no kernel BTF" in planner._fentry_precheck(b, k)
+
+
+def test_isra_clone_is_found_but_not_fentry(tmp_path):
+    k = kernel(
+        tmp_path,
+        "6.12.5",
+        ["rcu_pending_enqueue.isra.0"],
+        {"rcu_pending_enqueue": ["pending", "obj"]},
+    )
+    b = planner.bind(RCU_PENDING_ENQUEUE, k)
+    assert b.symbol == "rcu_pending_enqueue.isra.0"
+    assert "clone" in planner._fentry_precheck(b, k)
+
+
+def test_parse_kallsyms_modules():
+    syms = parse_kallsyms("ffffffff81000000 T foo\nffffffffc0000000 t bar\t[mod]\n")
+    assert syms["foo"][0].module is None and syms["bar"][0].module == "mod"
