@@ -181,7 +181,7 @@ def stress_kvfree(
     if sockets < workers:
         raise UserError("--sockets must be at least --workers")
     _terminate_as_interrupt()
-    src = col = None
+    src = col = run = None
     if measure:
         src, col = _live_collector()
     try:
@@ -220,6 +220,8 @@ def stress_kvfree(
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
     finally:
+        if run is not None:
+            run.finish()  # workers close their sockets only after the final read
         if src is not None:
             src.close()
     if measure and not result.get("match"):
@@ -232,6 +234,11 @@ def _print_stress(result: dict) -> None:
         f"stress kvfree: {exp['calls']} setsockopt calls on {exp['sockets']} sockets "
         f"({exp['failed']} failed {exp['errors'] or ''}), workers {exp['pids']}"
     )
+    if exp["sockets_with_options"]:
+        print(
+            f"  note: closing the sockets afterwards frees {exp['sockets_with_options']} more "
+            "option blocks (through kfree_rcu on some kernels), after the measured window"
+        )
     print(f"  expected   kvfree_rcu enqueued by stress: {exp['kvfree_rcu']['enqueued']}")
     if "measured" in result:
         kv = result["measured"]["kvfree_rcu"]

@@ -4,6 +4,10 @@ Each successful IP_OPTIONS set replaces the socket's option block and frees the 
 kfree_rcu() (net/ipv4/ip_sockglue.c); a socket's first set has nothing to free, and a rejected
 set (optlen > 40, malformed options) allocates nothing that reaches kfree_rcu. So per socket,
 expected enqueues = successful sets - 1 (when at least one succeeded).
+
+Closing a socket frees its last option block too (on 6.1 through kfree_rcu from
+inet_sock_destruct), so workers keep their sockets open until `StressRun.finish()`: a
+measurement read between `wait()` and `finish()` sees exactly the sets' enqueues.
 """
 
 from __future__ import annotations
@@ -35,45 +39,67 @@ class WorkerTruth:
     failed: int
     errors: dict[str, int]
     expected_enqueued: int
+    sockets_with_options: int  # their last block is freed when the socket closes
+
+
+class Worker:
+    """UDP sockets and the count of what was done to them."""
+
+    def __init__(self, sockets: int, optlen: int) -> None:
+        self.opts = options_bytes(optlen)
+        self.socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(sockets)]
+        self.succeeded = [0] * sockets
+        self.calls = 0
+        self.errors: dict[str, int] = {}
+
+    def set_once(self, i: int) -> None:
+        self.calls += 1
+        try:
+            self.socks[i].setsockopt(socket.IPPROTO_IP, socket.IP_OPTIONS, self.opts)
+        except OSError as e:
+            name = errno.errorcode.get(e.errno or 0, str(e.errno))
+            self.errors[name] = self.errors.get(name, 0) + 1
+            return
+        self.succeeded[i] += 1
+
+    def run(self, enqueues: int | None, deadline: float | None = None) -> WorkerTruth:
+        """`enqueues` kfree_rcu() enqueues spread over the sockets (fewer if sets fail); with
+        `enqueues` None, keep going round the sockets until `deadline` (monotonic)."""
+        n = len(self.socks)
+        if enqueues is not None:
+            for i in range(n):
+                for _ in range(enqueues // n + (i < enqueues % n) + 1):
+                    self.set_once(i)  # + 1: a socket's first set frees nothing
+        else:
+            while time.monotonic() < (deadline or 0):
+                for _ in range(256):
+                    self.set_once(self.calls % n)
+        ok = sum(self.succeeded)
+        return WorkerTruth(
+            pid=os.getpid(),
+            sockets=n,
+            calls=self.calls,
+            ok=ok,
+            failed=self.calls - ok,
+            errors=dict(self.errors),
+            expected_enqueued=sum(max(0, k - 1) for k in self.succeeded),
+            sockets_with_options=sum(1 for k in self.succeeded if k),
+        )
+
+    def close(self) -> None:
+        for s in self.socks:
+            s.close()
 
 
 def run_worker(
     enqueues: int | None, sockets: int, optlen: int, deadline: float | None = None
 ) -> WorkerTruth:
-    """Make `enqueues` kfree_rcu() enqueues spread over `sockets` UDP sockets (fewer if sets
-    fail); with `enqueues` None, keep going round the sockets until `deadline`."""
-    opts = options_bytes(optlen)
-    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(sockets)]
-    succeeded = [0] * sockets
-    calls = 0
-    errors: dict[str, int] = {}
-
-    def set_once(i: int) -> None:
-        nonlocal calls
-        calls += 1
-        try:
-            socks[i].setsockopt(socket.IPPROTO_IP, socket.IP_OPTIONS, opts)
-        except OSError as e:
-            name = errno.errorcode.get(e.errno or 0, str(e.errno))
-            errors[name] = errors.get(name, 0) + 1
-            return
-        succeeded[i] += 1
-
+    """Run one worker in this process and close its sockets."""
+    w = Worker(sockets, optlen)
     try:
-        if enqueues is not None:
-            for i in range(sockets):
-                for _ in range(enqueues // sockets + (i < enqueues % sockets) + 1):
-                    set_once(i)  # + 1: a socket's first set frees nothing
-        else:
-            while time.monotonic() < (deadline or 0):
-                for _ in range(256):
-                    set_once(calls % sockets)
+        return w.run(enqueues, deadline)
     finally:
-        for s in socks:
-            s.close()
-    ok = sum(succeeded)
-    expected = sum(max(0, n - 1) for n in succeeded)
-    return WorkerTruth(os.getpid(), sockets, calls, ok, calls - ok, errors, expected)
+        w.close()
 
 
 def _child(
@@ -83,13 +109,28 @@ def _child(
     optlen: int,  # noqa: ANN001
     deadline: float | None,
 ) -> None:
-    conn.send(asdict(run_worker(enqueues, sockets, optlen, deadline)))
-    conn.close()
+    w = Worker(sockets, optlen)
+    try:
+        conn.send(asdict(w.run(enqueues, deadline)))
+        conn.recv()  # hold the sockets open until the parent has measured
+    except EOFError:
+        pass
+    finally:
+        w.close()
+        conn.close()
+
+
+def _merge(dicts) -> dict[str, int]:  # noqa: ANN001
+    out: dict[str, int] = {}
+    for d in dicts:
+        for k, v in d.items():
+            out[k] = out.get(k, 0) + v
+    return out
 
 
 @dataclass
 class StressRun:
-    """Worker processes started (their pids known) before they do any work."""
+    """Worker processes, started (pids known) before they do any work."""
 
     procs: list
     conns: list
@@ -109,12 +150,14 @@ class StressRun:
         return False
 
     def wait(self) -> dict:
-        truths = [c.recv() for c in self.conns]
-        for p in self.procs:
-            p.join()
-        bad = [p.exitcode for p in self.procs if p.exitcode != 0]
-        if bad:
-            raise RuntimeError(f"stress workers failed with exit codes {bad}")
+        """The workers' truth once all have finished their sets (sockets still open)."""
+        truths = []
+        for p, c in zip(self.procs, self.conns, strict=True):
+            try:
+                truths.append(c.recv())
+            except EOFError:
+                p.join()
+                raise RuntimeError(f"stress worker {p.pid} died (exit {p.exitcode})") from None
         return {
             "scenario": "kvfree",
             "workers": len(truths),
@@ -124,16 +167,22 @@ class StressRun:
             "failed": sum(t["failed"] for t in truths),
             "errors": _merge(t["errors"] for t in truths),
             "kvfree_rcu": {"enqueued": sum(t["expected_enqueued"] for t in truths)},
+            "sockets_with_options": sum(t["sockets_with_options"] for t in truths),
             "pids": sorted(t["pid"] for t in truths),
         }
 
-
-def _merge(dicts) -> dict[str, int]:  # noqa: ANN001
-    out: dict[str, int] = {}
-    for d in dicts:
-        for k, v in d.items():
-            out[k] = out.get(k, 0) + v
-    return out
+    def finish(self) -> None:
+        """Let the workers close their sockets and exit."""
+        for c in self.conns:
+            try:
+                c.send("close")
+            except OSError:
+                pass
+        for p in self.procs:
+            p.join(timeout=30)
+            if p.is_alive():
+                p.kill()
+                p.join()
 
 
 def start(
@@ -155,7 +204,7 @@ def start(
     for w in range(workers):
         n = None if count is None else count // workers + (1 if w < count % workers else 0)
         s = sockets // workers + (1 if w < sockets % workers else 0)
-        parent, child = ctx.Pipe(duplex=False)
+        parent, child = ctx.Pipe(duplex=True)
         p = ctx.Process(target=_child, args=(child, n, s, optlen, deadline), daemon=True)
         p.start()
         child.close()

@@ -1,0 +1,65 @@
+"""Runs INSIDE a lab VM (via `rcupending lab`): the kvfree stress measured by rcupending, with
+an independent kmem:kmalloc count in the same VM, and negative controls. Prints one line
+`RCUPENDING-RESULT <json>` for the host-side tests to assert on."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from rcupending_tools import bpfload
+from rcupending_tools.kernel import KernelInfo
+
+CLI = [sys.executable, "-m", "rcupending_tools.cli"]
+SCENARIOS = {
+    "main": ["--count", "20000", "--optlen", "4", "--workers", "2"],
+    "first_sets_only": ["--count", "0", "--sockets", "64"],
+    "invalid_optlen": ["--count", "1000", "--optlen", "44"],
+}
+
+
+def run(args: list[str]) -> tuple[int, object, str]:
+    proc = subprocess.run(CLI + args, capture_output=True, text=True)
+    try:
+        out = json.loads(proc.stdout.strip().splitlines()[-1])
+    except (json.JSONDecodeError, IndexError):
+        out = None
+    return proc.returncode, out, proc.stderr[-2000:]
+
+
+def main() -> None:
+    result: dict = {"release": KernelInfo().release}
+    rc, out, err = run(["check", "--json"])
+    result["check"] = {"rc": rc, "out": out, "stderr": err}
+    kernel = KernelInfo()
+    counter = bpfload.load(str(Path(__file__).with_name("kmalloc_count.bpf.c")), {}, "tracepoint")
+    try:
+        table = counter.bpf["kmalloc_sites"]
+        for name, args in SCENARIOS.items():
+            table.clear()
+            rc, out, err = run(["stress", "kvfree", *args, "--measure", "--json"])
+            entry: dict = {"rc": rc, "out": out, "stderr": err}
+            if isinstance(out, dict):
+                pids = set(out["expected"]["pids"])
+                sites: dict[str, dict] = {}
+                for k, v in table.items():
+                    if k.tgid not in pids:
+                        continue
+                    sym = kernel.ksym_at(k.call_site) or hex(k.call_site)
+                    s = sites.setdefault(sym, {"count": 0, "bytes_req": 0, "bytes_alloc": 0})
+                    s["count"] += v.count
+                    s["bytes_req"] += v.bytes_req
+                    s["bytes_alloc"] += v.bytes_alloc
+                entry["kmalloc_by_site"] = sites
+                entry["kmalloc_ip_options"] = sum(
+                    s["count"] for sym, s in sites.items() if sym.startswith("ip_options_get"))
+            result[name] = entry
+    finally:
+        counter.close()
+    print("RCUPENDING-RESULT " + json.dumps(result, sort_keys=True), flush=True)
+
+
+if __name__ == "__main__":
+    main()
