@@ -1,0 +1,196 @@
+"""Run a command in a virtme-ng VM (QEMU TCG) on a LabKernel and collect rc, output, dmesg."""
+
+from __future__ import annotations
+
+import codecs
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from ..errors import UserError
+from .kernels import LabKernel
+
+TAIL_LINES = 20
+
+# Kernel splats, after the "[  12.345678] " / "<4>" / "[T123]" prefixes are stripped.
+_PREFIX = re.compile(r"^(?:<\d+>)?(?:\[\s*\d+\.\d+\]\s*)?(?:\[\s*[TC]\d+\]\s*)?")
+_SPLAT = re.compile(
+    r"^WARNING: "  # WARN*() and lockdep/RCU-lockdep reports
+    r"|(?:^|\w: )BUG: "  # BUG: ..., watchdog: BUG: soft lockup, BUG: KASAN: ...
+    r"|^kernel BUG at "
+    r"|^Oops\b"
+    r"|general protection fault"
+    r"|INFO: rcu_\w+ (?:self-)?detected (?:expedited )?stalls?"
+    r"|rcu_\w+ kthread starved for"
+    r"|\bsoft lockup\b|\bhard LOCKUP\b"
+    r"|INFO: task \S+ blocked for more than"
+    r"|^\S*KASAN: |^UBSAN: "
+    r"|Kernel panic - not syncing"
+)
+
+
+@dataclass
+class VmResult:
+    rc: int
+    output: str  # the command's stdout+stderr
+    dmesg: str
+    splats: list[str]
+    boot_ok: bool  # False if the command never ran to completion (no rc from the guest)
+    seconds: float
+    console: str = ""  # vng's stderr: kernel console and virtme messages
+
+
+def scan_splats(dmesg: str) -> list[str]:
+    """Lines of `dmesg` that report a kernel warning, bug, oops, stall, lockup or hang."""
+    return [ln.strip() for ln in dmesg.splitlines() if _SPLAT.search(_PREFIX.sub("", ln))]
+
+
+def _tool(name: str, install: str) -> str:
+    local = Path(sys.executable).parent / name  # the venv's own, beside the interpreter
+    exe = str(local) if local.is_file() else shutil.which(name)
+    if exe is None:
+        raise UserError(f"{name} not found: {install}")
+    return exe
+
+
+def guest_script(kernel: LabKernel, cmd: Sequence[str], xch: Path, env: dict[str, str]) -> str:
+    """The sh wrapper run inside the guest (pure; exposed for tests)."""
+    exports = {"PATH": shlex.quote(str(Path(sys.executable).parent)) + ":$PATH"}
+    if kernel.headers is not None:
+        exports["BCC_KERNEL_SOURCE"] = shlex.quote(str(kernel.headers))
+    for k, v in env.items():
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k):
+            raise UserError(f"bad environment variable name {k!r}")
+        exports[k] = shlex.quote(v)
+    x = shlex.quote(str(xch))
+    lines = ["#!/bin/sh"] + [f"export {k}={v}" for k, v in exports.items()]
+    lines += [
+        'mnt() { grep -q " $2 " /proc/mounts || mount -t $1 $1 $2 2>/dev/null; }',
+        "mnt tracefs /sys/kernel/tracing",
+        "mnt debugfs /sys/kernel/debug",
+        f"cd {shlex.quote(os.getcwd())} || exit 125",
+        f"{shlex.join(cmd)} 2>&1",
+        "rc=$?",
+        f"dmesg > {x}/dmesg 2>&1",
+        f"echo $rc > {x}/rc.tmp && mv {x}/rc.tmp {x}/rc",
+        "exit $rc",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def vng_command(
+    vng: str, kernel: LabKernel, xch: Path, *, append: Sequence[str], memory: str, cpus: int
+) -> list[str]:
+    argv = [vng, "-v", "-r", str(kernel.image), "--disable-kvm"]
+    argv += ["--memory", memory, "--cpus", str(cpus)]
+    for a in append:
+        argv += ["--append", a]
+    return argv + ["--rwdir", str(xch), "--", f"sh {shlex.quote(str(xch / 'guest.sh'))}"]
+
+
+def _pump(src, sink: list[str], stream: TextIO | None) -> None:
+    dec = codecs.getincrementaldecoder("utf-8")("replace")
+    while chunk := src.read1(65536):
+        text = dec.decode(chunk)
+        sink.append(text)
+        if stream is not None:
+            stream.write(text)
+            stream.flush()
+    sink.append(dec.decode(b"", final=True))
+
+
+def run_in_vm(
+    kernel: LabKernel,
+    cmd: list[str],
+    *,
+    append: Sequence[str] = (),
+    memory: str = "2G",
+    cpus: int = 2,
+    env: dict[str, str] | None = None,
+    stream: TextIO | None = sys.stdout,
+    timeout: float = 1800,
+    check: bool = True,
+) -> VmResult:
+    """Boot `kernel` under QEMU TCG, run `cmd` as root in the host's cwd, stream its output.
+
+    Raises UserError (with the console tail) if the command never completed, unless
+    check=False, which returns a VmResult with boot_ok=False instead.
+    """
+    _tool("qemu-system-x86_64", "apt-get install qemu-system-x86")
+    vng = _tool("vng", "pip install virtme-ng (in this venv)")
+    if not kernel.image.is_file():
+        raise UserError(f"kernel image {kernel.image} is missing")
+    xch = Path(tempfile.mkdtemp(prefix="rcupending-vm-"))
+    try:
+        (xch / "guest.sh").write_text(guest_script(kernel, cmd, xch, env or {}))
+        argv = vng_command(vng, kernel, xch, append=append, memory=memory, cpus=cpus)
+        path = f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"
+        print(f"booting {kernel.spec} ({kernel.release}) under QEMU TCG…", file=sys.stderr)
+        start = time.monotonic()
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={**os.environ, "PATH": path},
+            start_new_session=True,  # one process group to stop on timeout
+        )
+        out: list[str] = []
+        con: list[str] = []
+        pumps = [
+            threading.Thread(target=_pump, args=(proc.stdout, out, stream), daemon=True),
+            threading.Thread(target=_pump, args=(proc.stderr, con, None), daemon=True),
+        ]
+        for t in pumps:
+            t.start()
+        timed_out = False
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            _stop(proc)
+        for t in pumps:
+            t.join(timeout=10)
+        seconds = time.monotonic() - start
+        output, console = "".join(out), "".join(con)
+        rc_file = xch / "rc"
+        dmesg = (xch / "dmesg").read_text(errors="replace") if (xch / "dmesg").exists() else ""
+        if rc_file.exists():
+            rc = int(rc_file.read_text().strip() or 255)
+            return VmResult(rc, output, dmesg, scan_splats(dmesg), True, seconds, console)
+        if check:
+            why = f"timed out after {timeout:.0f} s" if timed_out else f"vng exit {proc.returncode}"
+            tail = "\n".join((console + output).splitlines()[-TAIL_LINES:])
+            raise UserError(
+                f"VM {kernel.spec} ({kernel.release}) did not complete the command ({why}); "
+                f"console tail:\n{tail}"
+            )
+        rc = proc.returncode if proc.returncode is not None else -1
+        return VmResult(rc, output, dmesg, scan_splats(console), False, seconds, console)
+    finally:
+        shutil.rmtree(xch, ignore_errors=True)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Stop vng and its QEMU: SIGTERM to its own process group, SIGKILL if it lingers."""
+    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue

@@ -1,0 +1,133 @@
+"""Unit tests of the VM runner's pure parts: splat scanning, guest script, vng argv."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rcupending_tools.errors import UserError
+from rcupending_tools.lab import vm
+from rcupending_tools.lab.kernels import LabKernel
+from rcupending_tools.lab.vm import guest_script, scan_splats, vng_command
+
+# Lines from a real debian:7.3 boot under virtme-ng + QEMU TCG (negative control).
+BOOT_LOG = """\
+[    0.000000] Linux version 7.3.4+deb13-amd64 (debian-kernel@example.org) #1 SMP
+[    0.172704] rcu: Preemptible hierarchical RCU implementation.
+[    0.172854] rcu: \tRCU restricting CPUs from NR_CPUS=8192 to nr_cpu_ids=2.
+[    0.173025] \tTrampoline variant of Tasks RCU enabled.
+[    0.173275] rcu: RCU calculated value of scheduler-enlistment delay is 25 jiffies.
+[    0.174357] RCU Tasks: Setting shift to 1 and lim to 1 rcu_task_cb_adjust=1 rcu_task_cpu_ids=2.
+[    0.218128] rcu: srcu_init: Setting srcu_struct sizes based on contention.
+[    0.276291] mitigations: Enabled attack vectors: user_kernel, user_user, SMT mitigations: auto
+[    0.277032] Spectre V2 : Mitigation: Retpolines
+[    0.284519] x86/fpu: Supporting XSAVE feature 0x200: 'Protection Keys User registers'
+[    0.588678] rcu: Hierarchical SRCU implementation.
+[    0.99] PCI: Using host bridge windows from ACPI; if necessary, use "pci=nocrs" and report a bug
+[    1.714307] RAS: Correctable Errors collector initialized.
+[    2.403399] 9pnet: Installing 9P2000 support
+[    7.060896] ata6: SATA link down (SStatus 0 SControl 300)
+[    7.988990] powernow_k8: Power state transitions not supported
+[    8.652837] virtme-ng-init: udev is done
+[    8.669789] virtme-ng-init: starting script
+[   10.034015] clocksource: Watchdog remote CPU 1 read timed out
+[   11.100000] hrtimer: interrupt took 1034567 ns
+[   12.000000] Spectre V2 : WARNING: Unprivileged eBPF is enabled with eIBRS on
+"""
+
+SPLATS = [
+    "[   42.1] WARNING: CPU: 1 PID: 77 at mm/slub.c:1234 kfree+0x2a/0x40",
+    "[   43.0] ------------[ cut here ]------------",
+    "[   44.2] BUG: kernel NULL pointer dereference, address: 0000000000000008",
+    "[   44.3] Oops: 0000 [#1] PREEMPT SMP NOPTI",
+    "[   45.0] kernel BUG at lib/list_debug.c:53!",
+    "[   46.0] Oops: general protection fault, probably for non-canonical address 0xdead: 0000",
+    "[   47.0] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:",
+    "[   47.5] rcu: INFO: rcu_sched self-detected stall on CPU",
+    "[   47.6] rcu: INFO: rcu_preempt detected expedited stalls on CPUs/tasks: { 1-... }",
+    "[   48.0] watchdog: BUG: soft lockup - CPU#0 stuck for 26s! [stress:123]",
+    "[   49.0] INFO: task kworker/u4:2:51 blocked for more than 120 seconds.",
+    "[   50.0] BUG: KASAN: slab-use-after-free in rcu_do_batch+0x1/0x2",
+    "[   51.0] [  T123] WARNING: possible circular locking dependency detected",
+    "<4>[   52.0] WARNING: suspicious RCU usage",
+    "[   53.0] Kernel panic - not syncing: Fatal exception",
+    "[   54.0] rcu: rcu_preempt kthread starved for 10002 jiffies!",
+]
+
+
+def test_ordinary_boot_has_no_splats():
+    assert scan_splats(BOOT_LOG) == []
+    assert scan_splats("") == []
+
+
+def test_each_splat_found():
+    for line in SPLATS:
+        if "cut here" in line:
+            assert scan_splats(line) == []
+        else:
+            assert scan_splats(line) == [line.strip()], line
+
+
+def test_splats_in_context_keep_order():
+    text = BOOT_LOG + "\n".join(SPLATS) + "\n" + BOOT_LOG
+    found = scan_splats(text)
+    assert found == [s for s in SPLATS if "cut here" not in s]
+
+
+def K(headers: Path | None = Path("/h")) -> LabKernel:  # noqa: N802
+    return LabKernel("debian:6.12", "6.12.107+deb13-amd64", Path("/k/vmlinuz"), headers, "test")
+
+
+def test_guest_script(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    s = guest_script(K(), ["python3", "-c", "print('a b')"], tmp_path / "x", {"FOO": "1 2"})
+    lines = s.splitlines()
+    assert lines[0] == "#!/bin/sh"
+    assert f"export PATH={Path(sys.executable).parent}:$PATH" in lines
+    assert "export BCC_KERNEL_SOURCE=/h" in lines and "export FOO='1 2'" in lines
+    assert "mnt tracefs /sys/kernel/tracing" in lines and "mnt debugfs /sys/kernel/debug" in lines
+    assert f"cd {tmp_path} || exit 125" in lines
+    assert "python3 -c 'print('\"'\"'a b'\"'\"')' 2>&1" in lines
+    assert lines[-2].endswith(f"{tmp_path}/x/rc") and lines[-1] == "exit $rc"
+    assert "BCC_KERNEL_SOURCE" not in guest_script(K(None), ["true"], tmp_path, {})
+    with pytest.raises(UserError):
+        guest_script(K(), ["true"], tmp_path, {"BAD-NAME": "x"})
+
+
+def test_guest_script_runs_in_sh(tmp_path, monkeypatch):
+    """The wrapper records rc and dmesg; run it on the host with fakes for mount/dmesg."""
+    monkeypatch.chdir(tmp_path)
+    fakes = tmp_path / "bin"
+    fakes.mkdir()
+    for name, body in (("dmesg", "echo '[ 1.0] WARNING: CPU: 0 PID: 1 at x'"), ("mount", ":")):
+        (fakes / name).write_text(f"#!/bin/sh\n{body}\n")
+        (fakes / name).chmod(0o755)
+    (tmp_path / "guest.sh").write_text(
+        guest_script(K(None), ["sh", "-c", "echo out; echo err >&2; exit 7"], tmp_path, {})
+    )
+    r = subprocess.run(
+        ["sh", str(tmp_path / "guest.sh")],
+        capture_output=True,
+        text=True,
+        env={"PATH": f"{fakes}:/usr/bin:/bin"},
+    )
+    assert (r.returncode, r.stdout) == (7, "out\nerr\n")
+    assert (tmp_path / "rc").read_text() == "7\n"
+    assert scan_splats((tmp_path / "dmesg").read_text()) == ["[ 1.0] WARNING: CPU: 0 PID: 1 at x"]
+
+
+def test_vng_command():
+    argv = vng_command(
+        "/v/vng", K(), Path("/x"), append=["rcupdate.rcu_cpu_stall_timeout=60"], memory="1G", cpus=1
+    )
+    assert argv[:5] == ["/v/vng", "-v", "-r", "/k/vmlinuz", "--disable-kvm"]
+    assert argv[argv.index("--memory") + 1] == "1G" and argv[argv.index("--cpus") + 1] == "1"
+    assert argv[argv.index("--append") + 1] == "rcupdate.rcu_cpu_stall_timeout=60"
+    assert argv[-4:] == ["--rwdir", "/x", "--", "sh /x/guest.sh"]
+
+
+def test_missing_qemu_is_user_error(monkeypatch):
+    monkeypatch.setattr(vm.shutil, "which", lambda name: None)
+    with pytest.raises(UserError, match="qemu-system-x86"):
+        vm.run_in_vm(K(), ["true"])
