@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import shlex
-import signal
 import sys
 import time
 from typing import Annotated
@@ -17,6 +14,10 @@ except ImportError:  # pragma: no cover
     from click import exceptions as click_exc
 
 from . import __version__
+from .cliutil import command_line as _command_line
+from .cliutil import emit_json as _emit_json
+from .cliutil import terminate_as_interrupt as _terminate_as_interrupt
+from .commands import surfaces
 from .errors import UserError
 
 app = typer.Typer(
@@ -33,25 +34,6 @@ stress_app = typer.Typer(
     help="Drive a kernel path with a bounded load that knows its own truth.",
 )
 app.add_typer(stress_app, name="stress")
-
-
-def _command_line() -> str:
-    return shlex.join(["rcupending", *sys.argv[1:]])
-
-
-def _emit_json(obj: object) -> None:
-    sys.stdout.write(json.dumps(obj, sort_keys=True) + "\n")
-    sys.stdout.flush()
-
-
-def _terminate_as_interrupt() -> None:
-    """SIGTERM/SIGHUP unwind like Ctrl-C, so `finally` blocks detach every BPF program."""
-
-    def handler(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, handler)
 
 
 @app.command()
@@ -308,24 +290,7 @@ def fetch(
         print(f"{k.spec}\t{k.release}\t{k.image}")
 
 
-@app.command()
-def top(
-    interval: Annotated[float, typer.Argument(min=0.1, help="seconds between refreshes")] = 1.0,
-    count: Annotated[int | None, typer.Argument(min=1, help="stop after COUNT refreshes")] = None,
-    kernel: Annotated[
-        str, typer.Option("--lab-kernel", help="lab kernel when the host refuses the probes")
-    ] = "debian:6.12",
-    lab_seconds: Annotated[float, typer.Option(help="length of the lab stress run")] = 60.0,
-) -> None:
-    """Live dashboard: this host's kernel when it allows the probes, else a lab VM running a
-    stress scenario on a real kernel (said plainly on screen)."""
-    from .views import dashboard
-
-    _terminate_as_interrupt()
-    try:
-        dashboard.run(interval, count, kernel, lab_seconds, _command_line())
-    except KeyboardInterrupt:
-        raise typer.Exit(130) from None
+surfaces.register(app)
 
 
 def main() -> None:

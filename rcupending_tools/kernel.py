@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import os
 import re
 from dataclasses import dataclass, field
@@ -109,11 +110,18 @@ class KernelInfo:
         params = btf.func_params(symbol)
         return [p[0] for p in params] if params is not None else None
 
+    @cached_property
+    def _text_symbols(self) -> tuple[list[int], list[str]]:
+        pairs = sorted(
+            (k.address, name)
+            for name, syms in self.kallsyms.items()
+            for k in syms
+            if k.kind in "tTwW"
+        )
+        return [a for a, _ in pairs], [n for _, n in pairs]
+
     def ksym_at(self, address: int) -> str | None:
         """Name of the text symbol containing `address` (for call sites)."""
-        best_addr, best_name = -1, None
-        for name, syms in self.kallsyms.items():
-            for s in syms:
-                if best_addr < s.address <= address and s.kind in "tTwW":
-                    best_addr, best_name = s.address, name
-        return best_name
+        addrs, names = self._text_symbols
+        i = bisect.bisect_right(addrs, address) - 1
+        return names[i] if i >= 0 else None

@@ -138,3 +138,11 @@ def test_isra_clone_is_found_but_not_fentry(tmp_path):
 def test_parse_kallsyms_modules():
     syms = parse_kallsyms("ffffffff81000000 T foo\nffffffffc0000000 t bar\t[mod]\n")
     assert syms["foo"][0].module is None and syms["bar"][0].module == "mod"
+
+
+def test_ksym_at_finds_containing_symbol(tmp_path):
+    k = kernel(tmp_path, "6.12.1", ["a", "b", "c"], None)
+    base = k.kallsyms["b"][0].address
+    assert k.ksym_at(base) == "b" and k.ksym_at(base + 1) == "b"
+    assert k.ksym_at(base - 1) == "a"
+    assert k.ksym_at(0) is None

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from rcupending_tools import bpfload
@@ -21,7 +22,10 @@ SCENARIOS = {
 
 
 def run(args: list[str]) -> tuple[int, object, str]:
-    proc = subprocess.run(CLI + args, capture_output=True, text=True)
+    print(f"guest: rcupending {' '.join(args)}", flush=True)
+    start = time.monotonic()
+    proc = subprocess.run(CLI + args, capture_output=True, text=True, timeout=900)
+    print(f"guest:   rc {proc.returncode} in {time.monotonic() - start:.1f}s", flush=True)
     try:
         out = json.loads(proc.stdout.strip().splitlines()[-1])
     except (json.JSONDecodeError, IndexError):
@@ -54,7 +58,8 @@ def main() -> None:
                     s["bytes_alloc"] += v.bytes_alloc
                 entry["kmalloc_by_site"] = sites
                 entry["kmalloc_ip_options"] = sum(
-                    s["count"] for sym, s in sites.items() if sym.startswith("ip_options_get"))
+                    s["count"] for sym, s in sites.items() if sym.startswith("ip_options_get")
+                )
             result[name] = entry
     finally:
         counter.close()
