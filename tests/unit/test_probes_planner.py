@@ -22,7 +22,7 @@ class FakeBtf:
 
 def kernel(tmp_path: Path, release: str, syms: list[str], btf: dict | None) -> KernelInfo:
     ks = tmp_path / "kallsyms"
-    ks.write_text("".join(f"ffffffff8100{i:04x} T {s}\n" for i, s in enumerate(syms)))
+    ks.write_text("".join(f"ffffffff8100{i * 256:04x} T {s}\n" for i, s in enumerate(syms)))
     btf_dir = tmp_path / "btf"
     btf_dir.mkdir()
     k = KernelInfo(release=release, kallsyms_path=ks, btf_dir=btf_dir)
