@@ -436,6 +436,34 @@ class Btf:
         found = self._walk(struct, path)
         return None if found is None else self._render(found[1], "", 0)
 
+    def enum_value(self, enumerator: str, enum: str | None = None) -> int | None:
+        """Value of `enumerator` (e.g. "PGTY_slab"), optionally only within enum `enum`."""
+        kinds = (KIND_ENUM, KIND_ENUM64)
+        ids: list[int] = []
+        if enum is not None:
+            ids = self._find(enum, kinds)
+        else:
+            btf: Btf | None = self
+            while btf is not None:
+                ids += [
+                    btf._start_id + idx
+                    for idx, i in enumerate(btf._offs)
+                    if (btf._w[i + 1] >> 24) & 0x1F in kinds
+                ]
+                btf = btf._base
+        for tid in ids:
+            btf, i, kind, vlen, kflag, _, _ = self._hdr(tid)
+            w, per = btf._w, (2 if kind == KIND_ENUM else 3)
+            for k in range(vlen):
+                base = i + 3 + per * k
+                if self._str(w[base]) != enumerator:
+                    continue
+                if kind == KIND_ENUM:
+                    v = w[base + 1]
+                    return v - (1 << 32) if kflag and v >> 31 else v
+                return w[base + 1] | (w[base + 2] << 32)
+        return None
+
     def has_var(self, name: str) -> bool:
         """True if a BTF_KIND_VAR called ``name`` exists."""
         return bool(self._find(name, (KIND_VAR,)))

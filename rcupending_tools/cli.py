@@ -148,6 +148,14 @@ def stress_kvfree(
     interval: Annotated[
         float | None, typer.Option(min=0.05, help="with --measure: a snapshot every S s")
     ] = None,
+    drain: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            help="with --measure: wait up to S s for the stress's objects "
+            "to be freed (kvfree_rcu batches for ~5 s), then check conservation",
+        ),
+    ] = 0.0,
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """setsockopt(IP_OPTIONS) on UDP sockets: one kfree_rcu() per set after a socket's first.
@@ -179,8 +187,13 @@ def stress_kvfree(
         expected = run.wait()
         result: dict = {"expected": expected}
         if src is not None:
-            snap = col.update(src.read())
+            enq_snap = col.update(src.read())  # the stress is done; its frees may not be
+            snap = _drain(src, col, drain) if drain else enq_snap
             kv = snap["kvfree_rcu"]
+            if kv is not None:
+                kv["by_stress"]["enqueued_at_stress_end"] = enq_snap["kvfree_rcu"]["by_stress"][
+                    "enqueued"
+                ]
             measured = {"kvfree_rcu": kv}
             result.update(measured=measured, snapshot=snap)
             result["match"] = kv is not None and (
@@ -210,6 +223,19 @@ def stress_kvfree(
         raise typer.Exit(1)
 
 
+def _drain(src, col, seconds: float):  # noqa: ANN001, ANN202
+    """Read until the stress workers' objects are all freed or `seconds` pass; the last read
+    also counts the tracking map, so the conservation invariant is checked."""
+    deadline = time.monotonic() + seconds
+    while True:
+        snap = col.update(src.read())
+        kv = snap["kvfree_rcu"]
+        if kv is None or kv["by_stress"]["pending"] <= 0 or time.monotonic() >= deadline:
+            break
+        time.sleep(0.5)
+    return col.update(src.read(count_map=True))
+
+
 def _print_stress(result: dict) -> None:
     exp = result["expected"]
     print(
@@ -231,6 +257,17 @@ def _print_stress(result: dict) -> None:
                 f"  measured   kvfree_rcu enqueued by stress: {kv['by_stress']['enqueued']}"
                 f"   (all processes: {kv['enqueued']['objects']})"
             )
+            bs, lat, cons = kv["by_stress"], kv["latency"], kv["conservation"]
+            print(
+                f"             bytes {bs['enqueued_bytes']}, freed {bs['freed']} "
+                f"({bs['freed_bytes']} bytes), pending {bs['pending']}"
+            )
+            print(
+                f"             latency p50 <= {lat['ns']['p50']} ns, p99 <= {lat['ns']['p99']} ns"
+                f" over {lat['count']} frees; fallbacks list {kv['fallback']['list']}, "
+                f"inline {kv['fallback']['inline']}"
+            )
+            print(f"             conservation: {cons}")
             print(f"  {'MATCH' if result['match'] else 'MISMATCH'}")
 
 

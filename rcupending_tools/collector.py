@@ -13,12 +13,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import __version__
+from . import __version__, kvfree_metrics
 from .schema import SCHEMA_NAME, SCHEMA_VERSION, Snapshot
 
 # Index order of the BPF side's enums (bpf/common.bpf.h, bpf/*.bpf.c).
 LOST_REASONS = ("task_map_full",)
-KVFREE_KINDS = ("head", "headless")
 TOP_PROCESSES = 20
 
 TaskKey = tuple[int, str]  # (tgid, comm)
@@ -29,8 +28,13 @@ class RawSample:
     """Cumulative kernel-side counters at `time`. Absent families are None."""
 
     time: float
-    kvfree_enqueued: list[list[int]] | None = None  # [kind][cpu]
-    kvfree_by_task: dict[TaskKey, int] | None = None
+    kvfree_stats: list[list[int]] | None = None  # [kvfree_metrics.ST_*][cpu]
+    kvfree_lat_hist: list[int] | None = None  # [path * 64 + log2 slot], summed over CPUs
+    kvfree_gp_hist: list[int] | None = None
+    kvfree_by_task: dict[TaskKey, list[int]] | None = None  # -> [objects, bytes]
+    kvfree_freed_by_tgid: dict[int, list[int]] | None = None  # enqueuer tgid -> [objects, bytes]
+    kvfree_freed_by_enq_cpu: list[list[int]] | None = None  # [cpu] -> [objects, bytes]
+    kvfree_in_map: dict[str, int] | None = None  # tracked objects counted in the map (costly)
     pending_enqueued: list[int] | None = None  # [cpu]
     pending_by_task: dict[TaskKey, int] | None = None
     nolock_stats: list[list[int]] | None = None  # [attempts, failures][cpu]
@@ -40,10 +44,18 @@ class RawSample:
         def tasks(d: dict[TaskKey, int] | None) -> list | None:
             return None if d is None else [[t, c, n] for (t, c), n in sorted(d.items())]
 
+        freed = self.kvfree_freed_by_tgid
         return {
             "time": self.time,
-            "kvfree_enqueued": self.kvfree_enqueued,
+            "kvfree_stats": self.kvfree_stats,
+            "kvfree_lat_hist": self.kvfree_lat_hist,
+            "kvfree_gp_hist": self.kvfree_gp_hist,
             "kvfree_by_task": tasks(self.kvfree_by_task),
+            "kvfree_freed_by_tgid": None
+            if freed is None
+            else sorted([t, *v] for t, v in freed.items()),
+            "kvfree_freed_by_enq_cpu": self.kvfree_freed_by_enq_cpu,
+            "kvfree_in_map": self.kvfree_in_map,
             "pending_enqueued": self.pending_enqueued,
             "pending_by_task": tasks(self.pending_by_task),
             "nolock_stats": self.nolock_stats,
@@ -52,13 +64,19 @@ class RawSample:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> RawSample:
-        def tasks(v: list | None) -> dict[TaskKey, int] | None:
-            return None if v is None else {(int(t), str(c)): int(n) for t, c, n in v}
+        def tasks(v: list | None) -> dict[TaskKey, Any] | None:
+            return None if v is None else {(int(t), str(c)): n for t, c, n in v}
 
+        freed = d.get("kvfree_freed_by_tgid")
         return cls(
             time=float(d["time"]),
-            kvfree_enqueued=d.get("kvfree_enqueued"),
+            kvfree_stats=d.get("kvfree_stats"),
+            kvfree_lat_hist=d.get("kvfree_lat_hist"),
+            kvfree_gp_hist=d.get("kvfree_gp_hist"),
             kvfree_by_task=tasks(d.get("kvfree_by_task")),
+            kvfree_freed_by_tgid=None if freed is None else {int(t): [o, b] for t, o, b in freed},
+            kvfree_freed_by_enq_cpu=d.get("kvfree_freed_by_enq_cpu"),
+            kvfree_in_map=d.get("kvfree_in_map"),
             pending_enqueued=d.get("pending_enqueued"),
             pending_by_task=tasks(d.get("pending_by_task")),
             nolock_stats=d.get("nolock_stats"),
@@ -113,31 +131,13 @@ class Collector:
                 "total": sum(raw.lost),
                 "by_reason": dict(zip(LOST_REASONS, raw.lost, strict=False)),
             },
-            "histograms": {},
+            "histograms": kvfree_metrics.histograms(raw),
         }
         self.seq += 1
         return snap
 
     def _kvfree(self, raw: RawSample) -> dict[str, Any] | None:
-        if raw.kvfree_enqueued is None:
-            return None
-        by_cpu = [sum(col) for col in zip(*raw.kvfree_enqueued, strict=True)]
-        tasks = raw.kvfree_by_task or {}
-        out: dict[str, Any] = {
-            "enqueued": {
-                "objects": sum(by_cpu),
-                "by_kind": {
-                    k: sum(v) for k, v in zip(KVFREE_KINDS, raw.kvfree_enqueued, strict=True)
-                },
-                "by_cpu": by_cpu,
-            },
-            "by_process": _by_process(tasks),
-        }
-        if self.stress_tgids:
-            out["by_stress"] = {
-                "enqueued": sum(n for (t, _), n in tasks.items() if t in self.stress_tgids)
-            }
-        return out
+        return kvfree_metrics.kvfree_family(raw, self.stress_tgids)
 
     def _pending(self, raw: RawSample) -> dict[str, Any] | None:
         if raw.pending_enqueued is None:

@@ -7,15 +7,20 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import kvfree_metrics as km
 from . import planner
 from .bpfload import Loaded
-from .collector import KVFREE_KINDS, LOST_REASONS, RawSample, TaskKey
+from .collector import LOST_REASONS, RawSample, TaskKey
 from .kernel import KernelInfo
 from .probes import PROBES, Probe
 
 
 def _percpu_rows(table: Any, n: int) -> list[list[int]]:
     return [[int(v) for v in table[ctypes.c_int(i)]] for i in range(n)]
+
+
+def _summed(table: Any, n: int) -> list[int]:
+    return [sum(int(v) for v in table[ctypes.c_int(i)]) for i in range(n)]
 
 
 def _tasks(table: Any) -> dict[TaskKey, int]:
@@ -61,7 +66,37 @@ class LiveSource:
     def probe_dicts(self) -> list[dict[str, Any]]:
         return [s.to_dict() for s in self.statuses]
 
-    def read(self) -> RawSample:
+    def _read_kvfree(self, b: Any, raw: RawSample, count_map: bool = False) -> None:
+        raw.kvfree_stats = _percpu_rows(b["kv_stats"], km.ST_MAX)
+        ncpu = len(raw.kvfree_stats[0])
+        raw.kvfree_lat_hist = _summed(b["kv_lat_hist"], km.NPATH * km.HIST_SLOTS)
+        raw.kvfree_gp_hist = _summed(b["kv_gp_hist"], km.NPATH * km.HIST_SLOTS)
+        tasks: dict[TaskKey, list[int]] = {}
+        for k, v in b["kvfree_by_task"].items():
+            key = (int(k.tgid), bytes(k.comm).split(b"\0", 1)[0].decode(errors="replace"))
+            cur = tasks.setdefault(key, [0, 0])
+            cur[0] += int(v.objects)
+            cur[1] += int(v.bytes)
+        raw.kvfree_by_task = tasks
+        raw.kvfree_freed_by_tgid = {
+            int(k.value): [int(v.objects), int(v.bytes)] for k, v in b["kv_freed_by_tgid"].items()
+        }
+        table = b["kv_freed_by_enq_cpu"]
+        raw.kvfree_freed_by_enq_cpu = [
+            [int(table[ctypes.c_int(c)].objects), int(table[ctypes.c_int(c)].bytes)]
+            for c in range(ncpu)
+        ]
+        if count_map:
+            counts = {"objects": 0, "bytes": 0, "krc": 0, "sheaf": 0}
+            for v in b["kv_inflight"].values():
+                counts["objects"] += 1
+                counts["bytes"] += int(v.bytes)
+                counts["sheaf" if v.route else "krc"] += 1
+            raw.kvfree_in_map = counts
+
+    def read(self, count_map: bool = False) -> RawSample:
+        """Read every attached program's maps; `count_map` also walks the per-object tracking
+        map (costly) so the conservation invariant can be checked."""
         raw = RawSample(time=time.time())
         lost = [0] * len(LOST_REASONS)
         for name, loaded in self.loaded.items():
@@ -69,8 +104,7 @@ class LiveSource:
             for i, row in enumerate(_percpu_rows(b["lost"], len(LOST_REASONS))):
                 lost[i] += sum(row)
             if name == "kvfree_call_rcu":
-                raw.kvfree_enqueued = _percpu_rows(b["kvfree_enqueued"], len(KVFREE_KINDS))
-                raw.kvfree_by_task = _tasks(b["kvfree_by_task"])
+                self._read_kvfree(b, raw, count_map)
             elif name == "rcu_pending_enqueue":
                 raw.pending_enqueued = _percpu_rows(b["pending_enqueued"], 1)[0]
                 raw.pending_by_task = _tasks(b["pending_by_task"])

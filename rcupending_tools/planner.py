@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 
-from . import bpfload
+from . import bpfload, layout
 from .kernel import KernelInfo
 from .probes import PROBES, AttachKind, Candidate, Probe
 
@@ -92,13 +92,18 @@ def attempts(binding: Binding, kernel: KernelInfo) -> list[tuple[AttachKind, dic
     out: list[tuple[AttachKind, dict, list]] = []
     for kind in probe.kinds:
         defines = dict(base)
+        extra: list[tuple[str, str, str]] = []
+        if probe.layout:
+            lay = getattr(layout, probe.layout)(kernel, binding.params, str(kind))
+            defines.update(lay.defines)
+            extra = lay.kprobes
         if kind is AttachKind.FENTRY:
             defines[f"{probe.prefix}_FENTRY"] = None
             out.append((kind, defines, []))
         elif kind is AttachKind.KPROBE:
             defines[f"{probe.prefix}_KPROBE"] = None
             mech = "kretprobe" if probe.needs_return else "kprobe"
-            out.append((kind, defines, [(mech, sym, probe.kprobe_fn)]))
+            out.append((kind, defines, [(mech, sym, probe.kprobe_fn), *extra]))
     return out
 
 

@@ -57,6 +57,7 @@ class Probe:
     needs_return: bool = False  # fexit / kretprobe needed
     stand_in: StandIn | None = None
     absent_reason: str = ""  # why a kernel outside every range lacks it
+    layout: str | None = None  # layout.py function adding defines and attach points
     extra: dict[str, str] = field(default_factory=dict)
 
     def candidates_for(self, version: Version) -> list[Candidate]:
@@ -86,6 +87,7 @@ KVFREE_CALL_RCU = Probe(
         ),
     ),
     absent_reason="kvfree_call_rcu() exists since 5.9",
+    layout="kvfree_layout",
 )
 
 RCU_PENDING_ENQUEUE = Probe(

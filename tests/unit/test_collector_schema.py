@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from rcupending_tools import kvfree_metrics as km
 from rcupending_tools.collector import Collector, RawSample, provenance
 from rcupending_tools.schema import validation_errors
 
@@ -19,7 +20,15 @@ PROBES = [
 
 
 def raw(t: float, head: list[int], headless: list[int], tasks: dict, lost: int = 0) -> RawSample:
-    return RawSample(time=t, kvfree_enqueued=[head, headless], kvfree_by_task=tasks, lost=[lost])
+    stats = [[0] * len(head) for _ in range(km.ST_MAX)]
+    stats[km.ST_ENQ_HEAD], stats[km.ST_ENQ_HEADLESS] = head, headless
+    stats[km.ST_ENQ_BYTES] = [64 * (a + b) for a, b in zip(head, headless, strict=True)]
+    return RawSample(
+        time=t,
+        kvfree_stats=stats,
+        kvfree_by_task={k: [n, 64 * n] for k, n in tasks.items()},
+        lost=[lost],
+    )
 
 
 def test_snapshot_totals_per_cpu_per_kind_and_stress_share():
@@ -38,7 +47,10 @@ def test_snapshot_totals_per_cpu_per_kind_and_stress_share():
     assert kv["enqueued"]["by_cpu"] == [10, 6]
     assert kv["enqueued"]["by_kind"] == {"head": 15, "headless": 1}
     assert kv["by_stress"]["enqueued"] == 12
-    assert kv["by_process"][0] == {"tgid": 42, "comm": "python3", "objects": 9}
+    assert kv["enqueued"]["bytes"] == 16 * 64
+    top = kv["by_process"][0]
+    assert (top["tgid"], top["comm"], top["objects"], top["bytes"]) == (42, "python3", 9, 576)
+    assert kv["pending"]["objects"] == 16 and kv["conservation"]["ok"] is None
     assert s1["lost"] == {"total": 2, "by_reason": {"task_map_full": 2}}
     assert (s1["seq"], s1["elapsed_s"]) == (1, 1.5)
     assert s1["provenance"]["kernel_release"] == "6.12.1"
@@ -73,5 +85,7 @@ def test_schema_rejects_broken_snapshots():
 
 def test_raw_sample_round_trips_json():
     r = raw(3.0, [1, 2], [0, 1], {(7, "a b"): 3}, lost=1)
+    r.kvfree_freed_by_tgid = {7: [1, 64]}
+    r.kvfree_lat_hist = [0] * (km.NPATH * km.HIST_SLOTS)
     back = RawSample.from_json(json.loads(json.dumps(r.to_json())))
     assert back == r

@@ -1,0 +1,139 @@
+"""Kernel layout for the BPF side, from the running kernel's kallsyms and BTF (never headers).
+
+`kvfree_layout()` turns what this kernel has into -D defines for bpf/kvfree_rcu.bpf.c: symbol
+addresses (KASLR bases, rcu_state), struct offsets, how a slab page is recognised, and which
+free paths exist to hook. Missing pieces become `unavailable` reasons, not guesses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .kernel import KernelInfo
+
+Defines = dict[str, str | int | None]
+
+
+@dataclass
+class Layout:
+    defines: Defines = field(default_factory=dict)
+    # (mechanism, symbol, fn_name) for the kprobe fallback's extra attach points
+    kprobes: list[tuple[str, str, str]] = field(default_factory=list)
+    unavailable: dict[str, str] = field(default_factory=dict)  # metric -> reason
+
+
+def _addr(kernel: KernelInfo, name: str) -> int | None:
+    sym = kernel.symbol(name)
+    return sym.address if sym else None
+
+
+def kvfree_layout(kernel: KernelInfo, params: list[str] | None, kind: str) -> Layout:
+    """Defines for bpf/kvfree_rcu.bpf.c on this kernel; `kind` is "fentry" or "kprobe"."""
+    lay = Layout()
+    d = lay.defines
+    version = kernel.version
+    if (params and params[1:2] == ["func"]) or (params is None and version < (6, 3)):
+        d["KVFREE_ARGS_OFFSET"] = None  # 6.1: (head, func) with func = offset of the head
+    btf = kernel.btf
+
+    bases = {n: _addr(kernel, n) for n in ("page_offset_base", "vmemmap_base", "vmalloc_base")}
+    offsets = {}
+    if btf is not None:
+        offsets = {
+            "PAGE_STRUCT_SIZE": btf.struct_size("page"),
+            "OFF_PAGE_COMPOUND_HEAD": btf.member_offset("page", "compound_head"),
+            "OFF_SLAB_CACHE": btf.member_offset("slab", "slab_cache"),
+            "OFF_KMEM_CACHE_SIZE": btf.member_offset("kmem_cache", "size"),
+        }
+    missing = [k for k, v in {**bases, **offsets}.items() if v is None]
+    if btf is None or missing:
+        why = "no kernel BTF" if btf is None else f"missing {', '.join(missing)} (kallsyms/BTF)"
+        lay.unavailable["bytes"] = why
+        d["BYTES_UNAVAILABLE"] = None
+    else:
+        d.update(
+            PAGE_OFFSET_BASE_ADDR=hex(bases["page_offset_base"]),
+            VMEMMAP_BASE_ADDR=hex(bases["vmemmap_base"]),
+            VMALLOC_BASE_ADDR=hex(bases["vmalloc_base"]),
+            **{k: v for k, v in offsets.items()},
+        )
+        slab_type = btf.enum_value("PGTY_slab", "pagetype")
+        slab_bit = btf.enum_value("PG_slab", "pageflags")
+        if slab_type is not None:
+            d.update(
+                SLAB_BY_PAGE_TYPE=None,
+                SLAB_TYPE=slab_type,
+                OFF_PAGE_TYPE=btf.member_offset("page", "page_type"),
+            )
+        elif slab_bit is not None:
+            d.update(
+                SLAB_BY_FLAG=None,
+                SLAB_FLAG_BIT=slab_bit,
+                OFF_PAGE_FLAGS=btf.member_offset("page", "flags"),
+            )
+        else:
+            lay.unavailable["slab_check"] = "neither PGTY_slab nor PG_slab in BTF"
+
+    rcu_state = _addr(kernel, "rcu_state")
+    gp_off = btf.member_offset("rcu_state", "gp_seq") if btf is not None else None
+    if rcu_state is not None and gp_off is not None:
+        d["RCU_GP_SEQ_ADDR"] = hex(rcu_state + gp_off)
+    else:
+        lay.unavailable["latency_gps"] = "rcu_state not in kallsyms (CONFIG_KALLSYMS_ALL off?)"
+
+    def have(sym: str) -> bool:
+        return kernel.symbol(sym) is not None and (
+            kind != "fentry"
+            or (
+                btf is not None
+                and btf.func_params(sym) is not None
+                and "." not in (kernel.clone_name(sym) or "")
+            )
+        )
+
+    if have("kvfree_rcu_bulk"):
+        d["HAVE_KVFREE_RCU_BULK"] = None
+        lay.kprobes += [
+            ("kprobe", "kvfree_rcu_bulk", "kprobe_ctx_bulk"),
+            ("kretprobe", "kvfree_rcu_bulk", "kretprobe_ctx_exit"),
+        ]
+    if have("kvfree_rcu_list"):
+        d["HAVE_KVFREE_RCU_LIST"] = None
+        lay.kprobes += [
+            ("kprobe", "kvfree_rcu_list", "kprobe_ctx_list"),
+            ("kretprobe", "kvfree_rcu_list", "kretprobe_ctx_exit"),
+        ]
+    if "HAVE_KVFREE_RCU_BULK" not in d and have("kfree_rcu_work"):
+        d["HAVE_KFREE_RCU_WORK_CTX"] = None  # 6.1: the work frees everything itself
+        lay.kprobes += [
+            ("kprobe", "kfree_rcu_work", "kprobe_ctx_bulk"),
+            ("kretprobe", "kfree_rcu_work", "kretprobe_ctx_exit"),
+        ]
+    if "HAVE_KVFREE_RCU_BULK" not in d and "HAVE_KFREE_RCU_WORK_CTX" not in d:
+        lay.unavailable["frees"] = "neither kvfree_rcu_bulk nor kfree_rcu_work can be hooked"
+    enqueue_sym = kernel.clone_name("kvfree_call_rcu") or "kvfree_call_rcu"
+    lay.kprobes += [
+        ("kretprobe", enqueue_sym, "kretprobe_kvfree_call_rcu"),
+        ("kprobe", "kmem_cache_free_bulk", "kprobe_kmem_cache_free_bulk"),
+        ("kprobe", "kvfree", "kprobe_kvfree"),
+        ("kprobe", "vfree", "kprobe_vfree"),
+    ]
+
+    if have("__kfree_rcu_sheaf") and have("rcu_free_sheaf") and btf is not None:
+        size = btf.member_offset("slab_sheaf", "size")
+        objects = btf.member_offset("slab_sheaf", "objects")
+        head = btf.member_offset("slab_sheaf", "rcu_head")
+        if None in (size, objects, head):
+            lay.unavailable["sheaf"] = "struct slab_sheaf layout not in BTF"
+        elif kind != "fentry":
+            lay.unavailable["sheaf"] = "the sheaf path needs fexit (kprobe fallback in use)"
+        else:
+            # rcu_free_sheaf() gets &sheaf->rcu_head; offsets are relative to it.
+            d.update(
+                HAVE_KFREE_RCU_SHEAF=None,
+                OFF_SHEAF_SIZE=size - head,
+                OFF_SHEAF_OBJECTS=objects - head,
+            )
+            if have("rcu_free_sheaf_nobarn"):
+                d["HAVE_RCU_FREE_SHEAF_NOBARN"] = None
+    return lay

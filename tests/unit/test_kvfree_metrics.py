@@ -1,0 +1,89 @@
+"""kvfree_rcu metrics: BPF/Python enum sync, percentiles, pending, conservation."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from rcupending_tools import kvfree_metrics as km
+from rcupending_tools.collector import Collector, RawSample, provenance
+from rcupending_tools.schema import validation_errors
+
+BPF = (Path(__file__).parents[2] / "bpf" / "kvfree_rcu.bpf.c").read_text()
+
+
+def c_enum(name: str) -> dict[str, str]:
+    body = re.search(r"enum " + name + r" \{(.*?)\};", BPF, re.S).group(1)
+    body = re.sub(r"/\*.*?\*/", "", body, flags=re.S)
+    return dict(re.findall(r"(\w+) = ([^,]+),", body))
+
+
+def test_enums_match_the_bpf_source():
+    paths = c_enum("free_path")
+    assert [k for k in paths if k != "NPATH"] == [f"PATH_{p.upper()}" for p in km.PATHS]
+    assert int(paths["NPATH"]) == km.NPATH
+    stats = c_enum("kv_stat")
+    env = {"NPATH": km.NPATH}
+    for k, v in stats.items():
+        env[k] = eval(v, {}, env)  # noqa: S307 - our own enum expressions
+        assert env[k] == getattr(km, k), k
+
+
+def test_percentile_bounds():
+    counts = [0] * 64
+    counts[10], counts[20] = 90, 10  # 90 values in [1024, 2048), 10 in [2^20, 2^21)
+    b = km.percentile_bounds(counts)
+    assert b == {"p50": 2048, "p90": 2048, "p99": 1 << 21, "max": 1 << 21}
+    assert km.percentile_bounds([0] * 64)["p50"] is None
+
+
+def full_raw(t: float, enq: int, freed_bulk: int, freed_list: int, in_map: int | None):
+    stats = [[0, 0] for _ in range(km.ST_MAX)]
+    stats[km.ST_ENQ_HEAD] = [enq, 0]
+    stats[km.ST_ENQ_BYTES] = [64 * enq, 0]
+    stats[km.ST_FREED + km.PATHS.index("bulk")] = [0, freed_bulk]
+    stats[km.ST_FREED_BYTES + km.PATHS.index("bulk")] = [0, 64 * freed_bulk]
+    stats[km.ST_FREED + km.PATHS.index("list")] = [freed_list, 0]
+    stats[km.ST_FREED_BYTES + km.PATHS.index("list")] = [64 * freed_list, 0]
+    lat = [0] * (km.NPATH * km.HIST_SLOTS)
+    lat[32] = freed_bulk  # ~4 s
+    lat[km.HIST_SLOTS + 20] = freed_list
+    return RawSample(
+        time=t,
+        kvfree_stats=stats,
+        kvfree_lat_hist=lat,
+        kvfree_gp_hist=list(lat),
+        kvfree_by_task={(9, "w"): [enq, 64 * enq]},
+        kvfree_freed_by_tgid={9: [freed_bulk + freed_list, 64 * (freed_bulk + freed_list)]},
+        kvfree_freed_by_enq_cpu=[[freed_bulk + freed_list, 64 * (freed_bulk + freed_list)], [0, 0]],
+        kvfree_in_map=None if in_map is None else {"objects": in_map, "bytes": 64 * in_map},
+    )
+
+
+def test_pending_fallback_and_conservation():
+    col = Collector(provenance("6.12.1"), [], source="synthetic", stress_tgids={9})
+    s = col.update(full_raw(1.0, 100, 60, 10, in_map=30))
+    assert validation_errors(s) == []
+    kv = s["kvfree_rcu"]
+    assert kv["freed"]["objects"] == 70 and kv["freed"]["bytes"] == 70 * 64
+    assert kv["pending"] == {
+        "objects": 30,
+        "bytes": 30 * 64,
+        "by_cpu": [30, 0],
+        "bytes_by_cpu": [30 * 64, 0],
+    }
+    assert kv["fallback"]["list"] == 10 and kv["fallback"]["list_ratio"] == 10 / 70
+    assert kv["conservation"]["ok"] is True
+    assert kv["by_stress"] == {
+        "enqueued": 100,
+        "enqueued_bytes": 6400,
+        "freed": 70,
+        "freed_bytes": 4480,
+        "pending": 30,
+    }
+    assert kv["latency"]["count"] == 70
+    assert kv["latency"]["by_path"]["bulk"]["ns"]["p50"] == 1 << 33
+    assert "kvfree_rcu.latency_ns.list" in s["histograms"]
+    # a tracking map that disagrees with the counters breaks the invariant
+    bad = col.update(full_raw(2.0, 100, 60, 10, in_map=29))
+    assert bad["kvfree_rcu"]["conservation"]["ok"] is False
