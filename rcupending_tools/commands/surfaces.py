@@ -1,34 +1,242 @@
-"""User surfaces: the dashboard (and, with issue 6, record/replay, export, report, serve).
+"""User surfaces: the dashboard, record/replay, CSV/JSON export, report plots, Prometheus.
 
-Registered on the main typer app by cli.py; these commands read collector snapshots only."""
+Registered on the main typer app by cli.py; these commands read collector snapshots only (live
+through cli's collector path, or from a recording: rcupending_tools/recording.py)."""
 
 from __future__ import annotations
 
+import os
+import sys
+import threading
+import time
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from ..cliutil import command_line, terminate_as_interrupt
+from ..cliutil import terminate_as_interrupt
+from ..errors import UserError
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _replay_banner(rec) -> str:  # noqa: ANN001
+    """The header of a replay (the info line below it names the kernel and lab spec)."""
+    return f" REPLAY · {Path(rec.path).name} · recorded {rec.header.get('created', '?')} "
 
 
 def top(
     interval: Annotated[float, typer.Argument(min=0.1, help="seconds between refreshes")] = 1.0,
     count: Annotated[int | None, typer.Argument(min=1, help="stop after COUNT refreshes")] = None,
+    replay: Annotated[
+        Path | None,
+        typer.Option(help="show a recording (`rcupending record`) instead; needs no root"),
+    ] = None,
+    speed: Annotated[
+        float, typer.Option(min=0.0, help="replay pace: 1 = as recorded, 10 = 10x, 0 = at once")
+    ] = 1.0,
+    csv: Annotated[
+        str | None, typer.Option("--csv", help="also write each shown snapshot as tidy CSV rows")
+    ] = None,
+    no_lab: Annotated[
+        bool,
+        typer.Option(
+            "--no-lab", help="if this kernel refuses kvfree_call_rcu, show what does attach here"
+        ),
+    ] = False,
     kernel: Annotated[
         str, typer.Option("--lab-kernel", help="lab kernel when the host refuses the probes")
     ] = "debian:6.12",
     lab_seconds: Annotated[float, typer.Option(help="length of the lab stress run")] = 60.0,
 ) -> None:
-    """Live dashboard: this host's kernel when it allows the probes, else a lab VM running a
-    stress scenario on a real kernel (said plainly on screen)."""
+    """Dashboard: this host's kernel when it allows the probes, else a lab VM running a stress
+    scenario on a real kernel (said plainly on screen), or a recording with --replay.
+
+    Keys: q quits, p pauses; Ctrl-C detaches every BPF program."""
     from ..views import dashboard
+    from ..views.export import CsvAppender
 
     terminate_as_interrupt()
+    sink = CsvAppender(csv) if csv else None
     try:
-        dashboard.run(interval, count, kernel, lab_seconds, command_line())
+        if replay is not None:
+            from .. import recording
+
+            rec = recording.read(replay)
+            dashboard.show(
+                dashboard.replay_feed(rec.snapshots, speed),
+                _replay_banner(rec),
+                count,
+                total=len(rec.snapshots),
+                hold=True,
+                on_snapshot=sink,
+            )
+        else:
+            dashboard.run(interval, count, kernel, lab_seconds, no_lab=no_lab, on_snapshot=sink)
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
+    finally:
+        if sink is not None:
+            sink.close()
+
+
+def record(
+    output: Annotated[
+        str, typer.Option("--output", "-o", help="recording file to create ('-': stdout)")
+    ],
+    duration: Annotated[
+        float | None, typer.Option(min=0.0, help="seconds to record (default: until Ctrl-C)")
+    ] = None,
+    interval: Annotated[float, typer.Option(min=0.05, help="a snapshot every S s")] = 1.0,
+    force: Annotated[bool, typer.Option(help="overwrite an existing FILE")] = False,
+) -> None:
+    """Attach every probe and append one snapshot per INTERVAL to FILE (JSON lines after a
+    header line, flushed per line: a kill -9 loses at most the last, partial, line).
+
+    Ctrl-C or SIGTERM ends the recording cleanly (exit 0)."""
+    from .. import cli
+    from ..recording import RecordingWriter
+
+    if output != "-" and os.path.exists(output) and not force:
+        raise UserError(f"{output} exists; a recording is never overwritten (or pass --force)")
+    terminate_as_interrupt()
+    src, col = cli._live_collector()
+    writer = None
+    try:
+        cli._require_something_attached(src)
+        writer = RecordingWriter(output, col.provenance, force=force)
+        start = time.monotonic()
+        writer.write(col.update(src.read()))  # seq 0: the baseline at attach
+        while duration is None or (left := duration - (time.monotonic() - start)) > 0:
+            time.sleep(interval if duration is None else min(interval, left))
+            writer.write(col.update(src.read()))
+    except KeyboardInterrupt:
+        pass  # the file is complete up to the last snapshot
+    finally:
+        src.close()
+        if writer is not None:
+            writer.close()
+    if writer is not None:
+        where = "stdout" if output == "-" else output
+        release = col.provenance["kernel_release"]
+        _log(f"recorded {writer.count} snapshots to {where} (kernel {release})")
+
+
+def export(
+    recording_file: Annotated[Path, typer.Argument(metavar="REC", help="a recording")],
+    csv: Annotated[str | None, typer.Option("--csv", help="tidy CSV rows ('-': stdout)")] = None,
+    jsonl: Annotated[
+        str | None, typer.Option("--jsonl", help="one snapshot per line ('-': stdout)")
+    ] = None,
+) -> None:
+    """Export a recording as tidy CSV (timestamp, seq, metric, labels..., value; see README)
+    and/or JSON lines of its snapshots."""
+    from .. import recording
+    from ..views.export import write_csv, write_jsonl
+
+    if not csv and not jsonl:
+        raise UserError("nothing to export: give --csv FILE and/or --jsonl FILE")
+    if csv == "-" and jsonl == "-":
+        raise UserError("--csv and --jsonl cannot both go to stdout")
+    rec = recording.read(recording_file)
+    if csv:
+        n = write_csv(rec.snapshots, csv)
+        _log(f"{'stdout' if csv == '-' else csv}: {n} rows from {len(rec.snapshots)} snapshots")
+    if jsonl:
+        n = write_jsonl(rec.snapshots, jsonl)
+        _log(f"{'stdout' if jsonl == '-' else jsonl}: {n} snapshots")
+
+
+def report(
+    recording_file: Annotated[Path, typer.Argument(metavar="REC", help="a recording")],
+    outdir: Annotated[Path, typer.Option("--output", "-o", help="directory to write")],
+) -> None:
+    """PNG plots of a recording and an index.html that shows them with its provenance."""
+    from .. import recording
+    from ..views import report as rep
+
+    rec = recording.read(recording_file)
+    result = rep.build(rec, outdir)
+    print(result.index)
+    for img in result.images:
+        print(outdir / img)
+
+
+def serve(
+    port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port (0: any free one)")] = 9477,
+    host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
+    replay: Annotated[
+        Path | None, typer.Option(help="serve a recording at its recorded pace (no root)")
+    ] = None,
+    speed: Annotated[float, typer.Option(min=0.0, help="replay pace (0: all at once)")] = 1.0,
+    interval: Annotated[float, typer.Option(min=0.1, help="live: seconds between reads")] = 5.0,
+) -> None:
+    """Prometheus /metrics of the latest snapshot: live (root) or a recording (--replay).
+
+    Metric families: rcupending_* (see README; dashboards/ has the Grafana dashboard)."""
+    from prometheus_client import start_http_server
+
+    from ..views import prom
+
+    terminate_as_interrupt()
+    exporter = prom.SnapshotExporter()
+    stop = threading.Event()
+    src = None
+    worker: threading.Thread | None = None
+    if replay is not None:
+        from .. import recording
+
+        rec = recording.read(replay)
+
+        def feed() -> None:
+            for delay, snap in recording.paced(rec.snapshots, speed):
+                if stop.wait(delay):
+                    return
+                exporter.update(snap)
+            _log(f"replay of {replay} finished; serving its last snapshot (seq {rec.last['seq']})")
+
+    else:
+        from .. import cli
+
+        src, col = cli._live_collector()
+
+        def feed() -> None:
+            while True:
+                exporter.update(col.update(src.read()))
+                if stop.wait(interval):
+                    return
+
+    try:
+        if src is not None:
+            from .. import cli
+
+            cli._require_something_attached(src)
+        try:
+            server, _thread = start_http_server(port, addr=host, registry=prom.registry(exporter))
+        except OSError as e:
+            raise UserError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+        worker = threading.Thread(target=feed, daemon=True)
+        worker.start()
+        bound = server.server_address
+        what = f"replay of {replay}" if replay else "live"
+        _log(f"serving http://{bound[0]}:{bound[1]}/metrics ({what})")
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop.set()
+        if worker is not None:
+            worker.join(timeout=interval + 10)  # no map read may race the detach below
+        if src is not None:
+            src.close()
 
 
 def register(app: typer.Typer) -> None:
     app.command()(top)
+    app.command()(record)
+    app.command()(export)
+    app.command()(report)
+    app.command()(serve)

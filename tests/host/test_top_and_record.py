@@ -1,0 +1,68 @@
+"""Host tier: `top` on this machine's kernel explains a degradation instead of crashing, without
+booting a lab VM (--no-lab); `record` writes a recording of what attaches here."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+from rcupending_tools import recording
+from tests.conftest import run_cli
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="host tier needs root")
+
+
+def no_traceback(proc: subprocess.CompletedProcess) -> None:
+    assert "Traceback" not in proc.stdout + proc.stderr, proc.stderr
+
+
+def test_top_explains_its_degradation_and_stays_on_this_host():
+    proc = run_cli("top", "--no-lab", "0.5", "2", timeout=300, stdin=subprocess.DEVNULL)
+    no_traceback(proc)
+    assert "booting" not in proc.stderr  # --no-lab never starts a VM
+    release = os.uname().release
+    if "refuses the kvfree_call_rcu probe" not in proc.stderr:  # a host that allows it
+        assert proc.returncode == 0, proc.stderr
+        assert f"LIVE · this host's kernel {release}" in proc.stdout
+        return
+    # this machine kind: the reason, every other probe's status, then what does attach
+    first = proc.stderr.splitlines()[0]
+    assert first.startswith(f"this host's kernel {release} refuses the kvfree_call_rcu probe: ")
+    assert any(
+        r in first
+        for r in (
+            "BPF tracing programs refused",
+            "kprobes unavailable",
+            "not traceable",
+            "attach refused",
+        )
+    ), first
+    assert "rcu_pending_enqueue: " in proc.stderr and "alloc_pages_nolock: " in proc.stderr
+    if proc.returncode == 0:
+        assert "--no-lab: showing what does attach here" in proc.stderr
+        assert proc.stdout.count("LIVE (degraded)") == 2  # COUNT=2 frames, then it ends
+        assert "kvfree_rcu  n/a (blocked: " in proc.stdout
+        assert "q quit" in proc.stdout
+    else:
+        err = proc.stderr.strip().splitlines()[-1]
+        assert err.startswith("rcupending: error: nothing to show live"), err
+
+
+def test_record_on_this_host(tmp_path):
+    out = tmp_path / "host.jsonl"
+    proc = run_cli("record", "-o", str(out), "--duration", "1", "--interval", "0.5", timeout=300)
+    no_traceback(proc)
+    if proc.returncode != 0:  # nothing attachable: one clear line
+        assert proc.stderr.startswith("rcupending: error: no probe could attach"), proc.stderr
+        return
+    rec = recording.read(out, warn=None)
+    assert not rec.truncated and len(rec.snapshots) >= 3  # baseline + 2 intervals
+    assert [s["seq"] for s in rec.snapshots] == list(range(len(rec.snapshots)))
+    assert rec.provenance["kernel_release"] == os.uname().release
+    assert rec.provenance["command"].startswith("rcupending record -o ")
+    assert {s["source"] for s in rec.snapshots} == {"live"}
+    assert f"recorded {len(rec.snapshots)} snapshots to {out}" in proc.stderr
+    again = run_cli("record", "-o", str(out), "--duration", "1", timeout=300)
+    assert again.returncode == 2 and "never overwritten" in again.stderr

@@ -1,0 +1,63 @@
+"""`report REC -o DIR`: PNG plots and one HTML page with the recording's provenance."""
+
+from __future__ import annotations
+
+import re
+
+from rcupending_tools import recording
+from tests.conftest import run_cli
+from tests.unit.surfaces_fixtures import SHIPPED, full_snapshots, write_recording
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def run_report(rec_path, outdir) -> list[str]:
+    proc = run_cli("report", str(rec_path), "-o", str(outdir), timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.split()
+
+
+def test_report_of_the_shipped_recording(tmp_path):
+    out = tmp_path / "report"
+    printed = run_report(SHIPPED, out)
+    rec = recording.read(SHIPPED, warn=None)
+    # the plots issue 6 asks for: pending bytes over time, latency distribution, fallback rates
+    for name in (
+        "pending.png",
+        "distributions.png",
+        "fallback.png",
+        "enqueued.png",
+        "processes.png",
+    ):
+        data = (out / name).read_bytes()
+        assert data.startswith(PNG) and len(data) > 5000, name
+        assert str(out / name) in printed
+    page = (out / "index.html").read_text()
+    assert printed[0] == str(out / "index.html")
+    imgs = re.findall(r'<img src="([^"]+)"', page)
+    assert sorted(imgs) == sorted(p.name for p in out.glob("*.png"))
+    prov = rec.provenance
+    for fact in (
+        prov["kernel_release"],
+        prov["lab"]["spec"],
+        prov["command"],
+        prov["hostname"],
+        rec.header["created"],
+        f"{len(rec.snapshots)} (seq 0..{rec.last['seq']}",
+    ):
+        assert fact in page, fact
+    total = rec.last["kvfree_rcu"]["enqueued"]["objects"]
+    assert re.search(rf"kvfree_rcu_enqueued_objects_total</th><td>{total:,}<", page)
+    assert "nothing: every plot was drawn" in page
+
+
+def test_report_says_what_it_could_not_plot(tmp_path):
+    snaps = full_snapshots(4, kvfree_extras=False)
+    out = tmp_path / "r"
+    run_report(write_recording(tmp_path / "old.jsonl", snaps), out)
+    assert not (out / "pending.png").exists() and not (out / "distributions.png").exists()
+    assert (out / "nolock.png").read_bytes().startswith(PNG)
+    page = (out / "index.html").read_text()
+    assert "no kvfree_rcu.pending" in page and "carry no histograms" in page
+    assert "(stand-in tracepoint)" not in page  # that is in the PNG title, not the page
+    assert "alloc_pages_nolock</td><td>stand-in" in page
