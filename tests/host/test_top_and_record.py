@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 
 import pytest
 
@@ -66,3 +67,54 @@ def test_record_on_this_host(tmp_path):
     assert f"recorded {len(rec.snapshots)} snapshots to {out}" in proc.stderr
     again = run_cli("record", "-o", str(out), "--duration", "1", timeout=300)
     assert again.returncode == 2 and "never overwritten" in again.stderr
+
+
+def test_record_to_stdout(tmp_path):
+    proc = run_cli("record", "-o", "-", "--duration", "0.5", "--interval", "0.5", timeout=300)
+    no_traceback(proc)
+    if proc.returncode != 0:
+        assert proc.stderr.startswith("rcupending: error: no probe could attach"), proc.stderr
+        return
+    out = tmp_path / "stdout.jsonl"
+    out.write_text(proc.stdout)
+    rec = recording.read(out, warn=None)
+    assert len(rec.snapshots) == 2 and "recorded 2 snapshots to stdout" in proc.stderr
+
+
+def test_serve_live_on_loopback():
+    import re
+    import signal
+    import sys
+    import urllib.request
+
+    from tests.conftest import REPO
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rcupending_tools.cli", "serve", "--port", "0", "--interval", "0.5"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = proc.stderr.readline()
+        if not line.startswith("serving "):  # nothing attachable: one clear line
+            proc.wait(timeout=60)
+            assert line.startswith("rcupending: error: no probe could attach"), line
+            return
+        m = re.match(r"serving http://127\.0\.0\.1:(\d+)/metrics \(live\)", line)
+        assert m, line
+        text = ""
+        for _ in range(100):  # bounded: until the first snapshot is exported
+            with urllib.request.urlopen(f"http://127.0.0.1:{m.group(1)}/metrics", timeout=10) as r:
+                text = r.read().decode()
+            if "rcupending_snapshot_seq " in text:
+                break
+            time.sleep(0.1)
+        assert "rcupending_snapshot_seq " in text
+        assert f'kernel_release="{os.uname().release}"' in text
+        assert re.search(r'rcupending_probe_info\{[^}]*probe="kvfree_call_rcu"', text)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    assert proc.returncode == 0, proc.stderr.read()

@@ -224,3 +224,25 @@ def test_tmux_replay_of_a_recording_with_every_family(tmux, tmp_path):
         num(r"rcu_pending enqueued ([\d,]+)", screen)
         == snaps[-1]["rcu_pending"]["enqueued"]["objects"]
     )
+
+
+def test_top_csv_writes_the_shown_snapshots_as_tidy_rows(tmp_path):
+    from rcupending_tools.views.export import read_csv
+
+    snaps = full_snapshots(4)
+    path = write_recording(tmp_path / "r.jsonl", snaps)
+    out = tmp_path / "top.csv"
+    proc = subprocess.run(
+        [sys.executable, "-m", "rcupending_tools.cli", "top", "--replay", str(path)]
+        + ["--speed", "0", "--csv", str(out), "1", "2"],  # INTERVAL 1, COUNT 2: two shown
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 0, proc.stderr
+    df = read_csv(out)
+    assert sorted(df["seq"].unique()) == [0, 1]
+    total = df[(df["seq"] == 1) & (df["metric"] == "kvfree_rcu_enqueued_objects_total")]
+    assert total["value"].tolist() == [snaps[1]["kvfree_rcu"]["enqueued"]["objects"]]
