@@ -85,8 +85,10 @@ def _nl(key: str) -> Callable[[Snapshot], int | None]:
 class DashboardState:
     """What the view remembers between snapshots: the last two and a rate history."""
 
-    def __init__(self, banner: str, total: int | None = None) -> None:
+    def __init__(self, banner: str, total: int | None = None, note: str = "") -> None:
         self.banner = banner
+        self.note = note  # one dim line under the header (e.g. why this is not live)
+        self.started = time.monotonic()
         self.total = total  # snapshots in a replayed recording
         self.prev: Snapshot | None = None
         self.cur: Snapshot | None = None
@@ -251,8 +253,10 @@ def render(state: DashboardState, width: int = 80, height: int = 24) -> Group:
     height = max(12, height)
     head = Text(state.banner[:width].ljust(width), style="bold reverse")
     s = state.cur
+    note = [_line(width, (state.note, "dim"))] if state.note else []
     if s is None:
-        lines = [head, Text("waiting for the first snapshot…", style="dim")]
+        waited = time.monotonic() - state.started
+        lines = [head, *note, Text(f"waiting for the first snapshot… {waited:.0f}s", style="dim")]
         lines += [Text(ln[:width], style="dim") for ln in state.log]
         return Group(*lines)
     prov = s["provenance"]
@@ -262,12 +266,12 @@ def render(state: DashboardState, width: int = 80, height: int = 24) -> Group:
     pos = f"snapshot {s['seq']}" + (f" ({state.seen}/{state.total})" if state.total else "")
     flags = "  PAUSED" if state.paused else ""
     if state.ended:
-        flags += "  END of recording" if state.total else "  END"
+        flags += "  END of recording" if state.total else "  END of the feed"
     info = _line(
         width,
         (f"kernel {prov['kernel_release']} · {where} · t+{s['elapsed_s']:.0f}s · {pos}", "bold"),
     )
-    top: list[Any] = [head, info]
+    top: list[Any] = [head, info, *note]
     kv = s["kvfree_rcu"]
     cpu_label, cpu_items = "", []
     if kv is None:
@@ -397,6 +401,7 @@ def show(
     hold: bool = False,
     on_snapshot: Callable[[Snapshot], None] | None = None,
     console: Console | None = None,
+    note: str = "",
 ) -> DashboardState:
     """Render snapshots (and log lines) from `feed` until it ends, q, or `count` snapshots.
 
@@ -404,7 +409,7 @@ def show(
     is full-screen and redrawn in place; otherwise each snapshot's frame is printed."""
     console = console or Console()
     interactive = console.is_terminal and sys.stdin.isatty()
-    state = DashboardState(banner, total)
+    state = DashboardState(banner, total, note)
     live_cm = (
         Live(console=console, screen=True, auto_refresh=False, redirect_stderr=False)
         if interactive
@@ -444,7 +449,7 @@ def show(
                         break
                     continue
                 if item is None:
-                    draw(force=False)
+                    draw(force=state.cur is None)  # the waiting line counts seconds
                     continue
                 if isinstance(item, str):
                     state.log.append(item)
@@ -465,6 +470,10 @@ def show(
         close = getattr(feed, "close", None)
         if close is not None:
             close()
+    if interactive and state.cur is not None:  # the full-screen frame is gone: keep a summary
+        from .text import summary
+
+        print(summary(state.cur))
     return state
 
 
@@ -527,6 +536,10 @@ def lab_feed(spec: str, interval: float, seconds: float) -> Feed:
     q: queue.Queue = queue.Queue()
     done = object()
     k = kernels.resolve(spec, progress=lambda m: q.put(m))
+    q.put(
+        f"booting {k.spec} ({k.release}) under QEMU TCG; the boot and bcc's compile take a "
+        "minute or two"
+    )
     cmd = [
         "rcupending",
         "stress",
@@ -610,8 +623,8 @@ def run(
             names = ", ".join(src.loaded)
             print(f"--no-lab: showing what does attach here ({names})", file=sys.stderr)
             feed = live_feed(src, col, interval)
-            banner = f" LIVE (degraded) · kernel {release} · kvfree_call_rcu refused · {names} "
-            show(feed, banner, count, on_snapshot=on_snapshot)
+            banner = f" LIVE (degraded) · this host's kernel {release} · {names} only "
+            show(feed, banner, count, on_snapshot=on_snapshot)  # kvfree_rcu's line says why
             return
     finally:
         src.close()  # detaches every program (also on q, Ctrl-C, SIGTERM)
@@ -620,6 +633,13 @@ def run(
         f"`stress kvfree` for {lab_seconds:.0f}s (--no-lab to stay on this host)",
         file=sys.stderr,
     )
-    short = why.split(": ", 1)[-1][:60]
-    banner = f" LAB VM · real kernel {spec} running stress kvfree · host refused probes: {short} "
-    show(lab_feed(spec, interval, lab_seconds), banner, count, on_snapshot=on_snapshot)
+    banner = f" LAB VM · real kernel {spec} · stress kvfree (this host refuses the probes) "
+    note = "this host: " + why.split(" refuses the kvfree_call_rcu probe: ", 1)[-1]
+    show(
+        lab_feed(spec, interval, lab_seconds),
+        banner,
+        count,
+        hold=True,
+        on_snapshot=on_snapshot,
+        note=note,
+    )
