@@ -246,3 +246,24 @@ def test_top_csv_writes_the_shown_snapshots_as_tidy_rows(tmp_path):
     assert sorted(df["seq"].unique()) == [0, 1]
     total = df[(df["seq"] == 1) & (df["metric"] == "kvfree_rcu_enqueued_objects_total")]
     assert total["value"].tolist() == [snaps[1]["kvfree_rcu"]["enqueued"]["objects"]]
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("setpriv"),
+    reason="dropping to an unprivileged user needs root and setpriv",
+)
+def test_replay_needs_no_root(tmp_path):
+    rec = recording.read(SHIPPED, warn=None)
+    proc = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m"]
+        + ["rcupending_tools.cli", "top", "--replay", str(SHIPPED), "--speed", "0"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, "HOME": str(tmp_path)},
+    )
+    assert proc.returncode == 0, proc.stderr
+    last_frame = proc.stdout[proc.stdout.rfind("REPLAY") :]
+    check_numbers(last_frame, rec.last, len(rec.snapshots))
