@@ -8,7 +8,8 @@
  *   SLAB_BY_PAGE_TYPE (page_type >> 24 == SLAB_TYPE) or SLAB_BY_FLAG (flags bit SLAB_FLAG_BIT),
  *   OFF_PAGE_TYPE / OFF_PAGE_FLAGS
  *   RCU_GP_SEQ_ADDR          &rcu_state.gp_seq (grace periods elapsed)
- *   HAVE_KVFREE_RCU_BULK, HAVE_KVFREE_RCU_LIST, HAVE_KFREE_RCU_WORK_CTX (6.1),
+ *   HAVE_KVFREE_RCU_BULK (+ OFF_BNODE_NR/RECORDS), HAVE_KVFREE_RCU_LIST (+ OFF_HEAD_FUNC
+ *   until 7.x), HAVE_KFREE_RCU_WORK_CTX (6.1: kprobes on kmem_cache_free_bulk/kvfree/vfree),
  *   HAVE_KFREE_RCU_SHEAF (+ OFF_SHEAF_SIZE, OFF_SHEAF_OBJECTS), HAVE_RCU_FREE_SHEAF_NOBARN
  *   TRACK_MAX                per-object tracking cap (objects over it count as untracked)
  *
@@ -39,7 +40,8 @@ enum kv_stat {
 	ST_FREED = 10,                   /* + path */
 	ST_FREED_BYTES = ST_FREED + NPATH, /* + path */
 	ST_UNMATCHED = ST_FREED_BYTES + NPATH, /* + path: frees of objects enqueued before attach */
-	ST_MAX = ST_UNMATCHED + NPATH,
+	ST_LIST_TRUNCATED = ST_UNMATCHED + NPATH, /* channel-3 lists longer than the walk */
+	ST_MAX = ST_LIST_TRUNCATED + 1,
 };
 
 #define HIST_SLOTS 64
@@ -54,6 +56,14 @@ struct inflight {
 };
 
 #define MAX_CPUS 1024
+
+/* Per-task context of a running kvfree path: which path, and for kvfree_call_rcu() itself the
+ * object and whether synchronize_rcu() ran inside it (the headless inline fallback). */
+struct path_ctx {
+	u32 path;
+	u32 synced;
+	u64 ptr;
+};
 
 struct task_bytes {
 	u64 objects;
@@ -75,7 +85,7 @@ BPF_PERCPU_ARRAY(kv_gp_hist, u64, NPATH * HIST_SLOTS);   /* log2(1 + grace perio
 BPF_HASH(kv_inflight, u64, struct inflight, TRACK_MAX);
 BPF_HASH(kvfree_by_task, struct task_key, struct task_bytes, TASK_MAP_SIZE);
 BPF_HASH(kv_freed_by_tgid, u32, struct freed_sum, TASK_MAP_SIZE);
-BPF_HASH(kv_ctx, u64, u32, 4096);  /* pid_tgid -> path context of a running free path */
+BPF_HASH(kv_ctx, u64, struct path_ctx, 4096);  /* pid_tgid -> running kvfree path */
 BPF_ARRAY(kv_freed_by_enq_cpu, struct freed_sum, MAX_CPUS);  /* by the CPU that enqueued */
 
 static __always_inline void stat_add(u32 idx, u64 n)
@@ -105,6 +115,15 @@ static __always_inline u64 read_u64(u64 addr)
 	return v;
 }
 
+/* A BTF-typed fentry argument as a plain number: the verifier refuses arithmetic with
+ * unbounded scalars on typed pointers, and a copy through bpf_probe_read is a scalar. */
+static __always_inline u64 to_scalar(void *p)
+{
+	u64 in = (u64)p, out = 0;
+	bpf_probe_read_kernel(&out, sizeof(out), &in);
+	return out;
+}
+
 static __always_inline u64 gp_seq_now(void)
 {
 #ifdef RCU_GP_SEQ_ADDR
@@ -114,17 +133,19 @@ static __always_inline u64 gp_seq_now(void)
 #endif
 }
 
-/* Bytes the object really holds: its slab cache's object slot size (kmem_cache.size). */
-static __always_inline u64 object_bytes(u64 addr, bool *is_vmalloc)
+/* The slab object holding `addr`: its slot size (kmem_cache.size, the bytes it really holds)
+ * and, in *start, the object's first byte. 0 when not a slab object (or bytes unavailable). */
+static __always_inline u64 slab_lookup(u64 addr, bool *is_vmalloc, u64 *start)
 {
-#ifdef BYTES_UNAVAILABLE
 	*is_vmalloc = false;
+	*start = addr;
+#ifdef BYTES_UNAVAILABLE
 	return 0;
 #else
 	u64 vmalloc_base = read_u64(VMALLOC_BASE_ADDR);
 	u64 page_offset = read_u64(PAGE_OFFSET_BASE_ADDR);
 	u64 vmemmap = read_u64(VMEMMAP_BASE_ADDR);
-	u64 page, head, cache;
+	u64 page, head, cache, base;
 	u32 size = 0;
 
 	*is_vmalloc = addr >= vmalloc_base && addr - vmalloc_base < (32ULL << 40);
@@ -132,8 +153,15 @@ static __always_inline u64 object_bytes(u64 addr, bool *is_vmalloc)
 		return 0;
 	page = vmemmap + ((addr - page_offset) >> 12) * PAGE_STRUCT_SIZE;
 	head = read_u64(page + OFF_PAGE_COMPOUND_HEAD);
-	if (head & 1)
-		page = head - 1;
+	if (head & 1) {
+		/* Tail page: compound_head is head + 1; 7.x compound_info with HVO holds instead
+		 * GENMASK(63, shift) | 1, a mask to apply to the tail's own address. */
+		u64 m = head & ~1ULL;
+		if (((~m) & (~m + 1)) == 0)
+			page = page & m;
+		else
+			page = head - 1;
+	}
 #if defined(SLAB_BY_PAGE_TYPE)
 	u32 page_type = 0;
 	bpf_probe_read_kernel(&page_type, sizeof(page_type), (void *)(page + OFF_PAGE_TYPE));
@@ -147,21 +175,20 @@ static __always_inline u64 object_bytes(u64 addr, bool *is_vmalloc)
 	if (!cache)
 		return 0;
 	bpf_probe_read_kernel(&size, sizeof(size), (void *)(cache + OFF_KMEM_CACHE_SIZE));
+	if (!size)
+		return 0;
+	base = page_offset + (((page - vmemmap) / PAGE_STRUCT_SIZE) << 12);
+	if (addr >= base)
+		*start = base + ((addr - base) / size) * size;
 	return size;
 #endif
 }
 
-static __always_inline void on_enqueue(void *head, void *arg2)
+static __always_inline void on_enqueue(u64 ptr, bool headless)
 {
-	u64 ptr;
-	bool headless = !head, is_vmalloc = false;
-
-#ifdef KVFREE_ARGS_OFFSET
-	ptr = head ? (u64)head - (u64)arg2 : (u64)arg2;
-#else
-	ptr = (u64)arg2;
-#endif
-	u64 bytes = object_bytes(ptr, &is_vmalloc);
+	bool is_vmalloc = false;
+	u64 start;
+	u64 bytes = slab_lookup(ptr, &is_vmalloc, &start);
 	stat_add(headless ? ST_ENQ_HEADLESS : ST_ENQ_HEAD, 1);
 	stat_add(ST_ENQ_BYTES, bytes);
 	if (!bytes)
@@ -185,6 +212,11 @@ static __always_inline void on_enqueue(void *head, void *arg2)
 	val.bytes = bytes;
 	val.tgid = key.tgid;
 	val.cpu = bpf_get_smp_processor_id();
+	if (!ptr) {  /* object unknown (6.1 headless under fentry): counted, not tracked */
+		stat_add(ST_UNTRACKED, 1);
+		stat_add(ST_UNTRACKED_BYTES, bytes);
+		return;
+	}
 	if (kv_inflight.lookup(&ptr))
 		stat_add(ST_REPLACED, 1);
 	if (kv_inflight.update(&ptr, &val)) {
@@ -238,14 +270,15 @@ static __always_inline void on_free(u64 ptr, u32 path, bool count_unmatched)
 static __always_inline u32 current_ctx(void)
 {
 	u64 id = bpf_get_current_pid_tgid();
-	u32 *c = kv_ctx.lookup(&id);
-	return c ? *c : NPATH;
+	struct path_ctx *c = kv_ctx.lookup(&id);
+	return c ? c->path : NPATH;
 }
 
-static __always_inline void ctx_enter(u32 path)
+static __always_inline void ctx_enter(u32 path, u64 ptr)
 {
 	u64 id = bpf_get_current_pid_tgid();
-	kv_ctx.update(&id, &path);
+	struct path_ctx c = {.path = path, .ptr = ptr};
+	kv_ctx.update(&id, &c);
 }
 
 static __always_inline void ctx_exit(void)
@@ -254,12 +287,90 @@ static __always_inline void ctx_exit(void)
 	kv_ctx.delete(&id);
 }
 
-/* kmem_cache_free_bulk(s, size, p): kfree_bulk() of a krc bulk page. */
-static __always_inline void on_free_bulk(u64 size, void **p)
+static __always_inline u64 object_of(void *head, void *arg2)
 {
-	u32 ctx = current_ctx();
-	if (ctx != PATH_BULK)
-		return;
+#ifdef KVFREE_ARGS_OFFSET
+	return head ? (u64)head - (u64)arg2 : (u64)arg2;  /* 6.1: (head, offset) */
+#else
+	return (u64)arg2;
+#endif
+}
+
+static __always_inline void enqueue_entry(void *head, void *arg2)
+{
+	u64 ptr = object_of(head, arg2);
+	on_enqueue(ptr, !head);
+	ctx_enter(PATH_INLINE, ptr);
+}
+
+/* kvfree_call_rcu() returns: if synchronize_rcu() ran inside it, the object was freed inline. */
+static __always_inline void enqueue_exit(void)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	struct path_ctx *c = kv_ctx.lookup(&id);
+	if (c && c->path == PATH_INLINE && c->synced)
+		on_free(c->ptr, PATH_INLINE, true);
+	kv_ctx.delete(&id);
+}
+
+static __always_inline void on_synchronize_rcu(void)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	struct path_ctx *c = kv_ctx.lookup(&id);
+	if (c && c->path == PATH_INLINE)
+		c->synced = 1;
+}
+
+#ifdef HAVE_KVFREE_RCU_BULK
+/* kvfree_rcu_bulk(krcp, bnode, idx), 6.3+: every record of the bulk page is freed now
+ * (kfree_bulk() for slab, a vfree() loop for vmalloc). */
+static __always_inline void on_bulk_node(u64 bnode)
+{
+	u64 n = read_u64(bnode + OFF_BNODE_NR);
+	for (u32 i = 0; i < 512; i++) {
+		if (i >= n)
+			break;
+		on_free(read_u64(bnode + OFF_BNODE_RECORDS + 8 * (u64)i), PATH_BULK, true);
+	}
+}
+#endif
+
+#ifdef HAVE_KVFREE_RCU_LIST
+#ifndef LIST_WALK_MAX
+#define LIST_WALK_MAX 128
+#endif
+/* kvfree_rcu_list(head), 6.3+: channel 3, objects linked through their heads (next at 0);
+ * the object is head->func until 7.x, else the slab object holding the head. */
+static __always_inline void on_list(u64 head)
+{
+	for (u32 i = 0; i < LIST_WALK_MAX; i++) {
+		if (!head)
+			return;
+		u64 next = read_u64(head);
+#ifdef OFF_HEAD_FUNC
+		u64 ptr = read_u64(head + OFF_HEAD_FUNC);
+#else
+		bool is_vmalloc;
+		u64 ptr;
+		slab_lookup(head, &is_vmalloc, &ptr);
+#endif
+		on_free(ptr, PATH_LIST, true);
+		head = next;
+	}
+	if (head)
+		stat_add(ST_LIST_TRUNCATED, 1);
+}
+#endif
+
+#ifdef HAVE_KFREE_RCU_WORK_CTX
+/* 6.1: kfree_rcu_work() frees bulk pages with kfree_bulk()/vfree() and the list with
+ * kvfree(); fentry cannot read those functions' (const) void pointers: kprobes. */
+int kprobe_kmem_cache_free_bulk(struct pt_regs *ctx)
+{
+	if (current_ctx() != PATH_BULK)
+		return 0;
+	u64 size = PT_REGS_PARM2(ctx);
+	void **p = (void **)PT_REGS_PARM3(ctx);
 	for (u32 i = 0; i < 512; i++) {
 		if (i >= size)
 			break;
@@ -267,26 +378,23 @@ static __always_inline void on_free_bulk(u64 size, void **p)
 		bpf_probe_read_kernel(&obj, sizeof(obj), &p[i]);
 		on_free(obj, PATH_BULK, true);
 	}
+	return 0;
 }
 
-/* kvfree(addr): channel 3 list (kvfree_rcu_list; 6.1 kfree_rcu_work), or headless inline. */
-static __always_inline void on_kvfree(u64 addr)
-{
-	u32 ctx = current_ctx();
-	if (ctx == PATH_LIST || ctx == PATH_INLINE)
-		on_free(addr, ctx, ctx == PATH_LIST);
-	else if (ctx == PATH_BULK) /* 6.1 kfree_rcu_work frees its list with kvfree() too */
-		on_free(addr, PATH_LIST, false);
-	else
-		on_free(addr, PATH_OTHER, false);
-}
-
-/* vfree(addr): the vmalloc channel of a bulk page. */
-static __always_inline void on_vfree(u64 addr)
+int kprobe_kvfree(struct pt_regs *ctx)
 {
 	if (current_ctx() == PATH_BULK)
-		on_free(addr, PATH_BULK, false);
+		on_free(PT_REGS_PARM1(ctx), PATH_LIST, true);
+	return 0;
 }
+
+int kprobe_vfree(struct pt_regs *ctx)
+{
+	if (current_ctx() == PATH_BULK)
+		on_free(PT_REGS_PARM1(ctx), PATH_BULK, true);
+	return 0;
+}
+#endif
 
 #ifdef HAVE_KFREE_RCU_SHEAF
 /* rcu_free_sheaf(head): a whole sheaf of objects passed its grace period. */
@@ -297,8 +405,7 @@ static __always_inline void on_sheaf(u64 head)
 	for (u32 i = 0; i < 256; i++) {
 		if (i >= n)
 			break;
-		u64 obj = read_u64(head + OFF_SHEAF_OBJECTS + 8 * (u64)i);
-		on_free(obj, PATH_SHEAF, true);
+		on_free(read_u64(head + OFF_SHEAF_OBJECTS + 8 * (u64)i), PATH_SHEAF, true);
 	}
 }
 
@@ -313,48 +420,52 @@ static __always_inline void on_sheaf_taken(u64 obj)
 }
 #endif
 
-#if defined(KVFREE_FENTRY)
+#if defined(KVFREE_FENTRY) && defined(KVFREE_ARGS_OFFSET)
+/* 6.1: the verifier refuses fentry reads of the rcu_callback_t argument, so the object is the
+ * slab object holding the head; a headless object (pointer in that argument) is untracked. */
+KFUNC_PROBE_SYM(KVFREE_SYM, void *head)
+{
+	bool is_vmalloc;
+	u64 ptr = 0;
+
+	if (head)
+		slab_lookup(to_scalar(head), &is_vmalloc, &ptr);
+	on_enqueue(ptr, !head);
+	ctx_enter(PATH_INLINE, ptr);
+	return 0;
+}
+
+KRETFUNC_PROBE_SYM(KVFREE_SYM, void *head)
+{
+	enqueue_exit();
+	return 0;
+}
+#elif defined(KVFREE_FENTRY)
 KFUNC_PROBE_SYM(KVFREE_SYM, void *head, void *arg2)
 {
-	on_enqueue(head, arg2);
-	ctx_enter(PATH_INLINE);
+	enqueue_entry(head, arg2);
 	return 0;
 }
 
 KRETFUNC_PROBE_SYM(KVFREE_SYM, void *head, void *arg2)
 {
-	ctx_exit();
+	enqueue_exit();
 	return 0;
 }
+#endif
 
-KFUNC_PROBE(kmem_cache_free_bulk, void *s, u64 size, void **p)
-{
-	on_free_bulk(size, p);
-	return 0;
-}
+#if defined(KVFREE_FENTRY)
 
-KFUNC_PROBE(kvfree, void *addr)
+KFUNC_PROBE(synchronize_rcu)
 {
-	on_kvfree((u64)addr);
-	return 0;
-}
-
-KFUNC_PROBE(vfree, void *addr)
-{
-	on_vfree((u64)addr);
+	on_synchronize_rcu();
 	return 0;
 }
 
 #ifdef HAVE_KVFREE_RCU_BULK
 KFUNC_PROBE(kvfree_rcu_bulk, void *krcp, void *bnode, int idx)
 {
-	ctx_enter(PATH_BULK);
-	return 0;
-}
-
-KRETFUNC_PROBE(kvfree_rcu_bulk, void *krcp, void *bnode, int idx)
-{
-	ctx_exit();
+	on_bulk_node(to_scalar(bnode));
 	return 0;
 }
 #endif
@@ -362,22 +473,15 @@ KRETFUNC_PROBE(kvfree_rcu_bulk, void *krcp, void *bnode, int idx)
 #ifdef HAVE_KVFREE_RCU_LIST
 KFUNC_PROBE(kvfree_rcu_list, void *head)
 {
-	ctx_enter(PATH_LIST);
-	return 0;
-}
-
-KRETFUNC_PROBE(kvfree_rcu_list, void *head)
-{
-	ctx_exit();
+	on_list(to_scalar(head));
 	return 0;
 }
 #endif
 
 #ifdef HAVE_KFREE_RCU_WORK_CTX
-/* 6.1: kfree_rcu_work() frees bulk pages (kfree_bulk/vfree) and the list (kvfree) itself. */
 KFUNC_PROBE(kfree_rcu_work, void *work)
 {
-	ctx_enter(PATH_BULK);
+	ctx_enter(PATH_BULK, 0);
 	return 0;
 }
 
@@ -389,23 +493,27 @@ KRETFUNC_PROBE(kfree_rcu_work, void *work)
 #endif
 
 #ifdef HAVE_KFREE_RCU_SHEAF
+#ifdef SHEAF_FREE_FLAGS_ARG
+KRETFUNC_PROBE(__kfree_rcu_sheaf, void *s, void *obj, unsigned int free_flags, bool ret)
+#else
 KRETFUNC_PROBE(__kfree_rcu_sheaf, void *s, void *obj, bool ret)
+#endif
 {
 	if (ret)
-		on_sheaf_taken((u64)obj);
+		on_sheaf_taken(to_scalar(obj));
 	return 0;
 }
 
 KFUNC_PROBE(rcu_free_sheaf, void *head)
 {
-	on_sheaf((u64)head);
+	on_sheaf(to_scalar(head));
 	return 0;
 }
 
 #ifdef HAVE_RCU_FREE_SHEAF_NOBARN
 KFUNC_PROBE(rcu_free_sheaf_nobarn, void *head)
 {
-	on_sheaf((u64)head);
+	on_sheaf(to_scalar(head));
 	return 0;
 }
 #endif
@@ -415,44 +523,37 @@ KFUNC_PROBE(rcu_free_sheaf_nobarn, void *head)
 /* kprobe fallback: enqueues and the krc paths; the sheaf path needs fexit. */
 int kprobe_kvfree_call_rcu(struct pt_regs *ctx)
 {
-	on_enqueue((void *)PT_REGS_PARM1(ctx), (void *)PT_REGS_PARM2(ctx));
-	ctx_enter(PATH_INLINE);
+	enqueue_entry((void *)PT_REGS_PARM1(ctx), (void *)PT_REGS_PARM2(ctx));
 	return 0;
 }
 
 int kretprobe_kvfree_call_rcu(struct pt_regs *ctx)
 {
-	ctx_exit();
+	enqueue_exit();
 	return 0;
 }
 
-int kprobe_kmem_cache_free_bulk(struct pt_regs *ctx)
+int kprobe_synchronize_rcu(struct pt_regs *ctx)
 {
-	on_free_bulk(PT_REGS_PARM2(ctx), (void **)PT_REGS_PARM3(ctx));
-	return 0;
-}
-
-int kprobe_kvfree(struct pt_regs *ctx)
-{
-	on_kvfree(PT_REGS_PARM1(ctx));
-	return 0;
-}
-
-int kprobe_vfree(struct pt_regs *ctx)
-{
-	on_vfree(PT_REGS_PARM1(ctx));
+	on_synchronize_rcu();
 	return 0;
 }
 
 int kprobe_ctx_bulk(struct pt_regs *ctx)
 {
-	ctx_enter(PATH_BULK);
+#ifdef HAVE_KVFREE_RCU_BULK
+	on_bulk_node(PT_REGS_PARM2(ctx));
+#else
+	ctx_enter(PATH_BULK, 0);
+#endif
 	return 0;
 }
 
-int kprobe_ctx_list(struct pt_regs *ctx)
+int kprobe_kvfree_rcu_list(struct pt_regs *ctx)
 {
-	ctx_enter(PATH_LIST);
+#ifdef HAVE_KVFREE_RCU_LIST
+	on_list(PT_REGS_PARM1(ctx));
+#endif
 	return 0;
 }
 

@@ -110,6 +110,11 @@ def classify(kind: str, message: str, log: str) -> str:
         and "Failed to compile" in text
     ):
         return "bcc found no kernel headers (run scripts/setup.sh, or set BCC_KERNEL_SOURCE)"
+    if "processed " in log and " insns" in log:  # the verifier's log: quote its verdict
+        lines = [ln.strip() for ln in log.splitlines() if ln.strip()]
+        idx = next((i for i, ln in enumerate(lines) if ln.startswith("processed ")), len(lines))
+        verdict = lines[idx - 1] if idx > 0 else "rejected"
+        return f"{kind}: verifier rejected the program: {verdict}"
     if kind == "fentry":
         if "Operation not permitted" in text or "super-user" in text:
             return "BPF tracing programs refused" + (

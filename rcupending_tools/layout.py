@@ -19,6 +19,8 @@ class Layout:
     defines: Defines = field(default_factory=dict)
     # (mechanism, symbol, fn_name) for the kprobe fallback's extra attach points
     kprobes: list[tuple[str, str, str]] = field(default_factory=list)
+    # kprobes the fentry variant needs too (what fentry cannot read)
+    fentry_kprobes: list[tuple[str, str, str]] = field(default_factory=list)
     unavailable: dict[str, str] = field(default_factory=dict)  # metric -> reason
 
 
@@ -41,7 +43,10 @@ def kvfree_layout(kernel: KernelInfo, params: list[str] | None, kind: str) -> La
     if btf is not None:
         offsets = {
             "PAGE_STRUCT_SIZE": btf.struct_size("page"),
-            "OFF_PAGE_COMPOUND_HEAD": btf.member_offset("page", "compound_head"),
+            # 7.x renamed it compound_info (a head pointer, or a mask with HVO)
+            "OFF_PAGE_COMPOUND_HEAD": btf.member_offset("page", "compound_head")
+            if btf.member_offset("page", "compound_head") is not None
+            else btf.member_offset("page", "compound_info"),
             "OFF_SLAB_CACHE": btf.member_offset("slab", "slab_cache"),
             "OFF_KMEM_CACHE_SIZE": btf.member_offset("kmem_cache", "size"),
         }
@@ -91,33 +96,32 @@ def kvfree_layout(kernel: KernelInfo, params: list[str] | None, kind: str) -> La
             )
         )
 
-    if have("kvfree_rcu_bulk"):
-        d["HAVE_KVFREE_RCU_BULK"] = None
-        lay.kprobes += [
-            ("kprobe", "kvfree_rcu_bulk", "kprobe_ctx_bulk"),
-            ("kretprobe", "kvfree_rcu_bulk", "kretprobe_ctx_exit"),
-        ]
-    if have("kvfree_rcu_list"):
+    enqueue_sym = kernel.clone_name("kvfree_call_rcu") or "kvfree_call_rcu"
+    lay.kprobes += [("kretprobe", enqueue_sym, "kretprobe_kvfree_call_rcu"),
+                    ("kprobe", "synchronize_rcu", "kprobe_synchronize_rcu")]
+    bnode_nr = btf.member_offset("kvfree_rcu_bulk_data", "nr_records") if btf else None
+    bnode_rec = btf.member_offset("kvfree_rcu_bulk_data", "records") if btf else None
+    if have("kvfree_rcu_bulk") and None not in (bnode_nr, bnode_rec):
+        d.update(HAVE_KVFREE_RCU_BULK=None, OFF_BNODE_NR=bnode_nr, OFF_BNODE_RECORDS=bnode_rec)
+        lay.kprobes.append(("kprobe", "kvfree_rcu_bulk", "kprobe_ctx_bulk"))
+    if have("kvfree_rcu_list") and btf is not None:
         d["HAVE_KVFREE_RCU_LIST"] = None
-        lay.kprobes += [
-            ("kprobe", "kvfree_rcu_list", "kprobe_ctx_list"),
-            ("kretprobe", "kvfree_rcu_list", "kretprobe_ctx_exit"),
-        ]
+        head_type = (btf.func_params("kvfree_rcu_list") or [("", "")])[0][1]
+        head_struct = head_type.replace("struct ", "").rstrip(" *")
+        func_off = btf.member_offset(head_struct, "func") if head_struct else None
+        if func_off is not None:  # until 7.x the object pointer sits in head->func
+            d["OFF_HEAD_FUNC"] = func_off
+        lay.kprobes.append(("kprobe", "kvfree_rcu_list", "kprobe_kvfree_rcu_list"))
     if "HAVE_KVFREE_RCU_BULK" not in d and have("kfree_rcu_work"):
         d["HAVE_KFREE_RCU_WORK_CTX"] = None  # 6.1: the work frees everything itself
-        lay.kprobes += [
-            ("kprobe", "kfree_rcu_work", "kprobe_ctx_bulk"),
-            ("kretprobe", "kfree_rcu_work", "kretprobe_ctx_exit"),
-        ]
+        # fentry cannot read these functions' (const) void pointers: kprobes in both modes
+        frees = [("kprobe", "kmem_cache_free_bulk", "kprobe_kmem_cache_free_bulk"),
+                 ("kprobe", "kvfree", "kprobe_kvfree"), ("kprobe", "vfree", "kprobe_vfree")]
+        lay.kprobes += [("kprobe", "kfree_rcu_work", "kprobe_ctx_bulk"),
+                        ("kretprobe", "kfree_rcu_work", "kretprobe_ctx_exit"), *frees]
+        lay.fentry_kprobes += frees
     if "HAVE_KVFREE_RCU_BULK" not in d and "HAVE_KFREE_RCU_WORK_CTX" not in d:
         lay.unavailable["frees"] = "neither kvfree_rcu_bulk nor kfree_rcu_work can be hooked"
-    enqueue_sym = kernel.clone_name("kvfree_call_rcu") or "kvfree_call_rcu"
-    lay.kprobes += [
-        ("kretprobe", enqueue_sym, "kretprobe_kvfree_call_rcu"),
-        ("kprobe", "kmem_cache_free_bulk", "kprobe_kmem_cache_free_bulk"),
-        ("kprobe", "kvfree", "kprobe_kvfree"),
-        ("kprobe", "vfree", "kprobe_vfree"),
-    ]
 
     if have("__kfree_rcu_sheaf") and have("rcu_free_sheaf") and btf is not None:
         size = btf.member_offset("slab_sheaf", "size")

@@ -93,13 +93,14 @@ def attempts(binding: Binding, kernel: KernelInfo) -> list[tuple[AttachKind, dic
     for kind in probe.kinds:
         defines = dict(base)
         extra: list[tuple[str, str, str]] = []
+        fentry_extra: list[tuple[str, str, str]] = []
         if probe.layout:
             lay = getattr(layout, probe.layout)(kernel, binding.params, str(kind))
             defines.update(lay.defines)
-            extra = lay.kprobes
+            extra, fentry_extra = lay.kprobes, lay.fentry_kprobes
         if kind is AttachKind.FENTRY:
             defines[f"{probe.prefix}_FENTRY"] = None
-            out.append((kind, defines, []))
+            out.append((kind, defines, list(fentry_extra)))
         elif kind is AttachKind.KPROBE:
             defines[f"{probe.prefix}_KPROBE"] = None
             mech = "kretprobe" if probe.needs_return else "kprobe"
