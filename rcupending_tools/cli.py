@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -95,12 +96,15 @@ def collect(
         float | None, typer.Option(min=0.05, help="emit a snapshot every S s")
     ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="snapshots as JSON lines")] = False,
+    csv: Annotated[str | None, typer.Option(help="also append tidy CSV rows to FILE")] = None,
 ) -> None:
     """Attach all probes, collect for DURATION seconds of any workload, print snapshots."""
+    from .views.export import CsvAppender
     from .views.text import summary
 
     _terminate_as_interrupt()
     src, col = _live_collector()
+    to_csv = CsvAppender(csv) if csv else None
     try:
         _require_something_attached(src)
         start = time.monotonic()
@@ -112,6 +116,8 @@ def collect(
             if step > 0:
                 time.sleep(step)
             snap = col.update(src.read())
+            if to_csv is not None:
+                to_csv(snap)
             if interval or left <= step:
                 if json_out:
                     _emit_json(snap)
@@ -125,6 +131,8 @@ def collect(
         raise typer.Exit(130) from None
     finally:
         src.close()
+        if to_csv is not None:
+            to_csv.close()
 
 
 def _require_something_attached(src) -> None:  # noqa: ANN001
@@ -282,6 +290,10 @@ def lab(
     ] = None,
     memory: Annotated[str, typer.Option(help="guest memory, e.g. 2G")] = "2G",
     cpus: Annotated[int, typer.Option(min=1, max=64)] = 2,
+    rwdir: Annotated[
+        list[str] | None,
+        typer.Option(help="host dir the guest may write (repeatable; the rest is copy-on-write)"),
+    ] = None,
 ) -> None:
     """Run CMD in a virtme-ng VM on a real kernel (QEMU TCG); exit with CMD's exit code.
 
@@ -296,6 +308,7 @@ def lab(
         memory=memory,
         cpus=cpus,
         env={"RCUPENDING_LAB_SPEC": k.spec, "RCUPENDING_LAB_SOURCE": k.source},
+        rwdirs=[Path(d) for d in rwdir or []],
     )
     if res.splats:
         print(
@@ -345,9 +358,9 @@ def main() -> None:
         hint = f" (see {e.ctx.command_path} --help)" if e.ctx else ""
         print(f"rcupending: error: {e.format_message()}{hint}", file=sys.stderr)
         sys.exit(2)
-    except click_exc.Exit as e:
+    except typer.Exit as e:
         sys.exit(e.exit_code)
-    except click_exc.Abort:
+    except typer.Abort:
         sys.exit(130)
     except KeyboardInterrupt:
         sys.exit(130)

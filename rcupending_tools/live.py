@@ -67,32 +67,50 @@ class LiveSource:
         return [s.to_dict() for s in self.statuses]
 
     def _read_kvfree(self, b: Any, raw: RawSample, count_map: bool = False) -> None:
-        raw.kvfree_stats = _percpu_rows(b["kv_stats"], km.ST_MAX)
-        ncpu = len(raw.kvfree_stats[0])
-        raw.kvfree_lat_hist = _summed(b["kv_lat_hist"], km.NPATH * km.HIST_SLOTS)
-        raw.kvfree_gp_hist = _summed(b["kv_gp_hist"], km.NPATH * km.HIST_SLOTS)
+        # Free-side maps first, then per-task enqueues, then the totals: while traffic runs,
+        # each split is read before the total it is compared with, so pending per CPU and
+        # per process is never negative and never exceeds the total.
+        hist_lat = _summed(b["kv_lat_hist"], km.NPATH * km.HIST_SLOTS)
+        hist_gp = _summed(b["kv_gp_hist"], km.NPATH * km.HIST_SLOTS)
+        table = b["kv_freed_by_enq_cpu"]
+        ncpu = len(b["kv_stats"][ctypes.c_int(0)])
+        freed_by_cpu = [
+            [int(table[ctypes.c_int(c)].objects), int(table[ctypes.c_int(c)].bytes)]
+            for c in range(ncpu)
+        ]
+        freed_by_tgid = {
+            int(k.value): [int(v.objects), int(v.bytes)] for k, v in b["kv_freed_by_tgid"].items()
+        }
         tasks: dict[TaskKey, list[int]] = {}
         for k, v in b["kvfree_by_task"].items():
             key = (int(k.tgid), bytes(k.comm).split(b"\0", 1)[0].decode(errors="replace"))
             cur = tasks.setdefault(key, [0, 0])
             cur[0] += int(v.objects)
             cur[1] += int(v.bytes)
+        raw.kvfree_stats = _percpu_rows(b["kv_stats"], km.ST_MAX)
+        raw.kvfree_lat_hist, raw.kvfree_gp_hist = hist_lat, hist_gp
         raw.kvfree_by_task = tasks
-        raw.kvfree_freed_by_tgid = {
-            int(k.value): [int(v.objects), int(v.bytes)] for k, v in b["kv_freed_by_tgid"].items()
-        }
-        table = b["kv_freed_by_enq_cpu"]
-        raw.kvfree_freed_by_enq_cpu = [
-            [int(table[ctypes.c_int(c)].objects), int(table[ctypes.c_int(c)].bytes)]
-            for c in range(ncpu)
-        ]
+        raw.kvfree_freed_by_tgid = freed_by_tgid
+        raw.kvfree_freed_by_enq_cpu = freed_by_cpu
         if count_map:
+            raw.kvfree_in_map = self._count_inflight(b, raw.kvfree_stats)
+
+    @staticmethod
+    def _count_inflight(b: Any, stats: list[list[int]], tries: int = 5) -> dict[str, int] | None:
+        """Count the tracking map between two identical reads of the counters (so the count
+        and the counters describe one instant); None if traffic never paused."""
+        for _ in range(tries):
             counts = {"objects": 0, "bytes": 0, "krc": 0, "sheaf": 0}
             for v in b["kv_inflight"].values():
                 counts["objects"] += 1
                 counts["bytes"] += int(v.bytes)
                 counts["sheaf" if v.route else "krc"] += 1
-            raw.kvfree_in_map = counts
+            after = _percpu_rows(b["kv_stats"], km.ST_MAX)
+            if after == stats:
+                return counts
+            stats[:] = after  # the caller's snapshot moves to the newer instant
+            time.sleep(0.05)
+        return None
 
     def read(self, count_map: bool = False) -> RawSample:
         """Read every attached program's maps; `count_map` also walks the per-object tracking

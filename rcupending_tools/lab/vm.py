@@ -90,12 +90,21 @@ def guest_script(kernel: LabKernel, cmd: Sequence[str], xch: Path, env: dict[str
 
 
 def vng_command(
-    vng: str, kernel: LabKernel, xch: Path, *, append: Sequence[str], memory: str, cpus: int
+    vng: str,
+    kernel: LabKernel,
+    xch: Path,
+    *,
+    append: Sequence[str],
+    memory: str,
+    cpus: int,
+    rwdirs: Sequence[Path] = (),
 ) -> list[str]:
     argv = [vng, "-v", "-r", str(kernel.image), "--disable-kvm"]
     argv += ["--memory", memory, "--cpus", str(cpus)]
     for a in append:
         argv += ["--append", a]
+    for d in rwdirs:  # host dirs the guest may write (the rest of its view is copy-on-write)
+        argv += ["--rwdir", str(Path(d).resolve())]
     return argv + ["--rwdir", str(xch), "--", f"sh {shlex.quote(str(xch / 'guest.sh'))}"]
 
 
@@ -121,6 +130,7 @@ def run_in_vm(
     stream: TextIO | None = sys.stdout,
     timeout: float = 1800,
     check: bool = True,
+    rwdirs: Sequence[Path] = (),
 ) -> VmResult:
     """Boot `kernel` under QEMU TCG, run `cmd` as root in the host's cwd, stream its output.
 
@@ -134,7 +144,10 @@ def run_in_vm(
     xch = Path(tempfile.mkdtemp(prefix="rcupending-vm-"))
     try:
         (xch / "guest.sh").write_text(guest_script(kernel, cmd, xch, env or {}))
-        argv = vng_command(vng, kernel, xch, append=append, memory=memory, cpus=cpus)
+        for d in rwdirs:
+            if not Path(d).is_dir():
+                raise UserError(f"--rwdir {d}: not a directory")
+        argv = vng_command(vng, kernel, xch, append=append, memory=memory, cpus=cpus, rwdirs=rwdirs)
         path = f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"
         print(f"booting {kernel.spec} ({kernel.release}) under QEMU TCG…", file=sys.stderr)
         start = time.monotonic()

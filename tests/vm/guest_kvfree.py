@@ -15,7 +15,8 @@ from rcupending_tools.kernel import KernelInfo
 
 CLI = [sys.executable, "-m", "rcupending_tools.cli"]
 SCENARIOS = {
-    "main": ["--count", "20000", "--optlen", "4", "--workers", "2"],
+    "main": ["--count", "20000", "--optlen", "4", "--workers", "2", "--drain", "40"],
+    "optlen40": ["--count", "20000", "--optlen", "40", "--workers", "2", "--drain", "40"],
     "first_sets_only": ["--count", "0", "--sockets", "64"],
     "invalid_optlen": ["--count", "1000", "--optlen", "44"],
 }
