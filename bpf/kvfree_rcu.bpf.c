@@ -8,8 +8,8 @@
  *   SLAB_BY_PAGE_TYPE (page_type >> 24 == SLAB_TYPE) or SLAB_BY_FLAG (flags bit SLAB_FLAG_BIT),
  *   OFF_PAGE_TYPE / OFF_PAGE_FLAGS
  *   RCU_GP_SEQ_ADDR          &rcu_state.gp_seq (grace periods elapsed)
- *   HAVE_KVFREE_RCU_BULK (+ OFF_BNODE_NR/RECORDS), HAVE_KVFREE_RCU_LIST (+ OFF_HEAD_FUNC
- *   until 7.x), HAVE_KFREE_RCU_WORK_CTX (6.1: kprobes on kmem_cache_free_bulk/kvfree/vfree),
+ *   HAVE_KVFREE_RCU_BULK (+ OFF_BNODE_NR/RECORDS), HAVE_KVFREE_RCU_LIST,
+ *   HAVE_KFREE_RCU_WORK_CTX (6.1: kprobes on kmem_cache_free_bulk and vfree),
  *   HAVE_KFREE_RCU_SHEAF (+ OFF_SHEAF_SIZE, OFF_SHEAF_OBJECTS), HAVE_RCU_FREE_SHEAF_NOBARN
  *   TRACK_MAX                per-object tracking cap (objects over it count as untracked)
  *
@@ -40,8 +40,7 @@ enum kv_stat {
 	ST_FREED = 10,                   /* + path */
 	ST_FREED_BYTES = ST_FREED + NPATH, /* + path */
 	ST_UNMATCHED = ST_FREED_BYTES + NPATH, /* + path: frees of objects enqueued before attach */
-	ST_LIST_TRUNCATED = ST_UNMATCHED + NPATH, /* channel-3 lists longer than the walk */
-	ST_MAX = ST_LIST_TRUNCATED + 1,
+	ST_MAX = ST_UNMATCHED + NPATH,
 };
 
 #define HIST_SLOTS 64
@@ -335,32 +334,40 @@ static __always_inline void on_bulk_node(u64 bnode)
 }
 #endif
 
-#ifdef HAVE_KVFREE_RCU_LIST
-#ifndef LIST_WALK_MAX
-#define LIST_WALK_MAX 128
-#endif
-/* kvfree_rcu_list(head), 6.3+: channel 3, objects linked through their heads (next at 0);
- * the object is head->func until 7.x, else the slab object holding the head. */
-static __always_inline void on_list(u64 head)
+/* Channel 3 (kvfree_rcu_list; 6.1: inside kfree_rcu_work) frees each object with kvfree() ->
+ * kfree(), whose pointer fentry cannot read (const void *): the kmem:kfree tracepoint sees it.
+ * kv_active counts running list paths so every other kfree() in the system returns at once. */
+BPF_ARRAY(kv_active, u64, 1);
+
+static __always_inline void list_enter(u32 path)
 {
-	for (u32 i = 0; i < LIST_WALK_MAX; i++) {
-		if (!head)
-			return;
-		u64 next = read_u64(head);
-#ifdef OFF_HEAD_FUNC
-		u64 ptr = read_u64(head + OFF_HEAD_FUNC);
-#else
-		bool is_vmalloc;
-		u64 ptr;
-		slab_lookup(head, &is_vmalloc, &ptr);
-#endif
-		on_free(ptr, PATH_LIST, true);
-		head = next;
-	}
-	if (head)
-		stat_add(ST_LIST_TRUNCATED, 1);
+	u32 zero = 0;
+	u64 *a = kv_active.lookup(&zero);
+	if (a)
+		__sync_fetch_and_add(a, 1);
+	ctx_enter(path, 0);
 }
-#endif
+
+static __always_inline void list_exit(void)
+{
+	u32 zero = 0;
+	u64 *a = kv_active.lookup(&zero);
+	if (a)
+		__sync_fetch_and_add(a, -1);
+	ctx_exit();
+}
+
+TRACEPOINT_PROBE(kmem, kfree)
+{
+	u32 zero = 0;
+	u64 *a = kv_active.lookup(&zero);
+	if (!a || !*a)
+		return 0;
+	u32 c = current_ctx();
+	if (c == PATH_LIST || c == PATH_BULK)  /* PATH_BULK: 6.1's kfree_rcu_work */
+		on_free((u64)args->ptr, PATH_LIST, true);
+	return 0;
+}
 
 #ifdef HAVE_KFREE_RCU_WORK_CTX
 /* 6.1: kfree_rcu_work() frees bulk pages with kfree_bulk()/vfree() and the list with
@@ -378,13 +385,6 @@ int kprobe_kmem_cache_free_bulk(struct pt_regs *ctx)
 		bpf_probe_read_kernel(&obj, sizeof(obj), &p[i]);
 		on_free(obj, PATH_BULK, true);
 	}
-	return 0;
-}
-
-int kprobe_kvfree(struct pt_regs *ctx)
-{
-	if (current_ctx() == PATH_BULK)
-		on_free(PT_REGS_PARM1(ctx), PATH_LIST, true);
 	return 0;
 }
 
@@ -473,7 +473,13 @@ KFUNC_PROBE(kvfree_rcu_bulk, void *krcp, void *bnode, int idx)
 #ifdef HAVE_KVFREE_RCU_LIST
 KFUNC_PROBE(kvfree_rcu_list, void *head)
 {
-	on_list(to_scalar(head));
+	list_enter(PATH_LIST);
+	return 0;
+}
+
+KRETFUNC_PROBE(kvfree_rcu_list, void *head)
+{
+	list_exit();
 	return 0;
 }
 #endif
@@ -481,13 +487,13 @@ KFUNC_PROBE(kvfree_rcu_list, void *head)
 #ifdef HAVE_KFREE_RCU_WORK_CTX
 KFUNC_PROBE(kfree_rcu_work, void *work)
 {
-	ctx_enter(PATH_BULK, 0);
+	list_enter(PATH_BULK);
 	return 0;
 }
 
 KRETFUNC_PROBE(kfree_rcu_work, void *work)
 {
-	ctx_exit();
+	list_exit();
 	return 0;
 }
 #endif
@@ -544,22 +550,20 @@ int kprobe_ctx_bulk(struct pt_regs *ctx)
 #ifdef HAVE_KVFREE_RCU_BULK
 	on_bulk_node(PT_REGS_PARM2(ctx));
 #else
-	ctx_enter(PATH_BULK, 0);
+	list_enter(PATH_BULK);  /* 6.1: kfree_rcu_work */
 #endif
 	return 0;
 }
 
 int kprobe_kvfree_rcu_list(struct pt_regs *ctx)
 {
-#ifdef HAVE_KVFREE_RCU_LIST
-	on_list(PT_REGS_PARM1(ctx));
-#endif
+	list_enter(PATH_LIST);
 	return 0;
 }
 
-int kretprobe_ctx_exit(struct pt_regs *ctx)
+int kretprobe_list_exit(struct pt_regs *ctx)
 {
-	ctx_exit();
+	list_exit();
 	return 0;
 }
 #endif

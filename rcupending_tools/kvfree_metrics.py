@@ -13,8 +13,7 @@ ST_ENQ_SHEAF, ST_ENQ_SHEAF_BYTES, ST_UNTRACKED, ST_UNTRACKED_BYTES, ST_REPLACED 
 ST_FREED = 10
 ST_FREED_BYTES = ST_FREED + NPATH
 ST_UNMATCHED = ST_FREED_BYTES + NPATH
-ST_LIST_TRUNCATED = ST_UNMATCHED + NPATH
-ST_MAX = ST_LIST_TRUNCATED + 1
+ST_MAX = ST_UNMATCHED + NPATH
 PERCENTILES = (50, 90, 99)
 
 
@@ -108,7 +107,6 @@ def kvfree_family(raw: Any, stress_tgids: set[int]) -> dict[str, Any] | None:
         },
         "untracked": {"objects": untracked, "bytes": untracked_bytes},
         "replaced": replaced,
-        "list_walk_truncated": _sum_rows(st, ST_LIST_TRUNCATED),
         "fallback": {
             "list": by_path["list"]["objects"],
             "inline": by_path["inline"]["objects"],

@@ -104,21 +104,17 @@ def kvfree_layout(kernel: KernelInfo, params: list[str] | None, kind: str) -> La
     if have("kvfree_rcu_bulk") and None not in (bnode_nr, bnode_rec):
         d.update(HAVE_KVFREE_RCU_BULK=None, OFF_BNODE_NR=bnode_nr, OFF_BNODE_RECORDS=bnode_rec)
         lay.kprobes.append(("kprobe", "kvfree_rcu_bulk", "kprobe_ctx_bulk"))
-    if have("kvfree_rcu_list") and btf is not None:
-        d["HAVE_KVFREE_RCU_LIST"] = None
-        head_type = (btf.func_params("kvfree_rcu_list") or [("", "")])[0][1]
-        head_struct = head_type.replace("struct ", "").rstrip(" *")
-        func_off = btf.member_offset(head_struct, "func") if head_struct else None
-        if func_off is not None:  # until 7.x the object pointer sits in head->func
-            d["OFF_HEAD_FUNC"] = func_off
-        lay.kprobes.append(("kprobe", "kvfree_rcu_list", "kprobe_kvfree_rcu_list"))
+    if have("kvfree_rcu_list"):
+        d["HAVE_KVFREE_RCU_LIST"] = None  # its kfree()s are seen at the kmem:kfree tracepoint
+        lay.kprobes += [("kprobe", "kvfree_rcu_list", "kprobe_kvfree_rcu_list"),
+                        ("kretprobe", "kvfree_rcu_list", "kretprobe_list_exit")]
     if "HAVE_KVFREE_RCU_BULK" not in d and have("kfree_rcu_work"):
         d["HAVE_KFREE_RCU_WORK_CTX"] = None  # 6.1: the work frees everything itself
         # fentry cannot read these functions' (const) void pointers: kprobes in both modes
         frees = [("kprobe", "kmem_cache_free_bulk", "kprobe_kmem_cache_free_bulk"),
-                 ("kprobe", "kvfree", "kprobe_kvfree"), ("kprobe", "vfree", "kprobe_vfree")]
+                 ("kprobe", "vfree", "kprobe_vfree")]
         lay.kprobes += [("kprobe", "kfree_rcu_work", "kprobe_ctx_bulk"),
-                        ("kretprobe", "kfree_rcu_work", "kretprobe_ctx_exit"), *frees]
+                        ("kretprobe", "kfree_rcu_work", "kretprobe_list_exit"), *frees]
         lay.fentry_kprobes += frees
     if "HAVE_KVFREE_RCU_BULK" not in d and "HAVE_KFREE_RCU_WORK_CTX" not in d:
         lay.unavailable["frees"] = "neither kvfree_rcu_bulk nor kfree_rcu_work can be hooked"

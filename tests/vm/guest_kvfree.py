@@ -1,6 +1,7 @@
 """Runs INSIDE a lab VM (via `rcupending lab`): the kvfree stress measured by rcupending, with
 an independent kmem:kmalloc count in the same VM, and negative controls. Prints one line
-`RCUPENDING-RESULT <json>` for the host-side tests to assert on."""
+`RCUPENDING-RESULT <json>` for the host-side tests to assert on. Arguments: scenario names
+to run (default: all)."""
 
 from __future__ import annotations
 
@@ -42,8 +43,11 @@ def main() -> None:
     counter = bpfload.load(str(Path(__file__).with_name("kmalloc_count.bpf.c")), {}, "tracepoint")
     try:
         table = counter.bpf["kmalloc_sites"]
-        for name, args in SCENARIOS.items():
+        kfrees = counter.bpf["kfree_sites"]
+        scenarios = SCENARIOS if len(sys.argv) < 2 else {a: SCENARIOS[a] for a in sys.argv[1:]}
+        for name, args in scenarios.items():
             table.clear()
+            kfrees.clear()
             rc, out, err = run(["stress", "kvfree", *args, "--measure", "--json"])
             entry: dict = {"rc": rc, "out": out, "stderr": err}
             if isinstance(out, dict):

@@ -30,3 +30,17 @@ TRACEPOINT_PROBE(kmem, kmalloc)
 	}
 	return 0;
 }
+
+/* kmem:kfree per call site (any process: kvfree_rcu frees run in kworkers). kfree_bulk() emits
+ * no per-object kfree, but channel 3's kvfree_rcu_list() frees each object with kfree(). */
+BPF_HASH(kfree_sites, u64, u64, 4096);
+
+TRACEPOINT_PROBE(kmem, kfree)
+{
+	u64 site = args->call_site, zero = 0;
+	u64 *v = kfree_sites.lookup_or_try_init(&site, &zero);
+
+	if (v)
+		__sync_fetch_and_add(v, 1);
+	return 0;
+}

@@ -32,6 +32,28 @@ def guest(request) -> dict:
     return result
 
 
+@pytest.fixture(scope="module")
+def forced_fallback() -> dict:
+    """debian:6.12 booted with no cached bulk pages (rcutree.rcu_min_cached_objs=0): every
+    kfree_rcu() with a head falls back to krc's channel 3 (the linked list)."""
+    proc = run_cli("lab", "--kernel", "debian:6.12", "--append", "rcutree.rcu_min_cached_objs=0",
+                   "--", sys.executable, "tests/vm/guest_kvfree.py", "main", timeout=2400)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RCUPENDING-RESULT ")]
+    assert proc.returncode == 0 and lines, f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return json.loads(lines[-1].split(" ", 1)[1])
+
+
+def test_forced_fallback_channel3_equals_kfree_tracepoint(forced_fallback):
+    run = forced_fallback["main"]
+    kv = run["out"]["measured"]["kvfree_rcu"]
+    assert run["rc"] == 0 and kv["by_stress"]["freed"] == N, kv["by_stress"]
+    listed = kv["freed"]["by_path"]["list"]["objects"] + kv["freed"]["pre_attach"]["list"]
+    assert listed >= N and kv["fallback"]["list_ratio"] > 0.99, kv["fallback"]
+    # independent: kmem:kfree with call_site kvfree_rcu_list in the same VM and window
+    assert run["kfree_kvfree_rcu_list"] == listed
+    assert kv["conservation"]["ok"] is True, kv["conservation"]
+
+
 def probe(check: dict, name: str) -> dict:
     return next(p for p in check["probes"] if p["name"] == name)
 
@@ -104,6 +126,16 @@ def test_drained_and_conserved(guest, scenario):
     assert lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"], lat
     gps = kv["latency"]["gps"]
     assert 1 < gps["p50"] <= gps["p99"], gps  # objects waited at least one grace period
+
+
+def test_channel3_frees_equal_kfree_tracepoint(guest):
+    """Channel-3 frees we matched (plus pre-attach ones) = kmem:kfree at kvfree_rcu_list."""
+    if version(guest["spec"]) < (6, 3):
+        pytest.skip("6.1 frees its list with kvfree() inside kfree_rcu_work (no such call site)")
+    for scenario in ("main", "optlen40"):
+        kv = guest[scenario]["out"]["measured"]["kvfree_rcu"]
+        listed = kv["freed"]["by_path"]["list"]["objects"] + kv["freed"]["pre_attach"]["list"]
+        assert guest[scenario]["kfree_kvfree_rcu_list"] == listed, (scenario, kv["freed"])
 
 
 def test_independent_kmalloc_count_agrees(guest):
