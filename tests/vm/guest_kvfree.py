@@ -11,8 +11,10 @@ import sys
 import time
 from pathlib import Path
 
-from rcupending_tools import bpfload
-from rcupending_tools.kernel import KernelInfo
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # this checkout's package first
+
+from rcupending_tools import bpfload  # noqa: E402
+from rcupending_tools.kernel import KernelInfo  # noqa: E402
 
 CLI = [sys.executable, "-m", "rcupending_tools.cli"]
 SCENARIOS = {
