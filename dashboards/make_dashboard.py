@@ -510,10 +510,75 @@ def dashboard() -> dict:
             ],
             0,
             y + 1,
-            24,
+            12,
             6,
             description="events the kernel side could not record (per-task map full: the per-task "
             "split misses them, totals stay exact)",
+        )
+    )
+    p.append(
+        panel(
+            "Tool's own CPU (share of one CPU)",
+            "timeseries",
+            [
+                (f"rate(rcupending_self_cpu_seconds_total{SEL}{RATE})", "user+sys {{instance}}"),
+                (
+                    f"rate(rcupending_self_bpf_run_seconds_total{SEL}{RATE})",
+                    "its BPF programs {{instance}}",
+                ),
+            ],
+            12,
+            y + 1,
+            12,
+            6,
+            unit="percentunit",
+            description="user+system CPU of the collecting process since attach; its BPF "
+            "programs' run time only while BPF stats are enabled (kernel.bpf_stats_enabled)",
+        )
+    )
+    y += 7
+    p.append(
+        panel(
+            "Tool's resident memory",
+            "timeseries",
+            [(f"rcupending_self_rss_bytes{SEL}", "rss {{instance}}")],
+            0,
+            y,
+            8,
+            6,
+            unit="bytes",
+        )
+    )
+    p.append(
+        panel(
+            "Tool's BPF program runs / s",
+            "timeseries",
+            [(f"rate(rcupending_self_bpf_run_events_total{SEL}{RATE})", "runs {{instance}}")],
+            8,
+            y,
+            8,
+            6,
+            unit="ops",
+            description="only while BPF stats are enabled",
+        )
+    )
+    p.append(
+        panel(
+            "Tool's BPF time per run",
+            "timeseries",
+            [
+                (
+                    f"rate(rcupending_self_bpf_run_seconds_total{SEL}{RATE}) / "
+                    f"rate(rcupending_self_bpf_run_events_total{SEL}{RATE})",
+                    "mean {{instance}}",
+                )
+            ],
+            16,
+            y,
+            8,
+            6,
+            unit="s",
+            description="only while BPF stats are enabled",
         )
     )
     return {

@@ -39,6 +39,7 @@ class RawSample:
     pending_by_task: dict[TaskKey, int] | None = None
     nolock_stats: list[list[int]] | None = None  # [attempts, failures][cpu]
     lost: list[int] = field(default_factory=lambda: [0] * len(LOST_REASONS))
+    self_cost: dict[str, Any] | None = None  # selfcost.sample() of the reading process
 
     def to_json(self) -> dict[str, Any]:
         def tasks(d: dict[TaskKey, int] | None) -> list | None:
@@ -60,6 +61,7 @@ class RawSample:
             "pending_by_task": tasks(self.pending_by_task),
             "nolock_stats": self.nolock_stats,
             "lost": self.lost,
+            "self_cost": self.self_cost,
         }
 
     @classmethod
@@ -81,6 +83,7 @@ class RawSample:
             pending_by_task=tasks(d.get("pending_by_task")),
             nolock_stats=d.get("nolock_stats"),
             lost=list(d.get("lost") or [0] * len(LOST_REASONS)),
+            self_cost=d.get("self_cost"),
         )
 
 
@@ -132,6 +135,7 @@ class Collector:
                 "by_reason": dict(zip(LOST_REASONS, raw.lost, strict=False)),
             },
             "histograms": kvfree_metrics.histograms(raw),
+            "self_cost": None if raw.self_cost is None else dict(raw.self_cost),
         }
         self.seq += 1
         return snap

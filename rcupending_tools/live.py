@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import kvfree_metrics as km
-from . import planner
+from . import planner, selfcost
 from .bpfload import Loaded
 from .collector import LOST_REASONS, RawSample, TaskKey
 from .kernel import KernelInfo
@@ -50,6 +50,7 @@ class LiveSource:
         except BaseException:
             self.close()
             raise
+        selfcost.mark_attach()  # self_cost.cpu_seconds counts from here, like elapsed_s
         return self
 
     def close(self) -> None:
@@ -129,4 +130,5 @@ class LiveSource:
             elif name == "alloc_pages_nolock":
                 raw.nolock_stats = _percpu_rows(b["nolock_stats"], 2)
         raw.lost = lost
+        raw.self_cost = selfcost.sample()
         return raw

@@ -240,6 +240,33 @@ def _kvfree_lines(state: DashboardState, kv: dict[str, Any], width: int) -> list
     return out
 
 
+def _self_cpu(s: Snapshot) -> float | None:
+    sc = s.get("self_cost")
+    return sc["cpu_seconds"] if sc else None
+
+
+def _self_bpf_ns(s: Snapshot) -> int | None:
+    sc = s.get("self_cost")
+    return sc.get("bpf_run_ns") if sc else None
+
+
+def _self_cost_line(state: DashboardState, sc: dict[str, Any] | None, width: int) -> Text:
+    """The tool's own cost: its CPU (and share of one CPU), memory, its BPF programs' run time."""
+    label = ("tool cost   ", "bold cyan")
+    if sc is None:
+        return _line(width, label, ("n/a", "dim"))
+    cpu = f"{sc['cpu_seconds']:,.2f}s"
+    if (r := state.rate(_self_cpu)) is not None:
+        cpu = f"{100 * r:.1f}% ({cpu})"  # of one CPU, as top shows it
+    bpf = "n/a"
+    ns, runs = sc.get("bpf_run_ns"), sc.get("bpf_run_count")
+    if ns is not None and runs is not None:
+        bpf = f"{_ns(ns)}, {_n(runs)} runs"
+        if (r := state.rate(_self_bpf_ns)) is not None:
+            bpf = f"{100 * r / 1e9:.2f}% ({bpf})"
+    return _line(width, label, f"CPU {cpu} · rss {_human(sc['rss_bytes'])} · BPF {bpf}")
+
+
 def _human(n: int | float) -> str:
     for unit, div in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
         if abs(n) >= div:
@@ -318,6 +345,8 @@ def render(state: DashboardState, width: int = 80, height: int = 24) -> Group:
             style="red" if lost["total"] else "dim",
         )
     )
+    if "self_cost" in s:  # snapshots of older collectors lack it
+        top.append(_self_cost_line(state, s["self_cost"], width))
 
     bottom: list[Any] = [Text("probes", style="bold")]
     bottom += [_probe_line(p, width) for p in s["probes"]]

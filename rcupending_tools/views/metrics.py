@@ -161,6 +161,22 @@ FAMILIES: tuple[Family, ...] = (
     # the collector itself
     Family("lost_events", "counter", "events the kernel side could not record"),
     Family("lost_events_by_reason", "counter", "lost events by reason", ("reason",)),
+    Family(
+        "self_cpu_seconds",
+        "counter",
+        "user+system CPU time of the collecting process since attach (the tool's own cost)",
+    ),
+    Family("self_rss_bytes", "gauge", "resident memory of the collecting process"),
+    Family(
+        "self_bpf_run_seconds",
+        "counter",
+        "run time of the collector's BPF programs (counted only while BPF stats are enabled)",
+    ),
+    Family(
+        "self_bpf_run_events",
+        "counter",
+        "runs of the collector's BPF programs (counted only while BPF stats are enabled)",
+    ),
     Family("snapshot_seq", "gauge", "number of the snapshot in its run (0 = baseline at attach)"),
     Family("elapsed_seconds", "gauge", "seconds since the probes attached"),
     Family("snapshot_time_seconds", "gauge", "Unix time of the snapshot's map read"),
@@ -356,6 +372,13 @@ def samples(snap: Snapshot, *, info: bool = True) -> list[Sample]:
     _c(out, "lost_events", lost["total"])
     for reason, n in lost["by_reason"].items():
         _c(out, "lost_events_by_reason", n, reason=reason)
+    if (sc := snap.get("self_cost")) is not None:
+        _c(out, "self_cpu_seconds", sc["cpu_seconds"])
+        _c(out, "self_rss_bytes", sc["rss_bytes"])
+        if sc.get("bpf_run_ns") is not None:
+            _c(out, "self_bpf_run_seconds", sc["bpf_run_ns"] * 1e-9)
+        if sc.get("bpf_run_count") is not None:
+            _c(out, "self_bpf_run_events", sc["bpf_run_count"])
     for hname, h in sorted((snap.get("histograms") or {}).items()):
         fam, labels, scale = histogram_family(hname, h.get("unit", ""))
         buckets, total = histogram_buckets(h, scale)
