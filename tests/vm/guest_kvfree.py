@@ -42,22 +42,24 @@ def main() -> None:
     rc, out, err = run(["check", "--json"])
     result["check"] = {"rc": rc, "out": out, "stderr": err}
     kernel = KernelInfo()
-    counter = bpfload.load(str(Path(__file__).with_name("kmalloc_count.bpf.c")), {}, "tracepoint")
+    counter = bpfload.load(str(Path(__file__).resolve().with_name("kmalloc_count.bpf.c")), {},
+                           "tracepoint")
     try:
         table = counter.bpf["kmalloc_sites"]
         kfrees = counter.bpf["kfree_sites"]
         scenarios = SCENARIOS if len(sys.argv) < 2 else {a: SCENARIOS[a] for a in sys.argv[1:]}
         for name, args in scenarios.items():
-            table.clear()
-            kfrees.clear()
+            # Differences of two reads: clear() never ends while every kmalloc adds keys.
+            before_kmalloc = {(k.tgid, k.call_site): v.count for k, v in table.items()}
+            before_kfree = {k.value: v.value for k, v in kfrees.items()}
             rc, out, err = run(["stress", "kvfree", *args, "--measure", "--json"])
             entry: dict = {"rc": rc, "out": out, "stderr": err}
             if isinstance(out, dict):
                 pids = set(out["expected"]["pids"])
                 sites: dict[str, dict] = {}
                 for k, v in table.items():
-                    if k.tgid not in pids:
-                        continue
+                    if k.tgid not in pids or (k.tgid, k.call_site) in before_kmalloc:
+                        continue  # the workers are new processes: all their keys are new
                     sym = kernel.ksym_at(k.call_site) or hex(k.call_site)
                     s = sites.setdefault(sym, {"count": 0, "bytes_req": 0, "bytes_alloc": 0})
                     s["count"] += v.count
@@ -66,6 +68,11 @@ def main() -> None:
                 entry["kmalloc_by_site"] = sites
                 entry["kmalloc_ip_options"] = sum(
                     s["count"] for sym, s in sites.items() if sym.startswith("ip_options_get")
+                )
+                entry["kfree_kvfree_rcu_list"] = sum(
+                    int(v.value) - before_kfree.get(k.value, 0)
+                    for k, v in kfrees.items()
+                    if (kernel.ksym_at(k.value) or "").startswith("kvfree_rcu_list")
                 )
             result[name] = entry
     finally:

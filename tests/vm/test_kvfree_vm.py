@@ -49,8 +49,11 @@ def test_forced_fallback_channel3_equals_kfree_tracepoint(forced_fallback):
     assert run["rc"] == 0 and kv["by_stress"]["freed"] == N, kv["by_stress"]
     listed = kv["freed"]["by_path"]["list"]["objects"] + kv["freed"]["pre_attach"]["list"]
     assert listed >= N and kv["fallback"]["list_ratio"] > 0.99, kv["fallback"]
-    # independent: kmem:kfree with call_site kvfree_rcu_list in the same VM and window
-    assert run["kfree_kvfree_rcu_list"] == listed
+    # Independent: kmem:kfree with call_site kvfree_rcu_list in the same VM. Its window is the
+    # whole stress command (ours opens at attach and closes at the final read), so it may add
+    # the few other processes' frees at the edges, never fewer.
+    assert 0 <= run["kfree_kvfree_rcu_list"] - listed <= 8 + N // 1000, (run[
+        "kfree_kvfree_rcu_list"], listed)
     assert kv["conservation"]["ok"] is True, kv["conservation"]
 
 
@@ -135,7 +138,8 @@ def test_channel3_frees_equal_kfree_tracepoint(guest):
     for scenario in ("main", "optlen40"):
         kv = guest[scenario]["out"]["measured"]["kvfree_rcu"]
         listed = kv["freed"]["by_path"]["list"]["objects"] + kv["freed"]["pre_attach"]["list"]
-        assert guest[scenario]["kfree_kvfree_rcu_list"] == listed, (scenario, kv["freed"])
+        extra = guest[scenario]["kfree_kvfree_rcu_list"] - listed  # window edges, see above
+        assert 0 <= extra <= 8 + N // 1000, (scenario, extra, kv["freed"])
 
 
 def test_independent_kmalloc_count_agrees(guest):
