@@ -6,6 +6,7 @@ caches and 7.3 for every kmalloc cache. A kernel that fails to boot fails here."
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import pytest
@@ -13,7 +14,9 @@ import pytest
 from tests.conftest import run_cli
 
 N = 20000
-KERNELS = ["debian:6.1", "debian:6.12", "debian:6.17", "debian:6.18", "debian:7.3"]
+# CI runs the two signatures (issue 2); RCUPENDING_VM_KERNELS widens the run, e.g.
+# "debian:6.1,debian:6.12,debian:6.17,debian:6.18,debian:7.3" (issue 3's set).
+KERNELS = os.environ.get("RCUPENDING_VM_KERNELS", "debian:6.1,debian:6.12").split(",")
 # 7.3: objects wait in a per-CPU rcu_free sheaf until it is full (capacity ~60), so a few
 # stay pending after any drain: the issue's bound is 1% of the stress.
 SHEAF_KMALLOC = {"debian:7.3"}
