@@ -7,7 +7,6 @@ headers tree to compile; any recent one works because struct layouts come from B
 from __future__ import annotations
 
 import ctypes
-import errno
 import os
 import subprocess
 import tempfile
@@ -213,6 +212,3 @@ def load(
         raise LoadError(classify(kind, message, log), log) from exc
     return Loaded(b, kind)
 
-
-def errno_name(code: int) -> str:
-    return errno.errorcode.get(code, str(code))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import socket
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -163,6 +162,3 @@ class Collector:
             ],
         }
 
-
-def now() -> float:
-    return time.time()
