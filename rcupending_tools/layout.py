@@ -142,7 +142,7 @@ def kvfree_layout(kernel: KernelInfo, params: list[str] | None, kind: str) -> La
                 d["HAVE_RCU_FREE_SHEAF_NOBARN"] = None
             if len(btf.func_params("__kfree_rcu_sheaf") or []) == 3:
                 d["SHEAF_FREE_FLAGS_ARG"] = None  # 7.x: (s, obj, free_flags); ret is 4th
-    _extras(lay, kind, have)
+    _extras(lay, kind, have, kernel)
     return lay
 
 
@@ -158,16 +158,19 @@ EXTRAS: dict[str, tuple[tuple[str, ...], str]] = {
 }
 
 
-def _extras(lay: Layout, kind: str, have) -> None:  # noqa: ANN001
+def _extras(lay: Layout, kind: str, have, kernel: KernelInfo) -> None:  # noqa: ANN001
     """Counters and durations hooked by fentry/fexit where this kernel has the functions."""
     for define, (funcs, metric) in EXTRAS.items():
         if kind != "fentry":
             lay.unavailable[metric] = "needs fentry/fexit (kprobe fallback in use)"
             continue
-        missing = [f for f in funcs if not have(f)]
-        if missing:
+        absent = [f for f in funcs if kernel.symbol(f) is None]
+        unhookable = [f for f in funcs if f not in absent and not have(f)]
+        if absent:
+            lay.unavailable[metric] = f"{', '.join(absent)} not in this kernel"
+        elif unhookable:
             lay.unavailable[metric] = (
-                f"{', '.join(missing)} not hookable here (absent, inlined or a compiler clone)"
+                f"{', '.join(unhookable)} not hookable here (not in BTF, or a compiler clone)"
             )
         else:
             lay.defines[define] = None

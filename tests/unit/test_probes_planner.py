@@ -146,3 +146,33 @@ def test_ksym_at_finds_containing_symbol(tmp_path):
     assert k.ksym_at(base) == "b" and k.ksym_at(base + 1) == "b"
     assert k.ksym_at(base - 1) == "a"
     assert k.ksym_at(0) is None
+
+
+class LayoutBtf(FakeBtf):
+    """Enough BTF for kvfree_layout to run: functions only, no struct offsets."""
+
+    def struct_size(self, name: str):
+        return None
+
+    def member_offset(self, struct: str, member: str):
+        return None
+
+    def enum_value(self, name: str, enum: str):
+        return None
+
+
+def test_optional_metrics_name_their_reason(tmp_path):
+    from rcupending_tools import layout
+
+    funcs = ["kvfree_call_rcu", "queue_rcu_work", "kfree_rcu_work", "rcu_gp_init",
+             "rcu_gp_cleanup", "kfree_rcu_shrink_scan"]
+    k = kernel(tmp_path, "6.12.1", funcs + ["fill_page_cache_func.isra.0"], None)
+    k.__dict__["btf"] = LayoutBtf({f: ["a"] for f in funcs})
+    lay = layout.kvfree_layout(k, ["head", "ptr"], "fentry")
+    for define in ("HAVE_PHASES", "HAVE_GP_DURATION", "HAVE_SHRINK_SCAN"):
+        assert define in lay.defines, define
+    assert lay.unavailable["barrier"] == "kvfree_rcu_barrier not in this kernel"
+    assert "not hookable" in lay.unavailable["page_refill"]  # a compiler clone only
+    assert "arrived in 6.18" in lay.unavailable["sheaf"]
+    kp = layout.kvfree_layout(k, ["head", "ptr"], "kprobe")
+    assert "HAVE_PHASES" not in kp.defines and "kprobe fallback" in kp.unavailable["phases"]

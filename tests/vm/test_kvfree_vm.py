@@ -218,7 +218,9 @@ def test_phases_and_grace_periods(guest):
         # a batch waits a grace period: the GP phase's median is at least 1 ms
         assert ph["gp"]["ns"]["p50"] >= 1 << 20, ph["gp"]
     gp = kv["rcu_gp"]
-    assert gp["completed"] > 0 and gp["duration"]["count"] == gp["completed"], gp
+    # counters are read before histograms: grace periods ending between the two reads (~100/s
+    # under this load) are in the histogram only
+    assert 0 < gp["completed"] <= gp["duration"]["count"] <= gp["completed"] + 5, gp
     assert (1 << 10) <= gp["duration"]["ns"]["p50"] <= (1 << 34), gp  # 1 us .. 17 s
 
 
