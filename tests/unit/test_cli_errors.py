@@ -30,6 +30,8 @@ def one_line_error(proc) -> str:
         (["lab", "--kernel", "debian:banana", "--", "true"], "debian:banana"),
         (["lab", "--kernel", "/no/such/bzImage", "--", "true"], "/no/such/bzImage"),
         (["collect", "--duration", "-3"], "--duration"),
+        (["stress", "kvfree", "--count", "5", "--self-cost"], "--self-cost needs --measure"),
+        (["stress", "kvfree", "--count", "5", "--driver", "rust"], "--driver 'rust'"),
         (["nosuchcommand"], "nosuchcommand"),
     ],
 )
