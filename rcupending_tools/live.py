@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import ctypes
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import kvfree_metrics as km
-from . import planner, selfcost
+from . import leftovers, planner, selfcost
 from .bpfload import Loaded
 from .collector import LOST_REASONS, RawSample, TaskKey
 from .kernel import KernelInfo
@@ -43,6 +44,12 @@ class LiveSource:
     stats_fd: int | None = None
 
     def attach(self) -> LiveSource:
+        if removed := leftovers.clean_stale_kprobes():
+            print(
+                f"rcupending: removed {len(removed)} stale kprobe event(s) left by killed runs: "
+                + ", ".join(removed),
+                file=sys.stderr,
+            )
         try:
             if self.self_cost:  # before loading: run counts then start with the maps
                 self.stats_fd = selfcost.enable_stats()
