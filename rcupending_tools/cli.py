@@ -19,7 +19,7 @@ from . import __version__
 from .cliutil import command_line as _command_line
 from .cliutil import emit_json as _emit_json
 from .cliutil import terminate_as_interrupt as _terminate_as_interrupt
-from .commands import surfaces
+from .commands import bench, surfaces
 from .errors import UserError
 
 app = typer.Typer(
@@ -36,6 +36,7 @@ stress_app = typer.Typer(
     help="Drive a kernel path with a bounded load that knows its own truth.",
 )
 app.add_typer(stress_app, name="stress")
+app.add_typer(bench.app, name="bench")
 
 
 @app.command()
