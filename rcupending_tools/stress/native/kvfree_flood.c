@@ -15,7 +15,9 @@
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -122,6 +124,12 @@ int main(int argc, char **argv)
 			sockets = atoi(v);
 		else
 			usage();
+	}
+	if (hold) {  /* run by the tool: do not outlive it (kill -9 of a measuring run) */
+		pid_t parent = getppid();
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (getppid() != parent)
+			return 1;
 	}
 	cpu_set_t allowed;
 	int cpus[MAX_THREADS], ncpu = 0;
