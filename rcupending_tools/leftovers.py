@@ -37,6 +37,15 @@ def kprobe_events_file() -> Path | None:
     return None
 
 
+def append(path: Path, line: str) -> None:
+    """Write one command to a tracefs control file (no seek: tracefs refuses it)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+
+
 def clean_stale_kprobes(path: Path | None = None) -> list[str]:
     """Remove stale bcc kprobe events; the names removed (a busy one is left, not listed)."""
     path = path or kprobe_events_file()
@@ -49,8 +58,7 @@ def clean_stale_kprobes(path: Path | None = None) -> list[str]:
     removed = []
     for event in events:
         try:
-            with open(path, "a") as f:
-                f.write(f"-:{event}\n")
+            append(path, f"-:{event}\n")
         except OSError:  # in use (pid reused by a live holder?) or already gone
             continue
         removed.append(event)
