@@ -32,6 +32,8 @@ def one_line_error(proc) -> str:
         (["collect", "--duration", "-3"], "--duration"),
         (["stress", "kvfree", "--count", "5", "--self-cost"], "--self-cost needs --measure"),
         (["stress", "kvfree", "--count", "5", "--driver", "rust"], "--driver 'rust'"),
+        (["bench", "overhead", "--repeats", "0"], "--repeats"),
+        (["bench", "overhead", "--seconds", "0.01"], "--seconds"),
         (["nosuchcommand"], "nosuchcommand"),
     ],
 )
