@@ -51,3 +51,15 @@ def test_track_max_env(tmp_path, monkeypatch):
         monkeypatch.setenv(layout.TRACK_MAX_ENV, bad)
         with pytest.raises(UserError, match="RCUPENDING_TRACK_MAX"):
             layout.track_max()
+
+
+def test_module_in_modules_dep():
+    from rcupending_tools.kernel import module_in_dep
+
+    dep = ("kernel/fs/bcachefs/bcachefs.ko.xz: kernel/lib/xxhash.ko.xz\n"
+           "kernel/drivers/net/veth.ko: \n"
+           "kernel/drivers/hid/hid-generic.ko.zst:\n")
+    assert module_in_dep(dep, "bcachefs") and module_in_dep(dep, "veth")
+    assert module_in_dep(dep, "hid_generic")  # modprobe treats - and _ alike
+    assert not module_in_dep(dep, "xxhash") and not module_in_dep(dep, "bcache")
+    assert not module_in_dep("", "bcachefs")
