@@ -163,7 +163,7 @@ def main() -> None:
     native.binary()
     # One start (each costs a bcc compile): a tiny tracking map under the native flood, with
     # --self-cost; its final snapshot also carries the entry program's run count.
-    result["flood"] = cli(["stress", "kvfree", "--driver", "native", "--duration", "3",
+    result["flood"] = cli(["stress", "kvfree", "--driver", "native", "--duration", "5",
                            "--measure", "--self-cost", "--interval", "0.5", "--json"],
                           env={"RCUPENDING_TRACK_MAX": "64"})
     result["sysctl_after_flood"] = Path(selfcost.STATS_SYSCTL).read_text().strip()

@@ -68,11 +68,12 @@ def test_loss_on_purpose_keeps_exact_counts(guest):
     does not depend on the map stays exact (above), and snapshots keep coming."""
     run = guest["flood"]
     out = final(run)
-    interval_snaps = run["lines"][:-1]
-    assert len(interval_snaps) >= 3, len(interval_snaps)  # kept reporting while losing
-    assert interval_snaps[-1]["kvfree_rcu"]["untracked"]["objects"] > 0
-    untracked = out["measured"]["kvfree_rcu"]["untracked"]["objects"]
-    assert untracked > out["expected"]["kvfree_rcu"]["enqueued"] // 2, untracked
+    # kept reporting while losing: untracked grew between two snapshots taken during the flood
+    # (how many fit in 5 s depends on how busy the host is: not asserted)
+    untracked = [s["kvfree_rcu"]["untracked"]["objects"] for s in run["lines"][:-1]]
+    assert len(untracked) >= 2 and 0 < untracked[0] < untracked[-1], untracked
+    total = out["measured"]["kvfree_rcu"]["untracked"]["objects"]
+    assert total > out["expected"]["kvfree_rcu"]["enqueued"] // 2, total
 
 
 def test_stats_probe_control(guest):
