@@ -92,28 +92,30 @@ def overhead(
     if isinstance(bound, planner.ProbeStatus):
         raise UserError(f"bench overhead: {bound.detail}")
 
-    progress(f"python driver: {threads} workers for {seconds:g} s")
-    run = kvfree.start(None, workers=threads, sockets=max(8, threads), duration=seconds)
-    try:
-        py_calls = run.wait()["calls"]
-    finally:
-        run.finish()
-
-    progress("compiling and loading the empty program and the collector")
+    progress("compiling and loading the empty program")  # first: fail fast without fentry
     try:
         empty = bpfload.load("bench_empty.bpf.c", {"KVFREE_SYM": bound.symbol}, "fentry")
     except bpfload.LoadError as e:
         raise UserError(f"bench overhead: the empty fentry program failed: {e.reason}") from e
     src = LiveSource()
     try:
+        empty_switch = Switch(empty.bpf)
+        empty_switch.pause()  # detached while the python loop runs
+        progress(f"python driver: {threads} workers for {seconds:g} s")
+        run = kvfree.start(None, workers=threads, sockets=max(8, threads), duration=seconds)
+        try:
+            py_calls = run.wait()["calls"]
+        finally:
+            run.finish()
+        progress("compiling and loading the collector")
         src.attach()
         kv = src.loaded.get("kvfree_call_rcu")
         if kv is None or kv.kind != "fentry":
             why = next((s.detail for s in src.statuses if s.name == "kvfree_call_rcu"), "")
             raise UserError(f"bench overhead: kvfree_call_rcu needs fentry here: {why}")
-        switches = {"empty": [Switch(empty.bpf)],
+        switches = {"empty": [empty_switch],
                     "full": [Switch(x.bpf) for x in src.loaded.values()]}
-        for sw in [*switches["empty"], *switches["full"]]:
+        for sw in switches["full"]:
             sw.pause()
         rates: dict[str, list[float]] = {p: [] for p in PHASES}
         for r in range(repeats):
