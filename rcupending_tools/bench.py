@@ -4,8 +4,9 @@ One process, phases alternating per repeat: `unprobed` (nothing attached), `empt
 program on kvfree_call_rcu that does nothing: the trampoline's cost) and `full` (the collector's
 real programs). Each phase runs the native driver (stress/native.py) for S seconds with BPF
 stats off; programs are compiled once and attached/detached between phases. Then one phase each
-of `empty` and `full` with BPF run-time stats on gives ns per run, and the python driver runs
-once for comparison. A benchmark, not a test: it reports, it does not judge.
+of `empty` and `full` with BPF run-time stats on gives ns per run. The python driver runs once
+with 1 worker (the default `stress kvfree` loop) and once with as many workers as driver threads,
+right before the first unprobed phase. A benchmark, not a test: it reports, it does not judge.
 """
 
 from __future__ import annotations
@@ -100,13 +101,7 @@ def overhead(
     src = LiveSource()
     try:
         empty_switch = Switch(empty.bpf)
-        empty_switch.pause()  # detached while the python loop runs
-        progress(f"python driver: {threads} workers for {seconds:g} s")
-        run = kvfree.start(None, workers=threads, sockets=max(8, threads), duration=seconds)
-        try:
-            py_calls = run.wait()["calls"]
-        finally:
-            run.finish()
+        empty_switch.pause()
         progress("compiling and loading the collector")
         src.attach()
         kv = src.loaded.get("kvfree_call_rcu")
@@ -117,6 +112,8 @@ def overhead(
                     "full": [Switch(x.bpf) for x in src.loaded.values()]}
         for sw in switches["full"]:
             sw.pause()
+        # Right before the first unprobed phase, so both see the same host load.
+        python = [_python_rate(w, seconds, progress) for w in sorted({1, threads})]
         rates: dict[str, list[float]] = {p: [] for p in PHASES}
         for r in range(repeats):
             for phase in PHASES:
@@ -150,7 +147,7 @@ def overhead(
     finally:
         src.close()
         empty.close()
-    result = _result(kernel, threads, repeats, seconds, rates, stats_runs, py_calls / seconds)
+    result = _result(kernel, threads, repeats, seconds, rates, stats_runs, python)
     result["full_tracking"] = tracking
     return result
 
@@ -160,6 +157,17 @@ def _tracking(src: LiveSource) -> dict[str, int]:
     stats = src.read().kvfree_stats or [[0]] * km.ST_MAX
     enq = sum(stats[km.ST_ENQ_HEAD]) + sum(stats[km.ST_ENQ_HEADLESS])
     return {"enqueued": enq, "untracked": sum(stats[km.ST_UNTRACKED])}
+
+
+def _python_rate(workers: int, seconds: float, progress: Callable[[str], None]) -> dict:
+    """The python driver (`stress kvfree`, forked workers) for `seconds`: calls/s."""
+    progress(f"python driver: {workers} worker(s) for {seconds:g} s")
+    run = kvfree.start(None, workers=workers, sockets=max(8, workers), duration=seconds)
+    try:
+        calls = run.wait()["calls"]
+    finally:
+        run.finish()
+    return {"workers": workers, "calls_per_s": round(calls / seconds, 1)}
 
 
 def _stats_delta(
@@ -191,7 +199,7 @@ def _result(
     seconds: float,
     rates: dict[str, list[float]],
     stats_runs: dict[str, Any],
-    python_rate: float,
+    python: list[dict[str, Any]],
 ) -> dict[str, Any]:
     phases = {p: spread(v) for p, v in rates.items()}
     base = phases["unprobed"]["median"]
@@ -212,8 +220,10 @@ def _result(
         "ratio_to_unprobed": ratios,
         "added_ns_per_call": added,
         "with_bpf_stats": stats_runs,
-        "python_loop": {"workers": threads, "calls_per_s": round(python_rate, 1)},
-        "native_over_python": round(base / python_rate, 2),
+        # the default python loop (1 worker) and as many workers as driver threads
+        "python_loop": python,
+        "native_over_python": {str(p["workers"]): round(base / p["calls_per_s"], 2)
+                               for p in python},
     }
 
 
@@ -233,7 +243,7 @@ def text(result: dict[str, Any]) -> str:
         lines.append(f"  BPF stats, {p}: entry {s['entry_ns_per_run']} ns/run, all programs "
                      f"{s['bpf_ns_per_call']} ns per kvfree_call_rcu ({s['calls_per_s']:,.0f}"
                      " calls/s with stats on)")
-    lines.append(f"  python loop ({r['python_loop']['workers']} workers): "
-                 f"{r['python_loop']['calls_per_s']:,.0f} calls/s; native unprobed is "
-                 f"{r['native_over_python']}x that")
+    for p in r["python_loop"]:
+        lines.append(f"  python loop, {p['workers']} worker(s): {p['calls_per_s']:,.0f} calls/s;"
+                     f" native unprobed median is {r['native_over_python'][str(p['workers'])]}x")
     return "\n".join(lines)

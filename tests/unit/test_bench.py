@@ -81,12 +81,14 @@ def test_result_medians_ratios_and_text():
              "full": [100.0, 250.0, 200.0]}
     stats = {"empty": {"calls_per_s": 390.0, "kvfree_call_rcu_runs": 9,
                        "entry_ns_per_run": 150.0, "bpf_ns_per_call": 150.0, "programs": []}}
-    r = bench._result(K(), 2, 3, 1.5, rates, stats, 100.0)
+    python = [{"workers": 1, "calls_per_s": 100.0}, {"workers": 2, "calls_per_s": 200.0}]
+    r = bench._result(K(), 2, 3, 1.5, rates, stats, python)
     assert r["phases"]["unprobed"] == {"calls_per_s": [400.0, 500.0, 600.0], "min": 400.0,
                                        "median": 500.0, "max": 600.0}
     assert r["ratio_to_unprobed"] == {"unprobed": 1.0, "empty": 0.9, "full": 0.4}
     # 2 threads, one per CPU: a call takes 2/rate s; full adds 2/200 - 2/500 s per call
     assert r["added_ns_per_call"]["full"] == pytest.approx(2 * (1 / 200 - 1 / 500) * 1e9)
-    assert r["native_over_python"] == 5.0
+    assert r["native_over_python"] == {"1": 5.0, "2": 2.5}
     out = bench.text(r)
-    assert "full" in out and "0.400" in out and "5.0x" in out and "entry 150.0 ns/run" in out
+    assert "full" in out and "0.400" in out and "entry 150.0 ns/run" in out
+    assert "1 worker(s): 100 calls/s; native unprobed median is 5.0x" in out
