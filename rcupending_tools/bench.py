@@ -40,7 +40,8 @@ class Switch:
         b = self.bpf
         if b.kprobe_fds:
             raise UserError("bench overhead: this kernel's probes use kprobes, which the "
-                            "benchmark cannot pause (it needs fentry, Linux 6.3+)")
+                            "benchmark cannot pause (it needs fentry/fexit only; 6.1 needs "
+                            "kprobes for its free paths)")
         saved = [("kfunc", k) for k in b.kfunc_entry_fds]
         saved += [("kretfunc", k) for k in b.kfunc_exit_fds]
         saved += [("tracepoint", k) for k in b.tracepoint_fds]
