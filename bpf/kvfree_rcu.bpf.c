@@ -12,6 +12,11 @@
  *   HAVE_KFREE_RCU_WORK_CTX (6.1: kprobes on kmem_cache_free_bulk and vfree),
  *   HAVE_KFREE_RCU_SHEAF (+ OFF_SHEAF_SIZE, OFF_SHEAF_OBJECTS), HAVE_RCU_FREE_SHEAF_NOBARN
  *   TRACK_MAX                per-object tracking cap (objects over it count as untracked)
+ *   HAVE_PHASES              fentry/fexit on queue_rcu_work and kfree_rcu_work: batch wait,
+ *                            grace period and reclaim phases of krc objects
+ *   HAVE_GP_DURATION         fentry on rcu_gp_init/rcu_gp_cleanup: RCU grace-period durations
+ *   HAVE_KVFREE_BARRIER, HAVE_SHRINK_SCAN, HAVE_PAGE_REFILL, HAVE_KFREE_NOLOCK, HAVE_DEFER_KFREE
+ *                            counters (and barrier durations) of those kernel functions
  *
  * Kernel code only counts: per-CPU counters, per-path log2 histograms, per-task sums. */
 #include "common.bpf.h"
@@ -41,6 +46,32 @@ enum kv_stat {
 	ST_FREED_BYTES = ST_FREED + NPATH, /* + path */
 	ST_UNMATCHED = ST_FREED_BYTES + NPATH, /* + path: frees of objects enqueued before attach */
 	ST_MAX = ST_UNMATCHED + NPATH,
+};
+
+/* Counted kernel events (keep in sync with kvfree_metrics.EVENTS). */
+enum kv_event {
+	EV_GP = 0,            /* grace periods completed (rcu_gp_cleanup) */
+	EV_BARRIER = 1,       /* kvfree_rcu_barrier() calls */
+	EV_SHRINK_SCAN = 2,   /* krc shrinker scans */
+	EV_SHRINK_FREED = 3,  /* objects the shrinker reported */
+	EV_REFILL = 4,        /* page-cache refill work runs (fill_page_cache_func) */
+	EV_RECLAIM_WORK = 5,  /* kfree_rcu_work runs (one per batch after its grace period) */
+	EV_PHASED = 6,        /* freed objects with batch/GP/reclaim phases */
+	EV_READY = 7,         /* freed objects whose GP ended before their batch was queued */
+	EV_NOLOCK_ENQ = 8,    /* kfree_call_rcu_nolock() calls (7.x) */
+	EV_NOLOCK_DEFER = 9,  /* of those, deferred to irq_work (defer_kfree_rcu) */
+	NEV = 10,
+};
+
+/* Duration histograms (keep in sync with kvfree_metrics.DURATIONS). */
+enum kv_dur {
+	DUR_BATCH = 0,    /* enqueue -> its batch handed to RCU (queue_rcu_work) */
+	DUR_GP = 1,       /* batch queued -> kfree_rcu_work starts (grace period + wakeup) */
+	DUR_RECLAIM = 2,  /* kfree_rcu_work start -> the object's free */
+	DUR_READY = 3,    /* enqueue -> free, freed by the monitor with the GP already over */
+	DUR_RCU_GP = 4,   /* rcu_gp_init -> rcu_gp_cleanup: one RCU grace period */
+	DUR_BARRIER = 5,  /* kvfree_rcu_barrier() call duration */
+	NDUR = 6,
 };
 
 #define HIST_SLOTS 64
@@ -86,6 +117,17 @@ BPF_HASH(kvfree_by_task, struct task_key, struct task_bytes, TASK_MAP_SIZE);
 BPF_HASH(kv_freed_by_tgid, u32, struct freed_sum, TASK_MAP_SIZE);
 BPF_HASH(kv_ctx, u64, struct path_ctx, 4096);  /* pid_tgid -> running kvfree path */
 BPF_ARRAY(kv_freed_by_enq_cpu, struct freed_sum, MAX_CPUS);  /* by the CPU that enqueued */
+BPF_PERCPU_ARRAY(kv_events, u64, NEV);
+BPF_PERCPU_ARRAY(kv_dur_hist, u64, NDUR * HIST_SLOTS);  /* log2(ns) per kv_dur */
+
+struct batch_mark {  /* a kfree_rcu batch handed to RCU; its reclaim work running */
+	u64 queued;
+	u64 started;
+};
+BPF_TABLE("lru_hash", u64, u64, kv_batch_queued, 1024);  /* rcu_work -> queue time */
+BPF_HASH(kv_work, u64, struct batch_mark, 1024);          /* pid_tgid in kfree_rcu_work */
+BPF_HASH(kv_barrier_start, u64, u64, 1024);               /* pid_tgid -> call time */
+BPF_ARRAY(kv_gp_start, u64, 1);
 
 static __always_inline void stat_add(u32 idx, u64 n)
 {
@@ -94,17 +136,21 @@ static __always_inline void stat_add(u32 idx, u64 n)
 		*c += n;
 }
 
+/* floor(log2(v)) (0 for v = 0) without branches: smear the top bit down, count the bits.
+ * Branch-free, so the verifier walks the 512-record bulk loop as one path per record. */
 static __always_inline u32 log2_slot(u64 v)
 {
-	u32 r = 0;
-#pragma unroll
-	for (int i = 32; i > 0; i >>= 1) {
-		if (v >= (1ULL << i)) {
-			v >>= i;
-			r += i;
-		}
-	}
-	return r < HIST_SLOTS ? r : HIST_SLOTS - 1;
+	v |= 1;
+	v |= v >> 1;
+	v |= v >> 2;
+	v |= v >> 4;
+	v |= v >> 8;
+	v |= v >> 16;
+	v |= v >> 32;
+	v = v - ((v >> 1) & 0x5555555555555555ULL);
+	v = (v & 0x3333333333333333ULL) + ((v >> 2) & 0x3333333333333333ULL);
+	v = (v + (v >> 4)) & 0x0F0F0F0F0F0F0F0FULL;
+	return (u32)((v * 0x0101010101010101ULL) >> 56) - 1;  /* 0..63 */
 }
 
 static __always_inline u64 read_u64(u64 addr)
@@ -112,6 +158,21 @@ static __always_inline u64 read_u64(u64 addr)
 	u64 v = 0;
 	bpf_probe_read_kernel(&v, sizeof(v), (void *)addr);
 	return v;
+}
+
+static __always_inline void ev_add(u32 idx, u64 n)
+{
+	u64 *c = kv_events.lookup(&idx);
+	if (c)
+		*c += n;
+}
+
+static __always_inline void dur_add(u32 which, u64 ns)
+{
+	u32 slot = which * HIST_SLOTS + log2_slot(ns);
+	u64 *h = kv_dur_hist.lookup(&slot);
+	if (h)
+		(*h)++;
 }
 
 /* A BTF-typed fentry argument as a plain number: the verifier refuses arithmetic with
@@ -224,9 +285,86 @@ static __always_inline void on_enqueue(u64 ptr, bool headless)
 	}
 }
 
+/* Phases of the krc objects freed by one call (a bulk page, a list kfree): inside
+ * kfree_rcu_work the batch's queue time (queue_rcu_work) and start split the wait into batch
+ * wait, grace period and reclaim; freed elsewhere (kvfree_rcu_drain_ready from the monitor,
+ * the shrinker) the grace period had already ended when the monitor looked: one `ready`
+ * duration. Per call, from the mean enqueue time of its objects (exact for one object): the
+ * per-record cost stays one addition, so the 512-record bulk loop fits the verifier. */
+struct phase_acc {
+	u64 n;
+	u64 ts_sum;
+};
+
+/* Running sums live in a per-CPU map, not on the stack: stack values that differ between a
+ * record found and one not found would keep the verifier from merging its paths (2^records). */
+BPF_PERCPU_ARRAY(kv_phase_acc, struct phase_acc, 2);  /* 0: bulk records, 1: list kfree */
+
+struct phase_ctx {
+	u64 queued;
+	u64 started;
+	struct phase_acc *acc;
+};
+
+static __always_inline void phases_begin(struct phase_ctx *pc, u32 slot)
+{
+	pc->queued = pc->started = 0;
+	pc->acc = kv_phase_acc.lookup(&slot);
+	if (pc->acc) {
+		pc->acc->n = 0;
+		pc->acc->ts_sum = 0;
+	}
+#ifdef HAVE_PHASES
+	u64 id = bpf_get_current_pid_tgid();
+	struct batch_mark *m = kv_work.lookup(&id);
+	if (m && m->queued && m->started >= m->queued) {
+		pc->queued = m->queued;
+		pc->started = m->started;
+	}
+#endif
+}
+
+static __always_inline void phases_object(struct phase_ctx *pc, u64 enq_ts)
+{
+	if (pc->acc) {
+		pc->acc->n += 1;
+		pc->acc->ts_sum += enq_ts;
+	}
+}
+
+static __always_inline void dur_add_n(u32 which, u64 ns, u64 n)
+{
+	u32 slot = which * HIST_SLOTS + log2_slot(ns);
+	u64 *h = kv_dur_hist.lookup(&slot);
+	if (h)
+		*h += n;
+}
+
+static __always_inline void phases_end(struct phase_ctx *pc)
+{
+#ifdef HAVE_PHASES
+	if (!pc->acc)
+		return;
+	u64 n = pc->acc->n;
+	if (!n)
+		return;
+	u64 now = bpf_ktime_get_ns(), mean = pc->acc->ts_sum / n;
+	if (pc->queued && pc->queued >= mean) {
+		dur_add_n(DUR_BATCH, pc->queued - mean, n);
+		dur_add_n(DUR_GP, pc->started - pc->queued, n);
+		dur_add_n(DUR_RECLAIM, now > pc->started ? now - pc->started : 0, n);
+		ev_add(EV_PHASED, n);
+	} else {
+		dur_add_n(DUR_READY, now > mean ? now - mean : 0, n);
+		ev_add(EV_READY, n);
+	}
+#endif
+}
+
 /* The object at `ptr` finished waiting on `path`; `count_unmatched`: every object freed here is
  * a kvfree_rcu object, so one we never saw enqueued was queued before we attached. */
-static __always_inline void on_free(u64 ptr, u32 path, bool count_unmatched)
+static __always_inline void on_free(u64 ptr, u32 path, bool count_unmatched,
+				    struct phase_ctx *pc)
 {
 	struct inflight *v = kv_inflight.lookup(&ptr);
 
@@ -245,6 +383,8 @@ static __always_inline void on_free(u64 ptr, u32 path, bool count_unmatched)
 	h = kv_gp_hist.lookup(&slot);
 	if (h)
 		(*h)++;
+	if (pc)
+		phases_object(pc, v->ts);
 	u64 bytes = v->bytes;
 	u32 tgid = v->tgid, cpu = v->cpu;
 	struct freed_sum *by_cpu = kv_freed_by_enq_cpu.lookup(&cpu);
@@ -308,7 +448,7 @@ static __always_inline void enqueue_exit(void)
 	u64 id = bpf_get_current_pid_tgid();
 	struct path_ctx *c = kv_ctx.lookup(&id);
 	if (c && c->path == PATH_INLINE && c->synced)
-		on_free(c->ptr, PATH_INLINE, true);
+		on_free(c->ptr, PATH_INLINE, true, NULL);
 	kv_ctx.delete(&id);
 }
 
@@ -320,17 +460,28 @@ static __always_inline void on_synchronize_rcu(void)
 		c->synced = 1;
 }
 
+#define BULK_CHUNK 512
+
+/* Records [from, from + BULK_CHUNK) of an array of `n` kvfree_rcu objects freed now. */
+static __always_inline void on_bulk_records(u64 records, u64 n, u32 from)
+{
+	struct phase_ctx pc;
+	phases_begin(&pc, 0);
+	for (u32 j = 0; j < BULK_CHUNK; j++) {
+		u64 i = from + j;
+		if (i >= n)
+			break;
+		on_free(read_u64(records + 8 * i), PATH_BULK, true, &pc);
+	}
+	phases_end(&pc);
+}
+
 #ifdef HAVE_KVFREE_RCU_BULK
 /* kvfree_rcu_bulk(krcp, bnode, idx), 6.3+: every record of the bulk page is freed now
  * (kfree_bulk() for slab, a vfree() loop for vmalloc). */
-static __always_inline void on_bulk_node(u64 bnode)
+static __always_inline void on_bulk_node(u64 bnode, u32 from)
 {
-	u64 n = read_u64(bnode + OFF_BNODE_NR);
-	for (u32 i = 0; i < 512; i++) {
-		if (i >= n)
-			break;
-		on_free(read_u64(bnode + OFF_BNODE_RECORDS + 8 * (u64)i), PATH_BULK, true);
-	}
+	on_bulk_records(bnode + OFF_BNODE_RECORDS, read_u64(bnode + OFF_BNODE_NR), from);
 }
 #endif
 
@@ -365,7 +516,12 @@ TRACEPOINT_PROBE(kmem, kfree)
 		return 0;
 	u32 c = current_ctx();
 	if (c == PATH_LIST || c == PATH_BULK)  /* PATH_BULK: 6.1's kfree_rcu_work */
-		on_free((u64)args->ptr, PATH_LIST, true);
+	{
+		struct phase_ctx pc;
+		phases_begin(&pc, 1);
+		on_free((u64)args->ptr, PATH_LIST, true, &pc);
+		phases_end(&pc);
+	}
 	return 0;
 }
 
@@ -374,24 +530,21 @@ TRACEPOINT_PROBE(kmem, kfree)
  * kvfree(); fentry cannot read those functions' (const) void pointers: kprobes. */
 int kprobe_kmem_cache_free_bulk(struct pt_regs *ctx)
 {
-	if (current_ctx() != PATH_BULK)
-		return 0;
-	u64 size = PT_REGS_PARM2(ctx);
-	void **p = (void **)PT_REGS_PARM3(ctx);
-	for (u32 i = 0; i < 512; i++) {
-		if (i >= size)
-			break;
-		u64 obj = 0;
-		bpf_probe_read_kernel(&obj, sizeof(obj), &p[i]);
-		on_free(obj, PATH_BULK, true);
-	}
+	if (current_ctx() == PATH_BULK)
+		on_bulk_records(PT_REGS_PARM3(ctx), PT_REGS_PARM2(ctx), 0);
 	return 0;
 }
+
 
 int kprobe_vfree(struct pt_regs *ctx)
 {
 	if (current_ctx() == PATH_BULK)
-		on_free(PT_REGS_PARM1(ctx), PATH_BULK, true);
+	{
+		struct phase_ctx pc;
+		phases_begin(&pc, 1);
+		on_free(PT_REGS_PARM1(ctx), PATH_BULK, true, &pc);
+		phases_end(&pc);
+	}
 	return 0;
 }
 #endif
@@ -405,7 +558,7 @@ static __always_inline void on_sheaf(u64 head)
 	for (u32 i = 0; i < 256; i++) {
 		if (i >= n)
 			break;
-		on_free(read_u64(head + OFF_SHEAF_OBJECTS + 8 * (u64)i), PATH_SHEAF, true);
+		on_free(read_u64(head + OFF_SHEAF_OBJECTS + 8 * (u64)i), PATH_SHEAF, true, NULL);
 	}
 }
 
@@ -465,7 +618,7 @@ KFUNC_PROBE(synchronize_rcu)
 #ifdef HAVE_KVFREE_RCU_BULK
 KFUNC_PROBE(kvfree_rcu_bulk, void *krcp, void *bnode, int idx)
 {
-	on_bulk_node(to_scalar(bnode));
+	on_bulk_node(to_scalar(bnode), 0);
 	return 0;
 }
 #endif
@@ -484,16 +637,128 @@ KRETFUNC_PROBE(kvfree_rcu_list, void *head)
 }
 #endif
 
-#ifdef HAVE_KFREE_RCU_WORK_CTX
+#if defined(HAVE_KFREE_RCU_WORK_CTX) || defined(HAVE_PHASES)
+/* kfree_rcu_work(work): a batch's grace period is over and its reclaim starts. */
 KFUNC_PROBE(kfree_rcu_work, void *work)
 {
+#ifdef HAVE_KFREE_RCU_WORK_CTX
 	list_enter(PATH_BULK);
+#endif
+#ifdef HAVE_PHASES
+	u64 rwork = to_scalar(work);  /* rcu_work starts with its work_struct */
+	u64 *queued = kv_batch_queued.lookup(&rwork);
+	struct batch_mark m = {.queued = queued ? *queued : 0, .started = bpf_ktime_get_ns()};
+	u64 id = bpf_get_current_pid_tgid();
+	kv_work.update(&id, &m);
+	kv_batch_queued.delete(&rwork);
+	ev_add(EV_RECLAIM_WORK, 1);
+#endif
 	return 0;
 }
 
 KRETFUNC_PROBE(kfree_rcu_work, void *work)
 {
+#ifdef HAVE_KFREE_RCU_WORK_CTX
 	list_exit();
+#endif
+#ifdef HAVE_PHASES
+	u64 id = bpf_get_current_pid_tgid();
+	kv_work.delete(&id);
+#endif
+	return 0;
+}
+#endif
+
+#ifdef HAVE_PHASES
+/* queue_rcu_work(wq, rwork) -> true: a batch (or another user's rcu_work) waits for a grace
+ * period; only kfree_rcu_work's own rcu_works are looked up. */
+KRETFUNC_PROBE(queue_rcu_work, void *wq, void *rwork, bool ret)
+{
+	if (ret) {
+		u64 key = to_scalar(rwork), now = bpf_ktime_get_ns();
+		kv_batch_queued.update(&key, &now);
+	}
+	return 0;
+}
+#endif
+
+#ifdef HAVE_GP_DURATION
+/* rcu_gp_init() -> true starts a grace period; rcu_gp_cleanup() ends it (one GP kthread). */
+KRETFUNC_PROBE(rcu_gp_init, bool ret)
+{
+	u32 zero = 0;
+	u64 *start = kv_gp_start.lookup(&zero);
+	if (start && ret)
+		*start = bpf_ktime_get_ns();
+	return 0;
+}
+
+KFUNC_PROBE(rcu_gp_cleanup)
+{
+	u32 zero = 0;
+	u64 *start = kv_gp_start.lookup(&zero);
+	if (start && *start) {
+		dur_add(DUR_RCU_GP, bpf_ktime_get_ns() - *start);
+		ev_add(EV_GP, 1);
+		*start = 0;
+	}
+	return 0;
+}
+#endif
+
+#ifdef HAVE_KVFREE_BARRIER
+KFUNC_PROBE(kvfree_rcu_barrier)
+{
+	u64 id = bpf_get_current_pid_tgid(), now = bpf_ktime_get_ns();
+	kv_barrier_start.update(&id, &now);
+	return 0;
+}
+
+KRETFUNC_PROBE(kvfree_rcu_barrier)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	u64 *start = kv_barrier_start.lookup(&id);
+	if (start) {
+		dur_add(DUR_BARRIER, bpf_ktime_get_ns() - *start);
+		kv_barrier_start.delete(&id);
+	}
+	ev_add(EV_BARRIER, 1);
+	return 0;
+}
+#endif
+
+#ifdef HAVE_SHRINK_SCAN
+KRETFUNC_PROBE(kfree_rcu_shrink_scan, void *shrink, void *sc, unsigned long ret)
+{
+	ev_add(EV_SHRINK_SCAN, 1);
+	if (ret != ~0UL)  /* SHRINK_STOP */
+		ev_add(EV_SHRINK_FREED, ret);
+	return 0;
+}
+#endif
+
+#ifdef HAVE_PAGE_REFILL
+KFUNC_PROBE(fill_page_cache_func, void *work)
+{
+	ev_add(EV_REFILL, 1);
+	return 0;
+}
+#endif
+
+#ifdef HAVE_KFREE_NOLOCK
+/* 7.x kfree_rcu_nolock(): into an rcu_free sheaf, else deferred to irq_work, which then calls
+ * kvfree_call_rcu() (counted there as an enqueue). Counted here, not tracked per object. */
+KFUNC_PROBE(kfree_call_rcu_nolock, void *head, void *ptr)
+{
+	ev_add(EV_NOLOCK_ENQ, 1);
+	return 0;
+}
+#endif
+
+#ifdef HAVE_DEFER_KFREE
+KFUNC_PROBE(defer_kfree_rcu, void *head)
+{
+	ev_add(EV_NOLOCK_DEFER, 1);
 	return 0;
 }
 #endif
@@ -548,7 +813,7 @@ int kprobe_synchronize_rcu(struct pt_regs *ctx)
 int kprobe_ctx_bulk(struct pt_regs *ctx)
 {
 #ifdef HAVE_KVFREE_RCU_BULK
-	on_bulk_node(PT_REGS_PARM2(ctx));
+	on_bulk_node(PT_REGS_PARM2(ctx), 0);
 #else
 	list_enter(PATH_BULK);  /* 6.1: kfree_rcu_work */
 #endif

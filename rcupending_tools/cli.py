@@ -161,6 +161,20 @@ def stress_kvfree(
         int | None, typer.Option(min=1, max=256, help="1 (python), one per CPU (native)")
     ] = None,
     sockets: Annotated[int, typer.Option(min=1, max=4096)] = 8,
+    rate: Annotated[
+        float | None,
+        typer.Option(min=0.01, help="a trickle: at most R enqueues per second (with --count)"),
+    ] = None,
+    headless: Annotated[
+        bool,
+        typer.Option(
+            help="headless kvfree_rcu instead (root, 6.15+): renames of a cgroup v1 "
+            "directory, each freeing the old name with kfree_rcu_mightsleep()",
+        ),
+    ] = False,
+    name_len: Annotated[
+        int, typer.Option(min=1, max=200, help="--headless: directory name length")
+    ] = 24,
     measure: Annotated[bool, typer.Option(help="attach the collector around the stress")] = False,
     interval: Annotated[
         float | None, typer.Option(min=0.05, help="with --measure: a snapshot every S s")
@@ -173,6 +187,13 @@ def stress_kvfree(
             "to be freed (kvfree_rcu batches for ~5 s), then check conservation",
         ),
     ] = 0.0,
+    flush_sheaves: Annotated[
+        bool,
+        typer.Option(
+            help="with --drain: if stress objects still wait in rcu_free sheaves (6.18+) after "
+            "half the drain, flush them (write 1 to /sys/kernel/slab/kmalloc*/shrink)",
+        ),
+    ] = True,
     json_out: Annotated[bool, typer.Option("--json")] = False,
     self_cost: Annotated[
         bool, typer.Option("--self-cost", help="with --measure: " + SELF_COST_HELP)
@@ -181,9 +202,12 @@ def stress_kvfree(
         str, typer.Option(help="python (forked workers) or native (C threads, one per CPU)")
     ] = "python",
 ) -> None:
-    """setsockopt(IP_OPTIONS) on UDP sockets: one kfree_rcu() per set after a socket's first.
+    """setsockopt(IP_OPTIONS) on UDP sockets: one kfree_rcu() per set after a socket's first
+    (a flood, or a trickle with --rate); --headless: kfree_rcu_mightsleep() by cgroup renames.
 
     With --measure, exit 1 when the stress workers' measured enqueues differ from the truth."""
+    from .kernel import KernelInfo
+    from .stress import headless as headless_stress
     from .stress import kvfree
     from .views.text import summary
 
@@ -199,11 +223,15 @@ def stress_kvfree(
         raise UserError("--self-cost needs --measure (it reports the probes' cost)")
     if driver not in ("python", "native"):
         raise UserError(f"--driver {driver!r}: choose python or native")
-    starter = kvfree.start
+    if rate is not None and count is None:
+        raise UserError("--rate needs --count (a trickle of that many enqueues)")
+    if headless and count is None:
+        raise UserError("--headless needs --count")
     if driver == "native":
+        if rate is not None or headless:
+            raise UserError("--driver native floods: no --rate or --headless")
         from .stress import native
 
-        starter = native.start
         native.binary()  # build it now (once), not inside the measured window
     _terminate_as_interrupt()
     src = col = run = None
@@ -213,17 +241,33 @@ def stress_kvfree(
         if src is not None:
             _require_something_attached(src)
             col.update(src.read())
-        run = starter(count, optlen, workers, sockets, duration)
+        if headless:
+            try:
+                run = headless_stress.start(count or 0, name_len, rate, KernelInfo().version)
+            except PermissionError as e:
+                raise UserError(str(e)) from None
+        elif driver == "native":
+            run = native.start(count, optlen, workers, sockets, duration)
+        else:
+            run = kvfree.start(count, optlen, workers, sockets, duration, rate)
         if col is not None:
             col.stress_tgids = run.pids
         while interval and col is not None and run.running(timeout=interval):
             snap = col.update(src.read())
             _emit_json(snap) if json_out else print(summary(snap))
-        expected = run.wait()
+        try:
+            expected = run.wait()
+        except RuntimeError as e:
+            raise UserError(str(e)) from None
+        if headless and KernelInfo().version < headless_stress.HEADLESS_SINCE:
+            expected["note"] = "before 6.15 kernfs frees renamed names with kfree_const()"
         result: dict = {"expected": expected}
         if src is not None:
             enq_snap = col.update(src.read())  # the stress is done; its frees may not be
-            snap = _drain(src, col, drain) if drain else enq_snap
+            flushed: dict = {}
+            snap = _drain(src, col, drain, flush_sheaves, flushed) if drain else enq_snap
+            if flushed:
+                result["sheaf_flush"] = flushed
             kv = snap["kvfree_rcu"]
             if kv is not None:
                 kv["by_stress"]["enqueued_at_stress_end"] = enq_snap["kvfree_rcu"]["by_stress"][
@@ -258,15 +302,25 @@ def stress_kvfree(
         raise typer.Exit(1)
 
 
-def _drain(src, col, seconds: float):  # noqa: ANN001, ANN202
+def _drain(src, col, seconds: float, flush: bool = False, flushed: dict | None = None):  # noqa: ANN001, ANN202
     """Read until the stress workers' objects are all freed or `seconds` pass; the last read
-    also counts the tracking map, so the conservation invariant is checked."""
-    deadline = time.monotonic() + seconds
+    also counts the tracking map, so the conservation invariant is checked. `flush`: after
+    half the time, if sheaf-route objects still wait, flush the rcu_free sheaves once (they
+    are freed only when a sheaf fills, or on a flush) and say so in `flushed`."""
+    from .stress import sheaves
+
+    start = time.monotonic()
+    deadline = start + seconds
     while True:
         snap = col.update(src.read())
         kv = snap["kvfree_rcu"]
         if kv is None or kv["by_stress"]["pending"] <= 0 or time.monotonic() >= deadline:
             break
+        if (flush and flushed is not None and not flushed
+                and time.monotonic() >= start + seconds / 2
+                and kv["enqueued"]["by_route"]["sheaf"]["objects"] > 0):
+            flushed.update(sheaves.flush_kmalloc_sheaves())
+            flushed["at_s"] = round(time.monotonic() - start, 2)
         time.sleep(0.5)
     return col.update(src.read(count_map=True))
 
@@ -285,6 +339,10 @@ def _print_stress(result: dict) -> None:
             "option blocks (through kfree_rcu on some kernels), after the measured window"
         )
     print(f"  expected   kvfree_rcu enqueued by stress: {exp['kvfree_rcu']['enqueued']}")
+    if "note" in exp:
+        print(f"  note: {exp['note']}")
+    if fl := result.get("sheaf_flush"):
+        print(f"  flushed rcu_free sheaves of {fl['caches']} kmalloc caches at +{fl['at_s']} s")
     if "measured" in result:
         kv = result["measured"]["kvfree_rcu"]
         if kv is None:

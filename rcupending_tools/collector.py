@@ -34,6 +34,8 @@ class RawSample:
     kvfree_freed_by_tgid: dict[int, list[int]] | None = None  # enqueuer tgid -> [objects, bytes]
     kvfree_freed_by_enq_cpu: list[list[int]] | None = None  # [cpu] -> [objects, bytes]
     kvfree_in_map: dict[str, int] | None = None  # tracked objects counted in the map (costly)
+    kvfree_events: list[int] | None = None  # [kvfree_metrics.EVENTS], summed over CPUs
+    kvfree_dur_hist: list[int] | None = None  # [kvfree_metrics.DURATIONS * 64 + log2 slot]
     pending_enqueued: list[int] | None = None  # [cpu]
     pending_by_task: dict[TaskKey, int] | None = None
     nolock_stats: list[list[int]] | None = None  # [attempts, failures][cpu]
@@ -56,6 +58,8 @@ class RawSample:
             else sorted([t, *v] for t, v in freed.items()),
             "kvfree_freed_by_enq_cpu": self.kvfree_freed_by_enq_cpu,
             "kvfree_in_map": self.kvfree_in_map,
+            "kvfree_events": self.kvfree_events,
+            "kvfree_dur_hist": self.kvfree_dur_hist,
             "pending_enqueued": self.pending_enqueued,
             "pending_by_task": tasks(self.pending_by_task),
             "nolock_stats": self.nolock_stats,
@@ -78,6 +82,8 @@ class RawSample:
             kvfree_freed_by_tgid=None if freed is None else {int(t): [o, b] for t, o, b in freed},
             kvfree_freed_by_enq_cpu=d.get("kvfree_freed_by_enq_cpu"),
             kvfree_in_map=d.get("kvfree_in_map"),
+            kvfree_events=d.get("kvfree_events"),
+            kvfree_dur_hist=d.get("kvfree_dur_hist"),
             pending_enqueued=d.get("pending_enqueued"),
             pending_by_task=tasks(d.get("pending_by_task")),
             nolock_stats=d.get("nolock_stats"),

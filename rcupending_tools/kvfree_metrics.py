@@ -15,6 +15,12 @@ ST_FREED_BYTES = ST_FREED + NPATH
 ST_UNMATCHED = ST_FREED_BYTES + NPATH
 ST_MAX = ST_UNMATCHED + NPATH
 PERCENTILES = (50, 90, 99)
+EVENTS = ("gp", "barrier", "shrink_scan", "shrink_freed", "refill", "reclaim_work", "phased",
+          "ready", "nolock_enq", "nolock_defer")
+NEV = len(EVENTS)
+DURATIONS = ("batch", "gp", "reclaim", "ready", "rcu_gp", "barrier")
+NDUR = len(DURATIONS)
+PHASES = DURATIONS[:4]
 
 
 def log2_buckets(counts: list[int]) -> list[list[int]]:
@@ -126,6 +132,7 @@ def kvfree_family(raw: Any, stress_tgids: set[int]) -> dict[str, Any] | None:
         "conservation": conservation(enq, freed, untracked, replaced, raw.kvfree_in_map),
         "by_process": _by_process(tasks, freed_tgid),
     }
+    out.update(_kernel_events(raw))
     if stress_tgids:
         mine = [v for (t, _), v in tasks.items() if t in stress_tgids]
         f = [v for t, v in freed_tgid.items() if t in stress_tgids]
@@ -137,6 +144,39 @@ def kvfree_family(raw: Any, stress_tgids: set[int]) -> dict[str, Any] | None:
         }
         out["by_stress"]["pending"] = out["by_stress"]["enqueued"] - out["by_stress"]["freed"]
     return out
+
+
+def _dur(raw: Any, name: str) -> list[int]:
+    h = raw.kvfree_dur_hist or [0] * (NDUR * HIST_SLOTS)
+    i = DURATIONS.index(name)
+    return h[i * HIST_SLOTS : (i + 1) * HIST_SLOTS]
+
+
+def _kernel_events(raw: Any) -> dict[str, Any]:
+    """Phases, grace periods, barrier, shrinker, page refill and nolock counters (None when
+    this kernel or attach kind has no hook for them: the probe's `unavailable` says why)."""
+    if raw.kvfree_events is None:
+        return {"phases": None, "rcu_gp": None, "events": None}
+    ev = dict(zip(EVENTS, raw.kvfree_events, strict=True))
+
+    def timed(name: str) -> dict[str, Any]:
+        h = _dur(raw, name)
+        return {"count": sum(h), "ns": percentile_bounds(h)}
+
+    return {
+        "phases": {
+            "objects": {"phased": ev["phased"], "ready": ev["ready"]},
+            **{p: timed(p) for p in PHASES},
+        },
+        "rcu_gp": {"completed": ev["gp"], "duration": timed("rcu_gp")},
+        "events": {
+            "barrier": {"calls": ev["barrier"], "duration": timed("barrier")},
+            "shrinker": {"scans": ev["shrink_scan"], "freed": ev["shrink_freed"]},
+            "page_refill": ev["refill"],
+            "reclaim_work": ev["reclaim_work"],
+            "kfree_rcu_nolock": {"calls": ev["nolock_enq"], "deferred": ev["nolock_defer"]},
+        },
+    }
 
 
 def histograms(raw: Any) -> dict[str, Any]:
@@ -156,6 +196,12 @@ def histograms(raw: Any) -> dict[str, Any]:
             part = h[i * HIST_SLOTS : (i + 1) * HIST_SLOTS]
             if sum(part):
                 out[f"kvfree_rcu.{name}.{p}"] = {"unit": unit, "buckets": log2_buckets(part)}
+    if raw.kvfree_dur_hist is not None:
+        for d in DURATIONS:
+            part = _dur(raw, d)
+            if sum(part):
+                key = f"kvfree_rcu.phase_ns.{d}" if d in PHASES else f"kvfree_rcu.{d}_ns"
+                out[key] = {"unit": "ns", "buckets": log2_buckets(part)}
     return out
 
 

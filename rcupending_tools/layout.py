@@ -140,7 +140,11 @@ def kvfree_layout(kernel: KernelInfo, params: list[str] | None, kind: str) -> La
     if "HAVE_KVFREE_RCU_BULK" not in d and "HAVE_KFREE_RCU_WORK_CTX" not in d:
         lay.unavailable["frees"] = "neither kvfree_rcu_bulk nor kfree_rcu_work can be hooked"
 
-    if have("__kfree_rcu_sheaf") and have("rcu_free_sheaf") and btf is not None:
+    if kernel.symbol("__kfree_rcu_sheaf") is None:
+        lay.unavailable["sheaf"] = "no kfree_rcu sheaf bypass in this kernel (it arrived in 6.18)"
+    elif not (have("__kfree_rcu_sheaf") and have("rcu_free_sheaf") and btf is not None):
+        lay.unavailable["sheaf"] = "__kfree_rcu_sheaf/rcu_free_sheaf not hookable here"
+    else:
         size = btf.member_offset("slab_sheaf", "size")
         objects = btf.member_offset("slab_sheaf", "objects")
         head = btf.member_offset("slab_sheaf", "rcu_head")
@@ -157,4 +161,35 @@ def kvfree_layout(kernel: KernelInfo, params: list[str] | None, kind: str) -> La
             )
             if have("rcu_free_sheaf_nobarn"):
                 d["HAVE_RCU_FREE_SHEAF_NOBARN"] = None
+            if len(btf.func_params("__kfree_rcu_sheaf") or []) == 3:
+                d["SHEAF_FREE_FLAGS_ARG"] = None  # 7.x: (s, obj, free_flags); ret is 4th
+    _extras(lay, kind, have)
     return lay
+
+
+# Optional fentry-only metrics: define -> (functions it hooks, metric name in `unavailable`).
+EXTRAS: dict[str, tuple[tuple[str, ...], str]] = {
+    "HAVE_PHASES": (("queue_rcu_work", "kfree_rcu_work"), "phases"),
+    "HAVE_GP_DURATION": (("rcu_gp_init", "rcu_gp_cleanup"), "gp_duration"),
+    "HAVE_KVFREE_BARRIER": (("kvfree_rcu_barrier",), "barrier"),
+    "HAVE_SHRINK_SCAN": (("kfree_rcu_shrink_scan",), "shrinker"),
+    "HAVE_PAGE_REFILL": (("fill_page_cache_func",), "page_refill"),
+    "HAVE_KFREE_NOLOCK": (("kfree_call_rcu_nolock",), "kfree_rcu_nolock"),
+    "HAVE_DEFER_KFREE": (("defer_kfree_rcu",), "kfree_rcu_nolock_deferred"),
+}
+
+
+def _extras(lay: Layout, kind: str, have) -> None:  # noqa: ANN001
+    """Counters and durations hooked by fentry/fexit where this kernel has the functions."""
+    for define, (funcs, metric) in EXTRAS.items():
+        if kind != "fentry":
+            lay.unavailable[metric] = "needs fentry/fexit (kprobe fallback in use)"
+            continue
+        missing = [f for f in funcs if not have(f)]
+        if missing:
+            lay.unavailable[metric] = (
+                f"{', '.join(missing)} not hookable here (absent, inlined or a compiler clone)"
+            )
+        else:
+            lay.defines[define] = None
+

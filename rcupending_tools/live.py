@@ -92,6 +92,8 @@ class LiveSource:
         # Free-side maps first, then per-task enqueues, then the totals: while traffic runs,
         # each split is read before the total it is compared with, so pending per CPU and
         # per process is never negative and never exceeds the total.
+        raw.kvfree_events = _summed(b["kv_events"], km.NEV)
+        raw.kvfree_dur_hist = _summed(b["kv_dur_hist"], km.NDUR * km.HIST_SLOTS)
         hist_lat = _summed(b["kv_lat_hist"], km.NPATH * km.HIST_SLOTS)
         hist_gp = _summed(b["kv_gp_hist"], km.NPATH * km.HIST_SLOTS)
         table = b["kv_freed_by_enq_cpu"]

@@ -32,6 +32,7 @@ class ProbeStatus:
     mechanism: str | None = None  # "fentry", "kprobe", "tracepoint:kmem:mm_page_alloc"
     detail: str = ""
     tried: list[str] = field(default_factory=list)  # "kind: reason" per failed attempt
+    unavailable: dict[str, str] = field(default_factory=dict)  # metric -> why, once attached
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -83,28 +84,33 @@ def bind(probe: Probe, kernel: KernelInfo) -> Binding | ProbeStatus:
     return ProbeStatus(probe.name, probe.function, Status.ABSENT, detail=reason)
 
 
-def attempts(binding: Binding, kernel: KernelInfo) -> list[tuple[AttachKind, dict, list]]:
-    """(kind, -D defines, kprobe attach list) per attach kind, in preference order."""
+Attempt = tuple[AttachKind, dict, list, dict[str, str]]
+
+
+def attempts(binding: Binding, kernel: KernelInfo) -> list[Attempt]:
+    """(kind, -D defines, kprobe attach list, unavailable metrics) per attach kind, in
+    preference order."""
     probe, sym = binding.probe, binding.symbol
     base: dict[str, str | None] = {f"{probe.prefix}_SYM": sym}
     if binding.params and binding.params[:1] == ["gfp_flags"]:
         base[f"{probe.prefix}_GFP_ARG"] = None
-    out: list[tuple[AttachKind, dict, list]] = []
+    out: list[Attempt] = []
     for kind in probe.kinds:
         defines = dict(base)
         extra: list[tuple[str, str, str]] = []
         fentry_extra: list[tuple[str, str, str]] = []
+        unavailable: dict[str, str] = {}
         if probe.layout:
             lay = getattr(layout, probe.layout)(kernel, binding.params, str(kind))
             defines.update(lay.defines)
-            extra, fentry_extra = lay.kprobes, lay.fentry_kprobes
+            extra, fentry_extra, unavailable = lay.kprobes, lay.fentry_kprobes, lay.unavailable
         if kind is AttachKind.FENTRY:
             defines[f"{probe.prefix}_FENTRY"] = None
-            out.append((kind, defines, list(fentry_extra)))
+            out.append((kind, defines, list(fentry_extra), unavailable))
         elif kind is AttachKind.KPROBE:
             defines[f"{probe.prefix}_KPROBE"] = None
             mech = "kretprobe" if probe.needs_return else "kprobe"
-            out.append((kind, defines, [(mech, sym, probe.kprobe_fn), *extra]))
+            out.append((kind, defines, [(mech, sym, probe.kprobe_fn), *extra], unavailable))
     return out
 
 
@@ -129,7 +135,7 @@ def attach(probe: Probe, kernel: KernelInfo) -> tuple[ProbeStatus, bpfload.Loade
     status = ProbeStatus(
         probe.name, probe.function, Status.BLOCKED, bound.symbol, bound.module, bound.params
     )
-    for kind, defines, attach_list in attempts(bound, kernel):
+    for kind, defines, attach_list, unavailable in attempts(bound, kernel):
         if kind is AttachKind.FENTRY and (why := _fentry_precheck(bound, kernel)):
             status.tried.append(f"fentry: {why}")
             continue
@@ -139,6 +145,7 @@ def attach(probe: Probe, kernel: KernelInfo) -> tuple[ProbeStatus, bpfload.Loade
             status.tried.append(f"{kind}: {e.reason}")
             continue
         status.status = Status.ATTACHED
+        status.unavailable = dict(unavailable)
         status.mechanism = (
             ("fexit" if probe.needs_return else "fentry")
             if (kind is AttachKind.FENTRY)

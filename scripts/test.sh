@@ -6,5 +6,5 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/ruff check rcupending_tools tests
 # Fetch the VM tier's kernels up front, so download progress shows outside the timed tests.
-.venv/bin/rcupending fetch debian:6.1 debian:6.12
+.venv/bin/rcupending fetch debian:6.1 debian:6.12 debian:6.17 debian:6.18 debian:7.3
 exec .venv/bin/python -m pytest -ra "$@"

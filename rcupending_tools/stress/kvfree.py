@@ -62,14 +62,21 @@ class Worker:
             return
         self.succeeded[i] += 1
 
-    def run(self, enqueues: int | None, deadline: float | None = None) -> WorkerTruth:
+    def run(
+        self, enqueues: int | None, deadline: float | None = None, rate: float | None = None
+    ) -> WorkerTruth:
         """`enqueues` kfree_rcu() enqueues spread over the sockets (fewer if sets fail); with
-        `enqueues` None, keep going round the sockets until `deadline` (monotonic)."""
+        `enqueues` None, keep going round the sockets until `deadline` (monotonic). `rate`:
+        at most that many enqueuing sets per second (a trickle)."""
         n = len(self.socks)
         if enqueues is not None:
             for i in range(n):
-                for _ in range(enqueues // n + (i < enqueues % n) + 1):
-                    self.set_once(i)  # + 1: a socket's first set frees nothing
+                self.set_once(i)  # a socket's first set frees nothing
+            start = time.monotonic()
+            for k in range(enqueues):
+                if rate:
+                    time.sleep(max(0.0, start + k / rate - time.monotonic()))
+                self.set_once(k % n)
         else:
             while time.monotonic() < (deadline or 0):
                 for _ in range(256):
@@ -103,17 +110,18 @@ def run_worker(
 
 
 def _child(
-    conn,
+    conn,  # noqa: ANN001
     enqueues: int | None,
     sockets: int,
-    optlen: int,  # noqa: ANN001
+    optlen: int,
     deadline: float | None,
+    rate: float | None = None,
     parent: int | None = None,
 ) -> None:
     _die_with_parent(parent)
     w = Worker(sockets, optlen)
     try:
-        conn.send(asdict(w.run(enqueues, deadline)))
+        conn.send(asdict(w.run(enqueues, deadline, rate)))
         conn.recv()  # hold the sockets open until the parent has measured
     except EOFError:
         pass
@@ -151,6 +159,7 @@ class StressRun:
 
     procs: list
     conns: list
+    scenario: str = "kvfree"
 
     @property
     def pids(self) -> set[int]:
@@ -175,8 +184,10 @@ class StressRun:
             except EOFError:
                 p.join()
                 raise RuntimeError(f"stress worker {p.pid} died (exit {p.exitcode})") from None
+        if errors := [t["error"] for t in truths if "error" in t]:
+            raise RuntimeError(errors[0])
         return {
-            "scenario": "kvfree",
+            "scenario": self.scenario,
             "workers": len(truths),
             "sockets": sum(t["sockets"] for t in truths),
             "calls": sum(t["calls"] for t in truths),
@@ -208,13 +219,16 @@ def start(
     workers: int = 1,
     sockets: int = 8,
     duration: float | None = None,
+    rate: float | None = None,
 ) -> StressRun:
     """Fork `workers` processes sharing `count` enqueues (or running for `duration` seconds)
-    and `sockets` sockets."""
+    and `sockets` sockets; `rate` (with `count`): enqueues per second in all (a trickle)."""
     if (count is None) == (duration is None):
         raise ValueError("give exactly one of count and duration")
     if (count or 0) < 0 or workers < 1 or sockets < workers:
         raise ValueError("need count >= 0, workers >= 1 and sockets >= workers")
+    if rate is not None and (rate <= 0 or count is None):
+        raise ValueError("a rate needs a count and must be positive")
     deadline = time.monotonic() + duration if duration is not None else None
     ctx = mp.get_context("fork")
     procs, conns = [], []
@@ -222,7 +236,8 @@ def start(
         n = None if count is None else count // workers + (1 if w < count % workers else 0)
         s = sockets // workers + (1 if w < sockets % workers else 0)
         parent, child = ctx.Pipe(duplex=True)
-        args = (child, n, s, optlen, deadline, os.getpid())
+        r = rate / workers if rate else None
+        args = (child, n, s, optlen, deadline, r, os.getpid())
         p = ctx.Process(target=_child, args=args, daemon=True)
         p.start()
         child.close()

@@ -87,3 +87,45 @@ def test_pending_fallback_and_conservation():
     # a tracking map that disagrees with the counters breaks the invariant
     bad = col.update(full_raw(2.0, 100, 60, 10, in_map=29))
     assert bad["kvfree_rcu"]["conservation"]["ok"] is False
+
+
+def test_event_and_duration_enums_match_the_bpf_source():
+    events = c_enum("kv_event")
+    assert [k for k in events if k != "NEV"] == [f"EV_{e.upper()}" for e in km.EVENTS]
+    assert int(events["NEV"]) == km.NEV
+    durs = c_enum("kv_dur")
+    assert [k for k in durs if k != "NDUR"] == [f"DUR_{d.upper()}" for d in km.DURATIONS]
+    assert int(durs["NDUR"]) == km.NDUR
+
+
+def test_phases_gp_durations_and_events():
+    raw = full_raw(1.0, 100, 60, 10, in_map=30)
+    col = Collector(provenance("6.12.1"), [], source="synthetic")
+    assert col.update(raw)["kvfree_rcu"]["phases"] is None  # an older recording: unknown
+    ev = dict.fromkeys(km.EVENTS, 0) | {"phased": 65, "ready": 5, "gp": 40, "barrier": 2,
+                                        "shrink_scan": 1, "shrink_freed": 7}
+    raw.kvfree_events = [ev[e] for e in km.EVENTS]
+    dur = [0] * (km.NDUR * km.HIST_SLOTS)
+    for i, (name, slot, n) in enumerate(
+        [("batch", 32, 65), ("gp", 24, 65), ("reclaim", 10, 65), ("ready", 33, 5),
+         ("rcu_gp", 23, 40), ("barrier", 26, 2)]
+    ):
+        assert km.DURATIONS[i] == name
+        dur[i * km.HIST_SLOTS + slot] = n
+    raw.kvfree_dur_hist = dur
+    s = col.update(raw)
+    assert validation_errors(s) == []
+    kv = s["kvfree_rcu"]
+    assert kv["phases"]["objects"] == {"phased": 65, "ready": 5}
+    assert kv["phases"]["ready"]["count"] == 5
+    assert kv["phases"]["batch"] == {"count": 65, "ns": {"p50": 1 << 33, "p90": 1 << 33,
+                                                           "p99": 1 << 33, "max": 1 << 33}}
+    assert kv["phases"]["gp"]["ns"]["p50"] == 1 << 25
+    assert kv["rcu_gp"] == {"completed": 40, "duration": {"count": 40, "ns": {
+        "p50": 1 << 24, "p90": 1 << 24, "p99": 1 << 24, "max": 1 << 24}}}
+    assert kv["events"]["barrier"]["calls"] == 2
+    assert kv["events"]["shrinker"] == {"scans": 1, "freed": 7}
+    assert "kvfree_rcu.phase_ns.batch" in s["histograms"]
+    assert "kvfree_rcu.rcu_gp_ns" in s["histograms"]
+    # the raw form round-trips (recordings)
+    assert RawSample.from_json(raw.to_json()).kvfree_dur_hist == dur

@@ -22,7 +22,13 @@ SCENARIOS = {
     "optlen40": ["--count", "20000", "--optlen", "40", "--workers", "2", "--drain", "40"],
     "first_sets_only": ["--count", "0", "--sockets", "64"],
     "invalid_optlen": ["--count", "1000", "--optlen", "44"],
+    "trickle": ["--count", "12", "--rate", "2", "--sockets", "1", "--drain", "40"],
+    "headless": ["--headless", "--count", "2000", "--drain", "40"],
+    # a flood during which CPU 1 goes offline and comes back (snapshots pace the guest)
+    "cpu_offline": ["--count", "30000", "--rate", "5000", "--workers", "2", "--drain", "40",
+                    "--interval", "1"],
 }
+CPU = Path("/sys/devices/system/cpu/cpu1/online")
 
 
 def run(args: list[str]) -> tuple[int, object, str]:
@@ -37,10 +43,45 @@ def run(args: list[str]) -> tuple[int, object, str]:
     return proc.returncode, out, proc.stderr[-2000:]
 
 
+def run_with_cpu_offline(args: list[str], entry: dict) -> tuple[int, object, str]:
+    """Run the stress, offline CPU 1 once its workers have enqueued, online it 2 snapshots
+    later; `entry["hotplug"]` records what happened when."""
+    print(f"guest: rcupending {' '.join(args)} (CPU 1 offline mid-stress)", flush=True)
+    proc = subprocess.Popen(CLI + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    events, last, offline_at = [], None, None
+    assert proc.stdout is not None
+    for n, line in enumerate(proc.stdout):
+        last = line
+        try:
+            snap = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        enq = ((snap.get("kvfree_rcu") or {}).get("by_stress") or {}).get("enqueued", 0)
+        if offline_at is None and enq > 0 and CPU.read_text().strip() == "1":
+            CPU.write_text("0")
+            offline_at = n
+            events.append({"offline_after_enqueued": enq})
+        elif offline_at is not None and n == offline_at + 2 and CPU.read_text().strip() == "0":
+            CPU.write_text("1")
+            events.append({"online_after_enqueued": enq})
+    rc = proc.wait(timeout=900)
+    if CPU.read_text().strip() == "0":
+        CPU.write_text("1")
+        events.append({"online_after_exit": True})
+    entry["hotplug"] = events
+    try:
+        out = json.loads(last) if last else None
+    except json.JSONDecodeError:
+        out = None
+    return rc, out, (proc.stderr.read() if proc.stderr else "")[-2000:]
+
+
 def main() -> None:
     result: dict = {"release": KernelInfo().release}
     rc, out, err = run(["check", "--json"])
     result["check"] = {"rc": rc, "out": out, "stderr": err}
+    for p in (out or {}).get("probes", []):  # early word in the console log
+        print(f"guest:   {p['name']}: {p['status']} {p['mechanism']} {p['tried']}", flush=True)
     kernel = KernelInfo()
     counter = bpfload.load(str(Path(__file__).resolve().with_name("kmalloc_count.bpf.c")), {},
                            "tracepoint")
@@ -52,8 +93,10 @@ def main() -> None:
             # Differences of two reads: clear() never ends while every kmalloc adds keys.
             before_kmalloc = {(k.tgid, k.call_site): v.count for k, v in table.items()}
             before_kfree = {k.value: v.value for k, v in kfrees.items()}
-            rc, out, err = run(["stress", "kvfree", *args, "--measure", "--json"])
-            entry: dict = {"rc": rc, "out": out, "stderr": err}
+            entry: dict = {}
+            cmd = ["stress", "kvfree", *args, "--measure", "--json"]
+            rc, out, err = run_with_cpu_offline(cmd, entry) if name == "cpu_offline" else run(cmd)
+            entry.update(rc=rc, out=out, stderr=err)
             if isinstance(out, dict):
                 pids = set(out["expected"]["pids"])
                 sites: dict[str, dict] = {}
@@ -69,6 +112,10 @@ def main() -> None:
                 entry["kmalloc_ip_options"] = sum(
                     s["count"] for sym, s in sites.items() if sym.startswith("ip_options_get")
                 )
+                entry["kmalloc_rename"] = {  # the new name kstrdup'd at each rename
+                    k: sum(s[k] for sym, s in sites.items() if sym.startswith("kernfs_rename_ns"))
+                    for k in ("count", "bytes_alloc")
+                }
                 entry["kfree_kvfree_rcu_list"] = sum(
                     int(v.value) - before_kfree.get(k.value, 0)
                     for k, v in kfrees.items()
