@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -18,7 +19,7 @@ from . import __version__
 from .cliutil import command_line as _command_line
 from .cliutil import emit_json as _emit_json
 from .cliutil import terminate_as_interrupt as _terminate_as_interrupt
-from .commands import surfaces
+from .commands import bench, surfaces
 from .errors import UserError
 
 app = typer.Typer(
@@ -35,6 +36,7 @@ stress_app = typer.Typer(
     help="Drive a kernel path with a bounded load that knows its own truth.",
 )
 app.add_typer(stress_app, name="stress")
+app.add_typer(bench.app, name="bench")
 
 
 @app.command()
@@ -75,8 +77,12 @@ def check(json_out: Annotated[bool, typer.Option("--json", help="JSON output")] 
     raise typer.Exit(1 if blocked else 0)
 
 
-def _live_collector(source_kind: str | None = None):  # noqa: ANN202
-    """Attach everything and wrap it in a Collector (caller closes the source)."""
+SELF_COST_HELP = "enable BPF run-time stats while running; per-program cost in self_cost"
+
+
+def _live_collector(source_kind: str | None = None, self_cost: bool = False):  # noqa: ANN202
+    """Attach everything and wrap it in a Collector (caller closes the source); `self_cost`
+    holds a BPF_ENABLE_STATS fd while attached."""
     import os
 
     from . import bpfload
@@ -84,7 +90,7 @@ def _live_collector(source_kind: str | None = None):  # noqa: ANN202
     from .live import LiveSource
 
     bpfload.require_root()
-    src = LiveSource().attach()
+    src = LiveSource(self_cost=self_cost).attach()
     kind = source_kind or ("lab-vm" if os.environ.get("RCUPENDING_LAB_SPEC") else "live")
     return src, Collector(provenance(command=_command_line()), src.probe_dicts(), source=kind)
 
@@ -97,13 +103,14 @@ def collect(
     ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="snapshots as JSON lines")] = False,
     csv: Annotated[str | None, typer.Option(help="also append tidy CSV rows to FILE")] = None,
+    self_cost: Annotated[bool, typer.Option("--self-cost", help=SELF_COST_HELP)] = False,
 ) -> None:
     """Attach all probes, collect for DURATION seconds of any workload, print snapshots."""
     from .views.export import CsvAppender
     from .views.text import summary
 
     _terminate_as_interrupt()
-    src, col = _live_collector()
+    src, col = _live_collector(self_cost=self_cost)
     to_csv = CsvAppender(csv) if csv else None
     try:
         _require_something_attached(src)
@@ -150,7 +157,9 @@ def stress_kvfree(
     optlen: Annotated[
         int, typer.Option(min=1, max=255, help="IP options length (4..40; >40 fails: control)")
     ] = 4,
-    workers: Annotated[int, typer.Option(min=1, max=256)] = 1,
+    workers: Annotated[
+        int | None, typer.Option(min=1, max=256, help="1 (python), one per CPU (native)")
+    ] = None,
     sockets: Annotated[int, typer.Option(min=1, max=4096)] = 8,
     rate: Annotated[
         float | None,
@@ -186,6 +195,12 @@ def stress_kvfree(
         ),
     ] = True,
     json_out: Annotated[bool, typer.Option("--json")] = False,
+    self_cost: Annotated[
+        bool, typer.Option("--self-cost", help="with --measure: " + SELF_COST_HELP)
+    ] = False,
+    driver: Annotated[
+        str, typer.Option(help="python (forked workers) or native (C threads, one per CPU)")
+    ] = "python",
 ) -> None:
     """setsockopt(IP_OPTIONS) on UDP sockets: one kfree_rcu() per set after a socket's first
     (a flood, or a trickle with --rate); --headless: kfree_rcu_mightsleep() by cgroup renames.
@@ -200,16 +215,28 @@ def stress_kvfree(
         count = 20000
     if count is not None and duration is not None:
         raise UserError("give --count or --duration, not both")
+    if workers is None:
+        workers = (os.cpu_count() or 1) if driver == "native" else 1
     if sockets < workers:
         raise UserError("--sockets must be at least --workers")
+    if self_cost and not measure:
+        raise UserError("--self-cost needs --measure (it reports the probes' cost)")
+    if driver not in ("python", "native"):
+        raise UserError(f"--driver {driver!r}: choose python or native")
     if rate is not None and count is None:
         raise UserError("--rate needs --count (a trickle of that many enqueues)")
     if headless and count is None:
         raise UserError("--headless needs --count")
+    if driver == "native":
+        if rate is not None or headless:
+            raise UserError("--driver native floods: no --rate or --headless")
+        from .stress import native
+
+        native.binary()  # build it now (once), not inside the measured window
     _terminate_as_interrupt()
     src = col = run = None
     if measure:
-        src, col = _live_collector()
+        src, col = _live_collector(self_cost=self_cost)
     try:
         if src is not None:
             _require_something_attached(src)
@@ -219,6 +246,8 @@ def stress_kvfree(
                 run = headless_stress.start(count or 0, name_len, rate, KernelInfo().version)
             except PermissionError as e:
                 raise UserError(str(e)) from None
+        elif driver == "native":
+            run = native.start(count, optlen, workers, sockets, duration)
         else:
             run = kvfree.start(count, optlen, workers, sockets, duration, rate)
         if col is not None:
@@ -297,6 +326,8 @@ def _drain(src, col, seconds: float, flush: bool = False, flushed: dict | None =
 
 
 def _print_stress(result: dict) -> None:
+    from .views.text import program_lines
+
     exp = result["expected"]
     print(
         f"stress kvfree: {exp['calls']} setsockopt calls on {exp['sockets']} sockets "
@@ -332,6 +363,8 @@ def _print_stress(result: dict) -> None:
                 f"inline {kv['fallback']['inline']}"
             )
             print(f"             conservation: {cons}")
+            for line in program_lines(result["snapshot"].get("self_cost")):
+                print(line)
             print(f"  {'MATCH' if result['match'] else 'MISMATCH'}")
 
 

@@ -7,8 +7,10 @@ free paths exist to hook. Missing pieces become `unavailable` reasons, not guess
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
+from .errors import UserError
 from .kernel import KernelInfo
 
 Defines = dict[str, str | int | None]
@@ -24,6 +26,23 @@ class Layout:
     unavailable: dict[str, str] = field(default_factory=dict)  # metric -> reason
 
 
+TRACK_MAX_ENV = "RCUPENDING_TRACK_MAX"  # per-object tracking map size (loss tests, tiny hosts)
+
+
+def track_max() -> int | None:
+    """RCUPENDING_TRACK_MAX as an int (None when unset): one line when it is not 1..2^24."""
+    text = os.environ.get(TRACK_MAX_ENV)
+    if text is None:
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 1 << 24:
+        raise UserError(f"{TRACK_MAX_ENV}={text!r}: give a number of objects, 1..16777216")
+    return value
+
+
 def _addr(kernel: KernelInfo, name: str) -> int | None:
     sym = kernel.symbol(name)
     return sym.address if sym else None
@@ -33,6 +52,8 @@ def kvfree_layout(kernel: KernelInfo, params: list[str] | None, kind: str) -> La
     """Defines for bpf/kvfree_rcu.bpf.c on this kernel; `kind` is "fentry" or "kprobe"."""
     lay = Layout()
     d = lay.defines
+    if (cap := track_max()) is not None:
+        d["TRACK_MAX"] = cap  # objects over it count as untracked
     version = kernel.version
     if (params and params[1:2] == ["func"]) or (params is None and version < (6, 3)):
         d["KVFREE_ARGS_OFFSET"] = None  # 6.1: (head, func) with func = offset of the head

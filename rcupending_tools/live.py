@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import ctypes
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import kvfree_metrics as km
-from . import planner, selfcost
+from . import leftovers, planner, selfcost
 from .bpfload import Loaded
 from .collector import LOST_REASONS, RawSample, TaskKey
 from .kernel import KernelInfo
@@ -39,9 +40,19 @@ class LiveSource:
     probes: tuple[Probe, ...] = PROBES
     statuses: list[planner.ProbeStatus] = field(default_factory=list)
     loaded: dict[str, Loaded] = field(default_factory=dict)
+    self_cost: bool = False  # hold a BPF_ENABLE_STATS fd while attached (--self-cost)
+    stats_fd: int | None = None
 
     def attach(self) -> LiveSource:
+        if removed := leftovers.clean_stale_kprobes():
+            print(
+                f"rcupending: removed {len(removed)} stale kprobe event(s) left by killed runs: "
+                + ", ".join(removed),
+                file=sys.stderr,
+            )
         try:
+            if self.self_cost:  # before loading: run counts then start with the maps
+                self.stats_fd = selfcost.enable_stats()
             for probe in self.probes:
                 status, loaded = planner.attach(probe, self.kernel)
                 self.statuses.append(status)
@@ -57,6 +68,16 @@ class LiveSource:
         while self.loaded:
             _, loaded = self.loaded.popitem()
             loaded.close()
+        selfcost.disable_stats(self.stats_fd)
+        self.stats_fd = None
+
+    def programs(self) -> list[selfcost.Program]:
+        """Every loaded BPF program (bcc function name and fd), by probe."""
+        return [
+            selfcost.Program(probe, name.decode(errors="replace"), fn.fd)
+            for probe, loaded in self.loaded.items()
+            for name, fn in loaded.bpf.funcs.items()
+        ]
 
     def __enter__(self) -> LiveSource:
         return self.attach()
@@ -115,9 +136,20 @@ class LiveSource:
             time.sleep(0.05)
         return None
 
-    def read(self, count_map: bool = False) -> RawSample:
+    def read(self, count_map: bool = False, tries: int = 3) -> RawSample:
         """Read every attached program's maps; `count_map` also walks the per-object tracking
-        map (costly) so the conservation invariant can be checked."""
+        map (costly) so the conservation invariant can be checked. With BPF stats on, retry
+        (up to `tries` reads) until no program ran during the read, so run counts and map
+        counters describe one instant whenever traffic pauses."""
+        progs = self.programs()
+        for _ in range(tries - 1):
+            before = selfcost.run_counts(progs) if self.stats_fd is not None else None
+            raw = self._read_once(count_map, progs)
+            if before is None or before == selfcost.run_counts(progs):
+                return raw
+        return self._read_once(count_map, progs)
+
+    def _read_once(self, count_map: bool, progs: list[selfcost.Program]) -> RawSample:
         raw = RawSample(time=time.time())
         lost = [0] * len(LOST_REASONS)
         for name, loaded in self.loaded.items():
@@ -132,5 +164,5 @@ class LiveSource:
             elif name == "alloc_pages_nolock":
                 raw.nolock_stats = _percpu_rows(b["nolock_stats"], 2)
         raw.lost = lost
-        raw.self_cost = selfcost.sample()
+        raw.self_cost = selfcost.sample(progs)
         return raw

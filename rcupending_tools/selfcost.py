@@ -2,7 +2,8 @@
 
 `mark_attach()` stores the CPU baseline when the probes are attached (LiveSource.attach());
 `sample()` returns the snapshot's `self_cost` object. Everything is read from this process's own
-/proc files; nothing is enabled here.
+/proc files. Only `enable_stats()` (opt-in, `--self-cost`) turns BPF run-time statistics on, for
+as long as the fd it returns stays open, like bpftop: the kernel drops it when the process dies.
 
 BPF run time: the kernel prints `run_time_ns` and `run_cnt` in /proc/self/fdinfo/<fd> of every
 BPF program fd (since 5.1), but only counts while BPF statistics are enabled
@@ -14,13 +15,68 @@ whose fdinfo lacks the fields. Counts cover only the time stats were on.
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import os
+from dataclasses import dataclass
 from typing import Any
+
+from .errors import UserError
 
 PROC = "/proc/self"
 STATS_SYSCTL = "/proc/sys/kernel/bpf_stats_enabled"
 
+BPF_ENABLE_STATS = 32  # bpf(2) command (5.8+)
+BPF_STATS_RUN_TIME = 0
+_NR_BPF = {"x86_64": 321, "aarch64": 280}
+
 _baseline: float | None = None  # user+system CPU seconds at attach
+_stats_fd: int | None = None  # a BPF_ENABLE_STATS fd this process holds
+
+
+@dataclass(frozen=True)
+class Program:
+    """One attached BPF program of this process: its probe, bcc function name and fd."""
+
+    probe: str
+    name: str
+    fd: int
+
+
+def enable_stats() -> int:
+    """bpf(BPF_ENABLE_STATS, BPF_STATS_RUN_TIME): run-time stats stay on while the returned
+    fd is open (close it with `disable_stats`). One line on refusal."""
+    global _stats_fd
+    nr = _NR_BPF.get(os.uname().machine)
+    if nr is None:
+        raise UserError(f"--self-cost: no bpf() syscall number for {os.uname().machine}")
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    attr = ctypes.create_string_buffer(128)  # union bpf_attr: enable_stats.type = RUN_TIME
+    ctypes.c_uint32.from_buffer(attr).value = BPF_STATS_RUN_TIME
+    fd = int(libc.syscall(ctypes.c_long(nr), ctypes.c_int(BPF_ENABLE_STATS), attr,
+                          ctypes.c_uint(128)))
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise UserError(
+            f"--self-cost: BPF_ENABLE_STATS refused ({errno.errorcode.get(err, err)}: "
+            f"{os.strerror(err)}); it needs Linux 5.8+ and CAP_SYS_ADMIN"
+        )
+    _stats_fd = fd
+    return fd
+
+
+def disable_stats(fd: int | None) -> None:
+    """Close a BPF_ENABLE_STATS fd (statistics stop unless someone else holds one)."""
+    global _stats_fd
+    if fd is None:
+        return
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+    if _stats_fd == fd:
+        _stats_fd = None
 
 
 def _cpu() -> float:
@@ -71,6 +127,48 @@ def bpf_prog_stats(fdinfos: list[str], stats_enabled: bool) -> tuple[int | None,
     return ns, cnt
 
 
+def program_stats(
+    programs: list[Program], stats_on: bool, proc: str = PROC
+) -> list[dict[str, Any]] | None:
+    """Per program: probe, name, prog_id, run_cnt, run_time_ns, avg_ns (null before its first
+    run) and recursion_misses (runs the kernel skipped), from /proc/self/fdinfo/<fd>; None
+    when stats are off or the kernel does not report them."""
+    out: list[dict[str, Any]] = []
+    for p in programs:
+        try:
+            with open(f"{proc}/fdinfo/{p.fd}") as f:
+                info = parse_fdinfo(f.read())
+            cnt, ns = int(info["run_cnt"]), int(info["run_time_ns"])
+        except (OSError, KeyError, ValueError):
+            continue
+        out.append(
+            {
+                "probe": p.probe,
+                "name": p.name,
+                "prog_id": int(info.get("prog_id", 0)),
+                "run_cnt": cnt,
+                "run_time_ns": ns,
+                "avg_ns": round(ns / cnt, 1) if cnt else None,
+                "recursion_misses": int(info.get("recursion_misses", 0)),
+            }
+        )
+    if not out or not (stats_on or any(e["run_cnt"] for e in out)):
+        return None
+    return out
+
+
+def run_counts(programs: list[Program], proc: str = PROC) -> dict[str, int]:
+    """run_cnt per program name (cheap: one fdinfo read each)."""
+    out = {}
+    for p in programs:
+        try:
+            with open(f"{proc}/fdinfo/{p.fd}") as f:
+                out[p.name] = int(parse_fdinfo(f.read()).get("run_cnt", -1))
+        except (OSError, ValueError):
+            continue
+    return out
+
+
 def _fdinfos(proc: str = PROC) -> list[str]:
     out = []
     try:
@@ -94,18 +192,24 @@ def _stats_sysctl() -> bool:
         return False
 
 
-def sample() -> dict[str, Any]:
+def sample(programs: list[Program] | None = None) -> dict[str, Any]:
     """The snapshot's `self_cost`: cpu_seconds since mark_attach() (since process start if it
-    was never called), rss_bytes, bpf_run_ns and bpf_run_count (null unless BPF stats are on)."""
+    was never called), rss_bytes, bpf_run_ns and bpf_run_count (null unless BPF stats are on);
+    while stats are on also `bpf_stats` (who enabled them) and `programs` (per program)."""
     cpu = _cpu() - (_baseline or 0.0)
     try:
         rss = rss_bytes()
     except (OSError, ValueError, IndexError):
         rss = 0
-    ns, cnt = bpf_prog_stats(_fdinfos(), _stats_sysctl())
-    return {
+    sysctl = _stats_sysctl()
+    ns, cnt = bpf_prog_stats(_fdinfos(), sysctl or _stats_fd is not None)
+    out: dict[str, Any] = {
         "cpu_seconds": round(max(0.0, cpu), 6),
         "rss_bytes": rss,
         "bpf_run_ns": ns,
         "bpf_run_count": cnt,
     }
+    if _stats_fd is not None or sysctl:
+        out["bpf_stats"] = "fd" if _stats_fd is not None else "sysctl"
+        out["programs"] = program_stats(programs or [], True)
+    return out

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 apt_pkgs=(python3-bpfcc python3-venv qemu-system-x86 kmod udev iproute2 procps busybox-static
-          tmux bpftool)
+          tmux bpftool gcc libc6-dev)
 missing=()
 for p in "${apt_pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -24,6 +24,9 @@ if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import bcc' 2>/dev/null; 
 fi
 .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
 .venv/bin/python -c 'import bcc; assert hasattr(bcc, "BPF"), bcc.__file__'
+
+# The native stress driver (C, pthreads), cached by a hash of its source; also built at first use.
+.venv/bin/python -c 'from rcupending_tools.stress import native; print("setup: native driver", native.binary())'
 
 # bcc compiles against a headers tree; struct layouts come from the running kernel's BTF.
 .venv/bin/rcupending fetch --headers

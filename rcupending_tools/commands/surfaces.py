@@ -50,6 +50,9 @@ def top(
         str, typer.Option("--lab-kernel", help="lab kernel when the host refuses the probes")
     ] = "debian:6.12",
     lab_seconds: Annotated[float, typer.Option(help="length of the lab stress run")] = 60.0,
+    self_cost: Annotated[
+        bool, typer.Option("--self-cost", help="enable BPF run-time stats while running (live)")
+    ] = False,
 ) -> None:
     """Dashboard: this host's kernel when it allows the probes, else a lab VM running a stress
     scenario on a real kernel (said plainly on screen), or a recording with --replay.
@@ -74,7 +77,15 @@ def top(
                 on_snapshot=sink,
             )
         else:
-            dashboard.run(interval, count, kernel, lab_seconds, no_lab=no_lab, on_snapshot=sink)
+            dashboard.run(
+                interval,
+                count,
+                kernel,
+                lab_seconds,
+                no_lab=no_lab,
+                on_snapshot=sink,
+                self_cost=self_cost,
+            )
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
     finally:
@@ -91,6 +102,9 @@ def record(
     ] = None,
     interval: Annotated[float, typer.Option(min=0.05, help="a snapshot every S s")] = 1.0,
     force: Annotated[bool, typer.Option(help="overwrite an existing FILE")] = False,
+    self_cost: Annotated[
+        bool, typer.Option("--self-cost", help="enable BPF run-time stats while recording")
+    ] = False,
 ) -> None:
     """Attach every probe and append one snapshot per INTERVAL to FILE (JSON lines after a
     header line, flushed per line: a kill -9 loses at most the last, partial, line).
@@ -102,7 +116,7 @@ def record(
     if output != "-" and os.path.exists(output) and not force:
         raise UserError(f"{output} exists; a recording is never overwritten (or pass --force)")
     terminate_as_interrupt()
-    src, col = cli._live_collector()
+    src, col = cli._live_collector(self_cost=self_cost)
     writer = None
     try:
         cli._require_something_attached(src)

@@ -116,7 +116,9 @@ def _child(
     optlen: int,
     deadline: float | None,
     rate: float | None = None,
+    parent: int | None = None,
 ) -> None:
+    _die_with_parent(parent)
     w = Worker(sockets, optlen)
     try:
         conn.send(asdict(w.run(enqueues, deadline, rate)))
@@ -126,6 +128,21 @@ def _child(
     finally:
         w.close()
         conn.close()
+
+
+def _die_with_parent(parent: int | None) -> None:
+    """SIGKILL this forked worker when its parent dies (kill -9 of a measuring run): it
+    inherited the parent's BPF program and stats fds, which must not outlive the parent."""
+    import ctypes
+    import signal
+
+    parent = parent or os.getppid()
+    try:
+        ctypes.CDLL(None).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
 
 
 def _merge(dicts) -> dict[str, int]:  # noqa: ANN001
@@ -220,7 +237,8 @@ def start(
         s = sockets // workers + (1 if w < sockets % workers else 0)
         parent, child = ctx.Pipe(duplex=True)
         r = rate / workers if rate else None
-        p = ctx.Process(target=_child, args=(child, n, s, optlen, deadline, r), daemon=True)
+        args = (child, n, s, optlen, deadline, r, os.getpid())
+        p = ctx.Process(target=_child, args=args, daemon=True)
         p.start()
         child.close()
         procs.append(p)

@@ -625,13 +625,14 @@ def run(
     *,
     no_lab: bool = False,
     on_snapshot: Callable[[Snapshot], None] | None = None,
+    self_cost: bool = False,
 ) -> None:
     """Live: this host when it allows the kvfree_call_rcu probe; else say why, then a lab VM
     (or, with `no_lab`, whatever does attach here)."""
     from .. import cli
     from ..errors import UserError
 
-    src, col = cli._live_collector()
+    src, col = cli._live_collector(self_cost=self_cost)
     try:
         release = src.kernel.release
         why = explain_refusal(src.statuses, release)

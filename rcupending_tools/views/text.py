@@ -29,4 +29,20 @@ def summary(snap: Snapshot | None) -> str:
             lines.append(f"  {p['name']}: {p['status']}: {p['detail']}")
     if snap["lost"]["total"]:
         lines.append(f"  lost events {snap['lost']['total']} {snap['lost']['by_reason']}")
+    lines += program_lines(snap.get("self_cost"))
     return "\n".join(lines)
+
+
+def program_lines(self_cost: dict | None) -> list[str]:
+    """Per-program BPF cost (present with --self-cost): runs, total and average ns per run."""
+    programs = (self_cost or {}).get("programs") or []
+    if not programs:
+        return []
+    out = [f"  BPF programs (stats by {self_cost.get('bpf_stats')}):"]
+    for p in programs:
+        avg = "-" if p["avg_ns"] is None else f"{p['avg_ns']:.0f}"
+        out.append(
+            f"    {p['name']:<34} runs {p['run_cnt']:>10}  {p['run_time_ns']:>12} ns"
+            f"  avg {avg} ns/run"
+        )
+    return out

@@ -30,6 +30,10 @@ def one_line_error(proc) -> str:
         (["lab", "--kernel", "debian:banana", "--", "true"], "debian:banana"),
         (["lab", "--kernel", "/no/such/bzImage", "--", "true"], "/no/such/bzImage"),
         (["collect", "--duration", "-3"], "--duration"),
+        (["stress", "kvfree", "--count", "5", "--self-cost"], "--self-cost needs --measure"),
+        (["stress", "kvfree", "--count", "5", "--driver", "rust"], "--driver 'rust'"),
+        (["bench", "overhead", "--repeats", "0"], "--repeats"),
+        (["bench", "overhead", "--seconds", "0.01"], "--seconds"),
         (["nosuchcommand"], "nosuchcommand"),
     ],
 )

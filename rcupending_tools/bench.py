@@ -1,0 +1,250 @@
+"""`rcupending bench overhead`: what the probes cost the kvfree_rcu() hot path.
+
+One process, phases alternating per repeat: `unprobed` (nothing attached), `empty` (an fentry
+program on kvfree_call_rcu that does nothing: the trampoline's cost) and `full` (the collector's
+real programs). Each phase runs the native driver (stress/native.py) for S seconds with BPF
+stats off; programs are compiled once and attached/detached between phases. Then one phase each
+of `empty` and `full` with BPF run-time stats on gives ns per run. The python driver runs once
+with 1 worker (the default `stress kvfree` loop) and once with as many workers as driver threads,
+right before the first unprobed phase. A benchmark, not a test: it reports, it does not judge.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+from . import bpfload, planner, selfcost
+from . import kvfree_metrics as km
+from .errors import UserError
+from .kernel import KernelInfo
+from .live import LiveSource
+from .probes import KVFREE_CALL_RCU
+from .stress import kvfree, native
+
+PHASES = ("unprobed", "empty", "full")
+
+
+class Switch:
+    """A loaded bcc module whose fentry/fexit and tracepoint attachments can be paused and
+    resumed without recompiling (kprobes cannot: fentry kernels only)."""
+
+    def __init__(self, bpf: Any) -> None:
+        self.bpf = bpf
+        self.saved: list[tuple[str, bytes]] | None = None
+
+    def pause(self) -> None:
+        b = self.bpf
+        if b.kprobe_fds:
+            raise UserError("bench overhead: this kernel's probes use kprobes, which the "
+                            "benchmark cannot pause (it needs fentry/fexit only; 6.1 needs "
+                            "kprobes for its free paths)")
+        saved = [("kfunc", k) for k in b.kfunc_entry_fds]
+        saved += [("kretfunc", k) for k in b.kfunc_exit_fds]
+        saved += [("tracepoint", k) for k in b.tracepoint_fds]
+        for kind, key in saved:
+            {"kfunc": b.detach_kfunc, "kretfunc": b.detach_kretfunc,
+             "tracepoint": b.detach_tracepoint}[kind](key)
+        self.saved = saved
+
+    def resume(self) -> None:
+        b = self.bpf
+        for kind, key in self.saved or []:
+            if kind == "kfunc":
+                b.attach_kfunc(fn_name=key)
+            elif kind == "kretfunc":
+                b.attach_kretfunc(fn_name=key)
+            else:
+                b.attach_tracepoint(tp=key, fn_name=b"tracepoint__" + key.replace(b":", b"__"))
+        self.saved = None
+
+
+def spread(values: list[float]) -> dict[str, Any]:
+    return {
+        "calls_per_s": [round(v, 1) for v in values],
+        "min": round(min(values), 1),
+        "median": round(statistics.median(values), 1),
+        "max": round(max(values), 1),
+    }
+
+
+def _stats_by_program(programs: list[selfcost.Program]) -> list[dict[str, Any]]:
+    return selfcost.program_stats(programs, stats_on=True) or []
+
+
+def _phase_run(seconds: float, threads: int) -> float:
+    return float(native.run(seconds, threads=threads)["calls_per_s"])
+
+
+def overhead(
+    repeats: int,
+    seconds: float,
+    threads: int | None = None,
+    progress: Callable[[str], None] = lambda m: None,
+) -> dict[str, Any]:
+    """Run the benchmark; the JSON result (see README, OVERHEAD)."""
+    bpfload.require_root()
+    threads = threads or os.cpu_count() or 1
+    native.binary()
+    kernel = KernelInfo()
+    bound = planner.bind(KVFREE_CALL_RCU, kernel)
+    if isinstance(bound, planner.ProbeStatus):
+        raise UserError(f"bench overhead: {bound.detail}")
+
+    progress("compiling and loading the empty program")  # first: fail fast without fentry
+    try:
+        empty = bpfload.load("bench_empty.bpf.c", {"KVFREE_SYM": bound.symbol}, "fentry")
+    except bpfload.LoadError as e:
+        raise UserError(f"bench overhead: the empty fentry program failed: {e.reason}") from e
+    src = LiveSource()
+    try:
+        empty_switch = Switch(empty.bpf)
+        empty_switch.pause()
+        progress("compiling and loading the collector")
+        src.attach()
+        kv = src.loaded.get("kvfree_call_rcu")
+        if kv is None or kv.kind != "fentry":
+            why = next((s.detail for s in src.statuses if s.name == "kvfree_call_rcu"), "")
+            raise UserError(f"bench overhead: kvfree_call_rcu needs fentry here: {why}")
+        switches = {"empty": [empty_switch],
+                    "full": [Switch(x.bpf) for x in src.loaded.values()]}
+        for sw in switches["full"]:
+            sw.pause()
+        # Right before the first unprobed phase, so both see the same host load.
+        python = [_python_rate(w, seconds, progress) for w in sorted({1, threads})]
+        rates: dict[str, list[float]] = {p: [] for p in PHASES}
+        for r in range(repeats):
+            for phase in PHASES:
+                progress(f"repeat {r + 1}/{repeats}: {phase}")
+                for sw in switches.get(phase, []):
+                    sw.resume()
+                try:
+                    rates[phase].append(_phase_run(seconds, threads))
+                finally:
+                    for sw in switches.get(phase, []):
+                        sw.pause()
+        stats_runs: dict[str, Any] = {}
+        fd = selfcost.enable_stats()
+        try:
+            for phase, loaded in (("empty", {"bench_empty": empty}), ("full", src.loaded)):
+                progress(f"with BPF stats: {phase}")
+                progs = [selfcost.Program(probe, n.decode(), f.fd)
+                         for probe, x in loaded.items() for n, f in x.bpf.funcs.items()]
+                before = {p["name"]: p for p in _stats_by_program(progs)}
+                for sw in switches[phase]:
+                    sw.resume()
+                try:
+                    rate = _phase_run(seconds, threads)
+                finally:
+                    for sw in switches[phase]:
+                        sw.pause()
+                stats_runs[phase] = _stats_delta(before, _stats_by_program(progs), rate)
+        finally:
+            selfcost.disable_stats(fd)
+        tracking = _tracking(src)
+    finally:
+        src.close()
+        empty.close()
+    result = _result(kernel, threads, repeats, seconds, rates, stats_runs, python)
+    result["full_tracking"] = tracking
+    return result
+
+
+def _tracking(src: LiveSource) -> dict[str, int]:
+    """Enqueues the full phases saw and how many the per-object map could not hold."""
+    stats = src.read().kvfree_stats or [[0]] * km.ST_MAX
+    enq = sum(stats[km.ST_ENQ_HEAD]) + sum(stats[km.ST_ENQ_HEADLESS])
+    return {"enqueued": enq, "untracked": sum(stats[km.ST_UNTRACKED])}
+
+
+def _python_rate(workers: int, seconds: float, progress: Callable[[str], None]) -> dict:
+    """The python driver (`stress kvfree`, forked workers) for `seconds`: calls/s."""
+    progress(f"python driver: {workers} worker(s) for {seconds:g} s")
+    run = kvfree.start(None, workers=workers, sockets=max(8, workers), duration=seconds)
+    try:
+        calls = run.wait()["calls"]
+    finally:
+        run.finish()
+    return {"workers": workers, "calls_per_s": round(calls / seconds, 1)}
+
+
+def _stats_delta(
+    before: dict[str, dict], after: list[dict], rate: float
+) -> dict[str, Any]:
+    """Runs and ns per program during one stats-on phase, and per kvfree_call_rcu() call."""
+    progs = []
+    for p in after:
+        b = before.get(p["name"], {"run_cnt": 0, "run_time_ns": 0})
+        cnt, ns = p["run_cnt"] - b["run_cnt"], p["run_time_ns"] - b["run_time_ns"]
+        progs.append({"name": p["name"], "run_cnt": cnt, "run_time_ns": ns,
+                      "avg_ns": round(ns / cnt, 1) if cnt else None})
+    entry = next((p for p in progs if p["name"] == "kfunc__kvfree_call_rcu"), None)
+    calls = entry["run_cnt"] if entry else 0
+    total_ns = sum(p["run_time_ns"] for p in progs)
+    return {
+        "calls_per_s": round(rate, 1),
+        "kvfree_call_rcu_runs": calls,
+        "entry_ns_per_run": entry["avg_ns"] if entry else None,
+        "bpf_ns_per_call": round(total_ns / calls, 1) if calls else None,
+        "programs": progs,
+    }
+
+
+def _result(
+    kernel: KernelInfo,
+    threads: int,
+    repeats: int,
+    seconds: float,
+    rates: dict[str, list[float]],
+    stats_runs: dict[str, Any],
+    python: list[dict[str, Any]],
+) -> dict[str, Any]:
+    phases = {p: spread(v) for p, v in rates.items()}
+    base = phases["unprobed"]["median"]
+    ratios = {p: round(phases[p]["median"] / base, 4) for p in PHASES}
+    # Each thread owns a CPU, so a call takes threads / rate CPU-seconds.
+    added = {p: round(threads * (1 / phases[p]["median"] - 1 / base) * 1e9, 1)
+             for p in ("empty", "full")}
+    return {
+        "benchmark": "overhead",
+        "kernel_release": kernel.release,
+        "lab": os.environ.get("RCUPENDING_LAB_SPEC"),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "driver": "native",
+        "threads": threads,
+        "repeats": repeats,
+        "seconds": seconds,
+        "phases": phases,
+        "ratio_to_unprobed": ratios,
+        "added_ns_per_call": added,
+        "with_bpf_stats": stats_runs,
+        # the default python loop (1 worker) and as many workers as driver threads
+        "python_loop": python,
+        "native_over_python": {str(p["workers"]): round(base / p["calls_per_s"], 2)
+                               for p in python},
+    }
+
+
+def text(result: dict[str, Any]) -> str:
+    """The result as a short table."""
+    r = result
+    lines = [f"bench overhead on {r['kernel_release']}"
+             + (f" (lab {r['lab']})" if r["lab"] else "")
+             + f": native driver, {r['threads']} threads, {r['repeats']} x {r['seconds']:g} s"]
+    lines.append(f"  {'phase':<9} {'min':>11} {'median':>11} {'max':>11}  ratio  +ns/call")
+    for p in PHASES:
+        ph = r["phases"][p]
+        add = r["added_ns_per_call"].get(p)
+        lines.append(f"  {p:<9} {ph['min']:>11,.0f} {ph['median']:>11,.0f} {ph['max']:>11,.0f}"
+                     f"  {r['ratio_to_unprobed'][p]:.3f}  {'' if add is None else f'{add:,.0f}'}")
+    for p, s in r["with_bpf_stats"].items():
+        lines.append(f"  BPF stats, {p}: entry {s['entry_ns_per_run']} ns/run, all programs "
+                     f"{s['bpf_ns_per_call']} ns per kvfree_call_rcu ({s['calls_per_s']:,.0f}"
+                     " calls/s with stats on)")
+    for p in r["python_loop"]:
+        lines.append(f"  python loop, {p['workers']} worker(s): {p['calls_per_s']:,.0f} calls/s;"
+                     f" native unprobed median is {r['native_over_python'][str(p['workers'])]}x")
+    return "\n".join(lines)

@@ -1,0 +1,46 @@
+"""`rcupending bench ...`: benchmarks (they report numbers; tests do not time anything)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Annotated
+
+import typer
+
+from ..cliutil import emit_json, terminate_as_interrupt
+
+app = typer.Typer(
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    help="Benchmarks: what the probes cost.",
+)
+
+
+@app.command()
+def overhead(
+    json_out: Annotated[bool, typer.Option("--json", help="one JSON object")] = False,
+    repeats: Annotated[int, typer.Option(min=1, max=50, help="rounds of the three phases")] = 3,
+    seconds: Annotated[float, typer.Option(min=0.2, max=600, help="seconds per phase")] = 3.0,
+    threads: Annotated[
+        int | None, typer.Option(min=1, max=256, help="driver threads (default: one per CPU)")
+    ] = None,
+) -> None:
+    """Calls/s of the native kvfree driver unprobed, under an empty fentry program and under
+    the full collector, alternating; ns per run from BPF stats; the python loop once."""
+    from .. import bench
+
+    terminate_as_interrupt()
+    start = time.monotonic()
+
+    def progress(message: str) -> None:
+        print(f"bench: +{time.monotonic() - start:5.1f}s {message}", file=sys.stderr, flush=True)
+
+    try:
+        result = bench.overhead(repeats, seconds, threads, progress)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    if json_out:
+        emit_json(result)
+    else:
+        print(bench.text(result))

@@ -1,0 +1,94 @@
+"""`bench overhead`'s arithmetic and its pause/resume of bcc attachments (no BPF needed)."""
+
+from __future__ import annotations
+
+import pytest
+
+from rcupending_tools import bench
+from rcupending_tools.errors import UserError
+
+
+class FakeBpf:
+    def __init__(self, kprobes: bool = False) -> None:
+        self.kfunc_entry_fds = {b"kfunc__kvfree_call_rcu": 3}
+        self.kfunc_exit_fds = {b"kretfunc__kvfree_call_rcu": 4}
+        self.tracepoint_fds = {b"kmem:kfree": 5}
+        self.kprobe_fds = {b"p_vfree_bcc_1": 6} if kprobes else {}
+        self.calls: list[tuple] = []
+
+    def detach_kfunc(self, k):  # noqa: ANN001, ANN201
+        self.calls.append(("detach_kfunc", k))
+        del self.kfunc_entry_fds[k]
+
+    def detach_kretfunc(self, k):  # noqa: ANN001, ANN201
+        self.calls.append(("detach_kretfunc", k))
+        del self.kfunc_exit_fds[k]
+
+    def detach_tracepoint(self, k):  # noqa: ANN001, ANN201
+        self.calls.append(("detach_tracepoint", k))
+        del self.tracepoint_fds[k]
+
+    def attach_kfunc(self, fn_name):  # noqa: ANN001, ANN201
+        self.kfunc_entry_fds[fn_name] = 13
+
+    def attach_kretfunc(self, fn_name):  # noqa: ANN001, ANN201
+        self.kfunc_exit_fds[fn_name] = 14
+
+    def attach_tracepoint(self, tp, fn_name):  # noqa: ANN001, ANN201
+        self.calls.append(("attach_tracepoint", tp, fn_name))
+        self.tracepoint_fds[tp] = 15
+
+
+def test_switch_pauses_and_resumes_everything():
+    b = FakeBpf()
+    sw = bench.Switch(b)
+    sw.pause()
+    assert not b.kfunc_entry_fds and not b.kfunc_exit_fds and not b.tracepoint_fds
+    sw.resume()
+    assert set(b.kfunc_entry_fds) == {b"kfunc__kvfree_call_rcu"}
+    assert set(b.kfunc_exit_fds) == {b"kretfunc__kvfree_call_rcu"}
+    assert ("attach_tracepoint", b"kmem:kfree", b"tracepoint__kmem__kfree") in b.calls
+    sw.pause()  # and again, as every repeat does
+    assert not b.kfunc_entry_fds
+
+
+def test_switch_refuses_kprobes():
+    with pytest.raises(UserError, match="kprobes"):
+        bench.Switch(FakeBpf(kprobes=True)).pause()
+
+
+def test_stats_delta_per_call():
+    before = {"kfunc__kvfree_call_rcu": {"run_cnt": 100, "run_time_ns": 10_000}}
+    after = [
+        {"name": "kfunc__kvfree_call_rcu", "run_cnt": 1100, "run_time_ns": 210_000},
+        {"name": "tracepoint__kmem__kfree", "run_cnt": 2000, "run_time_ns": 100_000},
+        {"name": "kfunc__synchronize_rcu", "run_cnt": 0, "run_time_ns": 0},
+    ]
+    d = bench._stats_delta(before, after, 5000.0)
+    assert d["kvfree_call_rcu_runs"] == 1000
+    assert d["entry_ns_per_run"] == 200.0
+    assert d["bpf_ns_per_call"] == 300.0  # (200k + 100k) ns over 1000 calls
+    assert d["programs"][2]["avg_ns"] is None
+    none = bench._stats_delta({}, [], 1.0)
+    assert none["entry_ns_per_run"] is None and none["bpf_ns_per_call"] is None
+
+
+def test_result_medians_ratios_and_text():
+    class K:
+        release = "6.12.1"
+
+    rates = {"unprobed": [400.0, 500.0, 600.0], "empty": [450.0, 400.0, 500.0],
+             "full": [100.0, 250.0, 200.0]}
+    stats = {"empty": {"calls_per_s": 390.0, "kvfree_call_rcu_runs": 9,
+                       "entry_ns_per_run": 150.0, "bpf_ns_per_call": 150.0, "programs": []}}
+    python = [{"workers": 1, "calls_per_s": 100.0}, {"workers": 2, "calls_per_s": 200.0}]
+    r = bench._result(K(), 2, 3, 1.5, rates, stats, python)
+    assert r["phases"]["unprobed"] == {"calls_per_s": [400.0, 500.0, 600.0], "min": 400.0,
+                                       "median": 500.0, "max": 600.0}
+    assert r["ratio_to_unprobed"] == {"unprobed": 1.0, "empty": 0.9, "full": 0.4}
+    # 2 threads, one per CPU: a call takes 2/rate s; full adds 2/200 - 2/500 s per call
+    assert r["added_ns_per_call"]["full"] == pytest.approx(2 * (1 / 200 - 1 / 500) * 1e9)
+    assert r["native_over_python"] == {"1": 5.0, "2": 2.5}
+    out = bench.text(r)
+    assert "full" in out and "0.400" in out and "entry 150.0 ns/run" in out
+    assert "1 worker(s): 100 calls/s; native unprobed median is 5.0x" in out
