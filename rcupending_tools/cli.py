@@ -234,6 +234,7 @@ def stress_kvfree(
 
         native.binary()  # build it now (once), not inside the measured window
     _terminate_as_interrupt()
+    kernel_version = KernelInfo().version  # the headless truth depends on it
     src = col = run = None
     if measure:
         src, col = _live_collector(self_cost=self_cost)
@@ -243,7 +244,7 @@ def stress_kvfree(
             col.update(src.read())
         if headless:
             try:
-                run = headless_stress.start(count or 0, name_len, rate, KernelInfo().version)
+                run = headless_stress.start(count or 0, name_len, rate, kernel_version)
             except PermissionError as e:
                 raise UserError(str(e)) from None
         elif driver == "native":
@@ -259,7 +260,7 @@ def stress_kvfree(
             expected = run.wait()
         except RuntimeError as e:
             raise UserError(str(e)) from None
-        if headless and KernelInfo().version < headless_stress.HEADLESS_SINCE:
+        if headless and kernel_version < headless_stress.HEADLESS_SINCE:
             expected["note"] = "before 6.15 kernfs frees renamed names with kfree_const()"
         result: dict = {"expected": expected}
         if src is not None:

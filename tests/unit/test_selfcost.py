@@ -3,10 +3,8 @@ RawSample, copied by the collector, valid by the schema, exported and shown."""
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
-import struct
 import time
 
 import pytest
@@ -16,6 +14,7 @@ from rcupending_tools.collector import Collector, RawSample, provenance
 from rcupending_tools.live import LiveSource
 from rcupending_tools.schema import validation_errors
 from rcupending_tools.views import metrics
+from tests.socket_filter import load_socket_filter
 from tests.unit.surfaces_fixtures import full_snapshots
 from tests.unit.test_surfaces_top import frame
 
@@ -122,18 +121,6 @@ def test_bpf_stats_null_when_off_or_not_reported():
     assert selfcost.bpf_prog_stats([], stats_enabled=True) == (None, None)
 
 
-def _load_socket_filter() -> int:
-    """A 2-instruction socket filter (r0 = 0; exit) loaded with bpf(BPF_PROG_LOAD); -1 if the
-    kernel refuses it (no root/CAP_BPF)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.syscall.restype = ctypes.c_long
-    insns = ctypes.create_string_buffer(struct.pack("<BBhiBBhi", 0xB7, 0, 0, 0, 0x95, 0, 0, 0))
-    lic = ctypes.create_string_buffer(b"GPL")
-    attr = struct.pack(
-        "<IIQQIIQI", 1, 2, ctypes.addressof(insns), ctypes.addressof(lic), 0, 0, 0, 0
-    ).ljust(128, b"\0")
-    buf = ctypes.create_string_buffer(attr, 128)
-    return int(libc.syscall(321, 5, buf, 128))  # x86-64 __NR_bpf, BPF_PROG_LOAD
 
 
 def test_a_real_program_fd_is_found_and_stats_are_not_enabled():
@@ -141,7 +128,7 @@ def test_a_real_program_fd_is_found_and_stats_are_not_enabled():
         pytest.skip("the raw bpf() syscall number is x86-64's")
     with open(selfcost.STATS_SYSCTL) as f:
         sysctl_on = f.read().strip() == "1"
-    fd = _load_socket_filter()
+    fd = load_socket_filter()
     if fd < 0:
         pytest.skip("this kernel refuses BPF_PROG_LOAD here")
     try:

@@ -15,7 +15,8 @@ from rcupending_tools.collector import Collector, RawSample, provenance
 from rcupending_tools.live import LiveSource
 from rcupending_tools.schema import validation_errors
 from rcupending_tools.views.text import program_lines
-from tests.unit.test_selfcost import PROG_FDINFO, _load_socket_filter
+from tests.socket_filter import load_socket_filter
+from tests.unit.test_selfcost import PROG_FDINFO
 
 SO_ATTACH_BPF = 50
 
@@ -115,7 +116,7 @@ def test_enable_stats_counts_runs_only_while_the_fd_is_held():
     with open(selfcost.STATS_SYSCTL) as f:
         if f.read().strip() == "1":
             pytest.skip("kernel.bpf_stats_enabled=1 here: stats are on regardless of the fd")
-    fd = _load_socket_filter()
+    fd = load_socket_filter()
     if fd < 0:
         pytest.skip("this kernel refuses BPF_PROG_LOAD here")
     prog = [selfcost.Program("test", "socket_filter", fd)]

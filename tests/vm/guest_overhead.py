@@ -4,7 +4,6 @@ on purpose with a tiny tracking map, and what a `kill -9` leaves behind. Prints 
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import signal
@@ -19,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # this checkout's 
 
 from rcupending_tools import leftovers, selfcost  # noqa: E402
 from rcupending_tools.stress import native  # noqa: E402
+from tests.socket_filter import load_socket_filter  # noqa: E402
 
 CLI = [sys.executable, "-m", "rcupending_tools.cli"]
 KPROBE_EVENTS = Path("/sys/kernel/tracing/kprobe_events")
@@ -69,18 +69,6 @@ def state() -> dict:
     }
 
 
-def _load_socket_filter() -> int:
-    """r0 = 0; exit, by bpf(BPF_PROG_LOAD) (as tests/unit/test_selfcost.py, without importing
-    the unit tier into the guest)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.syscall.restype = ctypes.c_long
-    insns = ctypes.create_string_buffer(struct.pack("<BBhiBBhi", 0xB7, 0, 0, 0, 0x95, 0, 0, 0))
-    lic = ctypes.create_string_buffer(b"GPL")
-    attr = struct.pack(
-        "<IIQQIIQI", 1, 2, ctypes.addressof(insns), ctypes.addressof(lic), 0, 0, 0, 0
-    ).ljust(128, b"\0")
-    buf = ctypes.create_string_buffer(attr, 128)
-    return int(libc.syscall(321, 5, buf, 128))  # x86-64 __NR_bpf, BPF_PROG_LOAD
 
 
 class StatsProbe:
@@ -89,7 +77,7 @@ class StatsProbe:
     Raw bpf() syscalls: nothing to compile in the VM."""
 
     def __init__(self) -> None:
-        self.fd = _load_socket_filter()
+        self.fd = load_socket_filter()
         assert self.fd >= 0, "BPF_PROG_LOAD of a socket filter failed"
         self.prog = [selfcost.Program("probe", "socket_filter", self.fd)]
 
