@@ -20,6 +20,7 @@
  *
  * Kernel code only counts: per-CPU counters, per-path log2 histograms, per-task sums. */
 #include "common.bpf.h"
+#include "kmem.bpf.h"
 
 /* Where an object's wait ended (keep in sync with collector.KVFREE_PATHS). */
 enum free_path {
@@ -74,8 +75,6 @@ enum kv_dur {
 	NDUR = 6,
 };
 
-#define HIST_SLOTS 64
-
 struct inflight {
 	u64 ts;
 	u64 gp_seq;
@@ -86,6 +85,12 @@ struct inflight {
 };
 
 #define MAX_CPUS 1024
+
+#ifdef HAVE_PENDING_BACKEND
+#define PENDING_BACKEND 1  /* kvfree_rcu() backed by rcu_pending (a patched kernel) */
+#else
+#define PENDING_BACKEND 0
+#endif
 
 /* Per-task context of a running kvfree path: which path, and for kvfree_call_rcu() itself the
  * object and whether synchronize_rcu() ran inside it (the headless inline fallback). */
@@ -136,30 +141,6 @@ static __always_inline void stat_add(u32 idx, u64 n)
 		*c += n;
 }
 
-/* floor(log2(v)) (0 for v = 0) without branches: smear the top bit down, count the bits.
- * Branch-free, so the verifier walks the 512-record bulk loop as one path per record. */
-static __always_inline u32 log2_slot(u64 v)
-{
-	v |= 1;
-	v |= v >> 1;
-	v |= v >> 2;
-	v |= v >> 4;
-	v |= v >> 8;
-	v |= v >> 16;
-	v |= v >> 32;
-	v = v - ((v >> 1) & 0x5555555555555555ULL);
-	v = (v & 0x3333333333333333ULL) + ((v >> 2) & 0x3333333333333333ULL);
-	v = (v + (v >> 4)) & 0x0F0F0F0F0F0F0F0FULL;
-	return (u32)((v * 0x0101010101010101ULL) >> 56) - 1;  /* 0..63 */
-}
-
-static __always_inline u64 read_u64(u64 addr)
-{
-	u64 v = 0;
-	bpf_probe_read_kernel(&v, sizeof(v), (void *)addr);
-	return v;
-}
-
 static __always_inline void ev_add(u32 idx, u64 n)
 {
 	u64 *c = kv_events.lookup(&idx);
@@ -173,75 +154,6 @@ static __always_inline void dur_add(u32 which, u64 ns)
 	u64 *h = kv_dur_hist.lookup(&slot);
 	if (h)
 		(*h)++;
-}
-
-/* A BTF-typed fentry argument as a plain number: the verifier refuses arithmetic with
- * unbounded scalars on typed pointers, and a copy through bpf_probe_read is a scalar. */
-static __always_inline u64 to_scalar(void *p)
-{
-	u64 in = (u64)p, out = 0;
-	bpf_probe_read_kernel(&out, sizeof(out), &in);
-	return out;
-}
-
-static __always_inline u64 gp_seq_now(void)
-{
-#ifdef RCU_GP_SEQ_ADDR
-	return read_u64(RCU_GP_SEQ_ADDR);
-#else
-	return 0;
-#endif
-}
-
-/* The slab object holding `addr`: its slot size (kmem_cache.size, the bytes it really holds)
- * and, in *start, the object's first byte. 0 when not a slab object (or bytes unavailable). */
-static __always_inline u64 slab_lookup(u64 addr, bool *is_vmalloc, u64 *start)
-{
-	*is_vmalloc = false;
-	*start = addr;
-#ifdef BYTES_UNAVAILABLE
-	return 0;
-#else
-	u64 vmalloc_base = read_u64(VMALLOC_BASE_ADDR);
-	u64 page_offset = read_u64(PAGE_OFFSET_BASE_ADDR);
-	u64 vmemmap = read_u64(VMEMMAP_BASE_ADDR);
-	u64 page, head, cache, base;
-	u32 size = 0;
-
-	*is_vmalloc = addr >= vmalloc_base && addr - vmalloc_base < (32ULL << 40);
-	if (*is_vmalloc || addr < page_offset)
-		return 0;
-	page = vmemmap + ((addr - page_offset) >> 12) * PAGE_STRUCT_SIZE;
-	head = read_u64(page + OFF_PAGE_COMPOUND_HEAD);
-	if (head & 1) {
-		/* Tail page: compound_head is head + 1; 7.x compound_info with HVO holds instead
-		 * GENMASK(63, shift) | 1, a mask to apply to the tail's own address. */
-		u64 m = head & ~1ULL;
-		if (((~m) & (~m + 1)) == 0)
-			page = page & m;
-		else
-			page = head - 1;
-	}
-#if defined(SLAB_BY_PAGE_TYPE)
-	u32 page_type = 0;
-	bpf_probe_read_kernel(&page_type, sizeof(page_type), (void *)(page + OFF_PAGE_TYPE));
-	if ((page_type >> 24) != SLAB_TYPE)
-		return 0;
-#elif defined(SLAB_BY_FLAG)
-	if (!(read_u64(page + OFF_PAGE_FLAGS) & (1ULL << SLAB_FLAG_BIT)))
-		return 0;
-#endif
-	cache = read_u64(page + OFF_SLAB_CACHE);
-	if (!cache)
-		return 0;
-	bpf_probe_read_kernel(&size, sizeof(size), (void *)(cache + OFF_KMEM_CACHE_SIZE));
-	if (!size)
-		return 0;
-	base = page_offset + (((page - vmemmap) / PAGE_STRUCT_SIZE) << 12);
-	if (addr >= base)
-		*start = base + ((addr - base) / size) * size;
-	return size;
-#endif
 }
 
 static __always_inline void on_enqueue(u64 ptr, bool headless)
@@ -519,15 +431,17 @@ TRACEPOINT_PROBE(kmem, kfree)
 	{
 		struct phase_ctx pc;
 		phases_begin(&pc, 1);
-		on_free((u64)args->ptr, PATH_LIST, true, &pc);
+		on_free((u64)args->ptr, PATH_LIST, !PENDING_BACKEND, &pc);
 		phases_end(&pc);
 	}
 	return 0;
 }
 
-#ifdef HAVE_KFREE_RCU_WORK_CTX
+#if defined(HAVE_KFREE_RCU_WORK_CTX) || defined(HAVE_PENDING_BACKEND)
 /* 6.1: kfree_rcu_work() frees bulk pages with kfree_bulk()/vfree() and the list with
- * kvfree(); fentry cannot read those functions' (const) void pointers: kprobes. */
+ * kvfree(); the rcu_pending backend's __process_finished_items() frees each radix node with
+ * kfree_bulk() and each list object with kvfree(). fentry cannot read those functions'
+ * (const) void pointers: kprobes. */
 int kprobe_kmem_cache_free_bulk(struct pt_regs *ctx)
 {
 	if (current_ctx() == PATH_BULK)
@@ -542,9 +456,30 @@ int kprobe_vfree(struct pt_regs *ctx)
 	{
 		struct phase_ctx pc;
 		phases_begin(&pc, 1);
-		on_free(PT_REGS_PARM1(ctx), PATH_BULK, true, &pc);
+		/* rcu_pending keeps vmalloc objects on its lists; krc in bulk pages */
+		on_free(PT_REGS_PARM1(ctx), PENDING_BACKEND ? PATH_LIST : PATH_BULK, true, &pc);
 		phases_end(&pc);
 	}
+	return 0;
+}
+#endif
+
+#ifdef HAVE_PENDING_BACKEND
+#define RCU_PENDING_KVFREE 1  /* rcu_pending.process of the kvfree_rcu() pending */
+
+/* __process_finished_items(pending, p, flags) of the kvfree_rcu() rcu_pending: every kfree_bulk(),
+ * kvfree() until it returns frees kvfree_rcu objects whose grace period ended. */
+int kprobe_pending_process_enter(struct pt_regs *ctx)
+{
+	if (read_u64(PT_REGS_PARM1(ctx) + OFF_PENDING_PROCESS) == RCU_PENDING_KVFREE)
+		list_enter(PATH_BULK);
+	return 0;
+}
+
+int kretprobe_pending_process_exit(struct pt_regs *ctx)
+{
+	if (current_ctx() == PATH_BULK)
+		list_exit();
 	return 0;
 }
 #endif

@@ -12,7 +12,7 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import __version__, kvfree_metrics
+from . import __version__, kvfree_metrics, pending_metrics
 from .schema import SCHEMA_NAME, SCHEMA_VERSION, Snapshot
 
 # Index order of the BPF side's enums (bpf/common.bpf.h, bpf/*.bpf.c).
@@ -38,6 +38,12 @@ class RawSample:
     kvfree_dur_hist: list[int] | None = None  # [kvfree_metrics.DURATIONS * 64 + log2 slot]
     pending_enqueued: list[int] | None = None  # [cpu]
     pending_by_task: dict[TaskKey, int] | None = None
+    pending_stats: list[list[int]] | None = None  # [pending_metrics.PS * NFL + flavor][cpu]
+    pending_lat_hist: list[int] | None = None  # [flavor * 64 + log2 slot], summed over CPUs
+    pending_gp_hist: list[int] | None = None
+    pending_run_hist: list[int] | None = None  # objects per __process_finished_items run
+    pending_in_map: dict[str, int] | None = None  # tracked objects counted in the map (costly)
+    pending_callbacks: list[dict[str, Any]] | None = None  # process fns seen at enqueue
     nolock_stats: list[list[int]] | None = None  # [attempts, failures][cpu]
     lost: list[int] = field(default_factory=lambda: [0] * len(LOST_REASONS))
     self_cost: dict[str, Any] | None = None  # selfcost.sample() of the reading process
@@ -62,6 +68,12 @@ class RawSample:
             "kvfree_dur_hist": self.kvfree_dur_hist,
             "pending_enqueued": self.pending_enqueued,
             "pending_by_task": tasks(self.pending_by_task),
+            "pending_stats": self.pending_stats,
+            "pending_lat_hist": self.pending_lat_hist,
+            "pending_gp_hist": self.pending_gp_hist,
+            "pending_run_hist": self.pending_run_hist,
+            "pending_in_map": self.pending_in_map,
+            "pending_callbacks": self.pending_callbacks,
             "nolock_stats": self.nolock_stats,
             "lost": self.lost,
             "self_cost": self.self_cost,
@@ -86,6 +98,12 @@ class RawSample:
             kvfree_dur_hist=d.get("kvfree_dur_hist"),
             pending_enqueued=d.get("pending_enqueued"),
             pending_by_task=tasks(d.get("pending_by_task")),
+            pending_stats=d.get("pending_stats"),
+            pending_lat_hist=d.get("pending_lat_hist"),
+            pending_gp_hist=d.get("pending_gp_hist"),
+            pending_run_hist=d.get("pending_run_hist"),
+            pending_in_map=d.get("pending_in_map"),
+            pending_callbacks=d.get("pending_callbacks"),
             nolock_stats=d.get("nolock_stats"),
             lost=list(d.get("lost") or [0] * len(LOST_REASONS)),
             self_cost=d.get("self_cost"),
@@ -139,7 +157,7 @@ class Collector:
                 "total": sum(raw.lost),
                 "by_reason": dict(zip(LOST_REASONS, raw.lost, strict=False)),
             },
-            "histograms": kvfree_metrics.histograms(raw),
+            "histograms": kvfree_metrics.histograms(raw) | pending_metrics.histograms(raw),
             "self_cost": None if raw.self_cost is None else dict(raw.self_cost),
         }
         self.seq += 1
@@ -149,12 +167,7 @@ class Collector:
         return kvfree_metrics.kvfree_family(raw, self.stress_tgids)
 
     def _pending(self, raw: RawSample) -> dict[str, Any] | None:
-        if raw.pending_enqueued is None:
-            return None
-        return {
-            "enqueued": {"objects": sum(raw.pending_enqueued), "by_cpu": raw.pending_enqueued},
-            "by_process": _by_process(raw.pending_by_task or {}),
-        }
+        return pending_metrics.pending_family(raw, _by_process(raw.pending_by_task or {}))
 
     def _nolock(self, raw: RawSample) -> dict[str, Any] | None:
         if raw.nolock_stats is None:

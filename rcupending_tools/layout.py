@@ -24,6 +24,7 @@ class Layout:
     # kprobes the fentry variant needs too (what fentry cannot read)
     fentry_kprobes: list[tuple[str, str, str]] = field(default_factory=list)
     unavailable: dict[str, str] = field(default_factory=dict)  # metric -> reason
+    facts: dict[str, str] = field(default_factory=dict)  # what was found, e.g. the backend
 
 
 TRACK_MAX_ENV = "RCUPENDING_TRACK_MAX"  # per-object tracking map size (loss tests, tiny hosts)
@@ -59,6 +60,69 @@ def kvfree_layout(kernel: KernelInfo, params: list[str] | None, kind: str) -> La
         d["KVFREE_ARGS_OFFSET"] = None  # 6.1: (head, func) with func = offset of the head
     btf = kernel.btf
 
+    bytes_defines(kernel, lay)
+
+    gp_seq_define(kernel, lay)
+    have = _hookable(kernel, kind)
+
+    enqueue_sym = kernel.clone_name("kvfree_call_rcu") or "kvfree_call_rcu"
+    lay.kprobes += [("kretprobe", enqueue_sym, "kretprobe_kvfree_call_rcu"),
+                    ("kprobe", "synchronize_rcu", "kprobe_synchronize_rcu")]
+    bnode_nr = btf.member_offset("kvfree_rcu_bulk_data", "nr_records") if btf else None
+    bnode_rec = btf.member_offset("kvfree_rcu_bulk_data", "records") if btf else None
+    if have("kvfree_rcu_bulk") and None not in (bnode_nr, bnode_rec):
+        d.update(HAVE_KVFREE_RCU_BULK=None, OFF_BNODE_NR=bnode_nr, OFF_BNODE_RECORDS=bnode_rec)
+        lay.kprobes.append(("kprobe", "kvfree_rcu_bulk", "kprobe_ctx_bulk"))
+    if have("kvfree_rcu_list"):
+        d["HAVE_KVFREE_RCU_LIST"] = None  # its kfree()s are seen at the kmem:kfree tracepoint
+        lay.kprobes += [("kprobe", "kvfree_rcu_list", "kprobe_kvfree_rcu_list"),
+                        ("kretprobe", "kvfree_rcu_list", "kretprobe_list_exit")]
+    if "HAVE_KVFREE_RCU_BULK" not in d and have("kfree_rcu_work"):
+        d["HAVE_KFREE_RCU_WORK_CTX"] = None  # 6.1: the work frees everything itself
+        # fentry cannot read these functions' (const) void pointers: kprobes in both modes
+        frees = [("kprobe", "kmem_cache_free_bulk", "kprobe_kmem_cache_free_bulk"),
+                 ("kprobe", "vfree", "kprobe_vfree")]
+        lay.kprobes += [("kprobe", "kfree_rcu_work", "kprobe_ctx_bulk"),
+                        ("kretprobe", "kfree_rcu_work", "kretprobe_list_exit"), *frees]
+        lay.fentry_kprobes += frees
+    lay.facts["backend"] = kvfree_backend(kernel)
+    if lay.facts["backend"] == "rcu_pending":
+        _pending_backend_defines(kernel, lay)
+    elif "HAVE_KVFREE_RCU_BULK" not in d and "HAVE_KFREE_RCU_WORK_CTX" not in d:
+        lay.unavailable["frees"] = "neither kvfree_rcu_bulk nor kfree_rcu_work can be hooked"
+
+    if kernel.symbol("__kfree_rcu_sheaf") is None:
+        lay.unavailable["sheaf"] = "no kfree_rcu sheaf bypass in this kernel (it arrived in 6.18)"
+    elif not (have("__kfree_rcu_sheaf") and have("rcu_free_sheaf") and btf is not None):
+        lay.unavailable["sheaf"] = "__kfree_rcu_sheaf/rcu_free_sheaf not hookable here"
+    else:
+        size = btf.member_offset("slab_sheaf", "size")
+        objects = btf.member_offset("slab_sheaf", "objects")
+        head = btf.member_offset("slab_sheaf", "rcu_head")
+        if None in (size, objects, head):
+            lay.unavailable["sheaf"] = "struct slab_sheaf layout not in BTF"
+        elif kind != "fentry":
+            lay.unavailable["sheaf"] = "the sheaf path needs fexit (kprobe fallback in use)"
+        else:
+            # rcu_free_sheaf() gets &sheaf->rcu_head; offsets are relative to it.
+            d.update(
+                HAVE_KFREE_RCU_SHEAF=None,
+                OFF_SHEAF_SIZE=size - head,
+                OFF_SHEAF_OBJECTS=objects - head,
+            )
+            if have("rcu_free_sheaf_nobarn"):
+                d["HAVE_RCU_FREE_SHEAF_NOBARN"] = None
+            if len(btf.func_params("__kfree_rcu_sheaf") or []) == 3:
+                d["SHEAF_FREE_FLAGS_ARG"] = None  # 7.x: (s, obj, free_flags); ret is 4th
+    _extras(lay, kind, have, kernel)
+    return lay
+
+
+def bytes_defines(kernel: KernelInfo, lay: Layout) -> None:
+    """Defines for kmem.bpf.h's slab_lookup(): KASLR bases and struct offsets from BTF, how a
+    slab page is recognised; BYTES_UNAVAILABLE (and a reason) when a piece is missing."""
+    d = lay.defines
+    btf = kernel.btf
     bases = {n: _addr(kernel, n) for n in ("page_offset_base", "vmemmap_base", "vmalloc_base")}
     offsets = {}
     if btf is not None:
@@ -100,12 +164,21 @@ def kvfree_layout(kernel: KernelInfo, params: list[str] | None, kind: str) -> La
         else:
             lay.unavailable["slab_check"] = "neither PGTY_slab nor PG_slab in BTF"
 
+
+def gp_seq_define(kernel: KernelInfo, lay: Layout) -> None:
+    """RCU_GP_SEQ_ADDR: rcu_state.gp_seq, the counter normal-RCU cookies come from."""
+    btf = kernel.btf
     rcu_state = _addr(kernel, "rcu_state")
     gp_off = btf.member_offset("rcu_state", "gp_seq") if btf is not None else None
     if rcu_state is not None and gp_off is not None:
-        d["RCU_GP_SEQ_ADDR"] = hex(rcu_state + gp_off)
+        lay.defines["RCU_GP_SEQ_ADDR"] = hex(rcu_state + gp_off)
     else:
         lay.unavailable["latency_gps"] = "rcu_state not in kallsyms (CONFIG_KALLSYMS_ALL off?)"
+
+
+def _hookable(kernel: KernelInfo, kind: str):  # noqa: ANN202
+    """have(sym): the function exists and, for fentry, is a BTF function (not a clone)."""
+    btf = kernel.btf
 
     def have(sym: str) -> bool:
         return kernel.symbol(sym) is not None and (
@@ -117,53 +190,107 @@ def kvfree_layout(kernel: KernelInfo, params: list[str] | None, kind: str) -> La
             )
         )
 
-    enqueue_sym = kernel.clone_name("kvfree_call_rcu") or "kvfree_call_rcu"
-    lay.kprobes += [("kretprobe", enqueue_sym, "kretprobe_kvfree_call_rcu"),
-                    ("kprobe", "synchronize_rcu", "kprobe_synchronize_rcu")]
-    bnode_nr = btf.member_offset("kvfree_rcu_bulk_data", "nr_records") if btf else None
-    bnode_rec = btf.member_offset("kvfree_rcu_bulk_data", "records") if btf else None
-    if have("kvfree_rcu_bulk") and None not in (bnode_nr, bnode_rec):
-        d.update(HAVE_KVFREE_RCU_BULK=None, OFF_BNODE_NR=bnode_nr, OFF_BNODE_RECORDS=bnode_rec)
-        lay.kprobes.append(("kprobe", "kvfree_rcu_bulk", "kprobe_ctx_bulk"))
-    if have("kvfree_rcu_list"):
-        d["HAVE_KVFREE_RCU_LIST"] = None  # its kfree()s are seen at the kmem:kfree tracepoint
-        lay.kprobes += [("kprobe", "kvfree_rcu_list", "kprobe_kvfree_rcu_list"),
-                        ("kretprobe", "kvfree_rcu_list", "kretprobe_list_exit")]
-    if "HAVE_KVFREE_RCU_BULK" not in d and have("kfree_rcu_work"):
-        d["HAVE_KFREE_RCU_WORK_CTX"] = None  # 6.1: the work frees everything itself
-        # fentry cannot read these functions' (const) void pointers: kprobes in both modes
-        frees = [("kprobe", "kmem_cache_free_bulk", "kprobe_kmem_cache_free_bulk"),
-                 ("kprobe", "vfree", "kprobe_vfree")]
-        lay.kprobes += [("kprobe", "kfree_rcu_work", "kprobe_ctx_bulk"),
-                        ("kretprobe", "kfree_rcu_work", "kretprobe_list_exit"), *frees]
-        lay.fentry_kprobes += frees
-    if "HAVE_KVFREE_RCU_BULK" not in d and "HAVE_KFREE_RCU_WORK_CTX" not in d:
-        lay.unavailable["frees"] = "neither kvfree_rcu_bulk nor kfree_rcu_work can be hooked"
+    return have
 
-    if kernel.symbol("__kfree_rcu_sheaf") is None:
-        lay.unavailable["sheaf"] = "no kfree_rcu sheaf bypass in this kernel (it arrived in 6.18)"
-    elif not (have("__kfree_rcu_sheaf") and have("rcu_free_sheaf") and btf is not None):
-        lay.unavailable["sheaf"] = "__kfree_rcu_sheaf/rcu_free_sheaf not hookable here"
+
+# A patched kernel whose kvfree_call_rcu() enqueues on an rcu_pending (the seed's patch 9/9):
+# the enqueue is an always-inline __rcu_pending_enqueue(), and objects are freed by
+# __process_finished_items() (kfree_bulk() per radix node, kvfree() per list object).
+PENDING_KVFREE_SYMBOL = "kvfree_rcu_pending"  # the static struct rcu_pending behind kvfree_rcu
+KRC_FUNCTIONS = ("kvfree_rcu_bulk", "kfree_rcu_work", "kfree_rcu_monitor")
+
+
+def kvfree_backend(kernel: KernelInfo) -> str:
+    """"rcu_pending" when kvfree_rcu() is backed by rcu_pending, else "krc" (the kernel's own
+    batching, with the sheaf bypass where it exists)."""
+    return "rcu_pending" if _pending_backend(kernel) else "krc"
+
+
+def _pending_backend(kernel: KernelInfo) -> bool:
+    if kernel.symbol(PENDING_KVFREE_SYMBOL) is not None:
+        return True
+    has_krc = any(kernel.symbol(f) is not None for f in KRC_FUNCTIONS)
+    return not has_krc and kernel.symbol("__process_finished_items") is not None
+
+
+def _pending_backend_defines(kernel: KernelInfo, lay: Layout) -> None:
+    btf = kernel.btf
+    off = btf.member_offset("rcu_pending", "process") if btf is not None else None
+    proc = kernel.clone_name("__process_finished_items")
+    if off is None or proc is None:
+        lay.unavailable["frees"] = "rcu_pending backend: struct rcu_pending or " \
+            "__process_finished_items not found (BTF/kallsyms)"
+        return
+    lay.defines.update(HAVE_PENDING_BACKEND=None, OFF_PENDING_PROCESS=off)
+    # kprobes in both modes: fentry cannot read kfree_bulk()'s and vfree()'s const pointers
+    hooks = [
+        ("kprobe", proc, "kprobe_pending_process_enter"),
+        ("kretprobe", proc, "kretprobe_pending_process_exit"),
+        ("kprobe", "kmem_cache_free_bulk", "kprobe_kmem_cache_free_bulk"),
+        ("kprobe", "vfree", "kprobe_vfree"),
+    ]
+    lay.kprobes += hooks
+    lay.fentry_kprobes += hooks
+    lay.unavailable["pre_attach_list"] = (
+        "rcu_pending backend: list-path frees of objects enqueued before attach are not "
+        "counted (the headless rcu_head kfree() looks alike)"
+    )
+
+
+# Known rcu_pending process callbacks (pending, obj): the objects they get have waited out
+# their grace period. The lab module's (kernel/lab-6.12/module) and bcachefs's key cache.
+PROCESS_CALLBACKS = ("rcupending_lab_process", "__bkey_cached_free")
+
+
+def pending_layout(kernel: KernelInfo, params: list[str] | None, kind: str) -> Layout:
+    """Defines and extra kprobes for bpf/rcu_pending.bpf.c on this kernel."""
+    lay = Layout()
+    d = lay.defines
+    if (cap := track_max()) is not None:
+        d["TRACK_MAX"] = cap
+    btf = kernel.btf
+    bytes_defines(kernel, lay)
+    gp_seq_define(kernel, lay)
+
+    def off(struct: str, member: str) -> int | None:
+        return btf.member_offset(struct, member) if btf is not None else None
+
+    srcu, process = off("rcu_pending", "srcu"), off("rcu_pending", "process")
+    # Without BTF: the layout every rcu_pending copy has had ({p, srcu, process} pointers).
+    d.update(OFF_PENDING_SRCU=8 if srcu is None else srcu,
+             OFF_PENDING_PROCESS=16 if process is None else process)
+    sup, sgp = off("srcu_struct", "srcu_sup"), off("srcu_usage", "srcu_gp_seq")
+    if None in (sup, sgp):
+        lay.unavailable["latency_gps_srcu"] = "srcu_struct.srcu_sup / srcu_usage.srcu_gp_seq " \
+            "not in BTF"
     else:
-        size = btf.member_offset("slab_sheaf", "size")
-        objects = btf.member_offset("slab_sheaf", "objects")
-        head = btf.member_offset("slab_sheaf", "rcu_head")
-        if None in (size, objects, head):
-            lay.unavailable["sheaf"] = "struct slab_sheaf layout not in BTF"
-        elif kind != "fentry":
-            lay.unavailable["sheaf"] = "the sheaf path needs fexit (kprobe fallback in use)"
-        else:
-            # rcu_free_sheaf() gets &sheaf->rcu_head; offsets are relative to it.
-            d.update(
-                HAVE_KFREE_RCU_SHEAF=None,
-                OFF_SHEAF_SIZE=size - head,
-                OFF_SHEAF_OBJECTS=objects - head,
-            )
-            if have("rcu_free_sheaf_nobarn"):
-                d["HAVE_RCU_FREE_SHEAF_NOBARN"] = None
-            if len(btf.func_params("__kfree_rcu_sheaf") or []) == 3:
-                d["SHEAF_FREE_FLAGS_ARG"] = None  # 7.x: (s, obj, free_flags); ret is 4th
-    _extras(lay, kind, have, kernel)
+        d.update(OFF_SRCU_SUP=sup, OFF_SRCU_GP_SEQ=sgp)
+
+    hooks: list[tuple[str, str, str]] = []
+    parent = off("rcu_pending_pcpu", "parent")
+    if (sym := kernel.clone_name("rcu_pending_enqueue_list")) and parent is not None:
+        d.update(HAVE_ENQUEUE_LIST=None, OFF_PCPU_PARENT=parent)
+        hooks.append(("kprobe", sym, "kprobe_pending_enqueue_list"))
+    else:
+        lay.unavailable["list_fallback"] = "rcu_pending_enqueue_list or struct " \
+            "rcu_pending_pcpu not found (inlined, or no BTF)"
+    for name in ("rcu_pending_dequeue", "rcu_pending_dequeue_from_all"):
+        if sym := kernel.clone_name(name):
+            hooks.append(("kretprobe", sym, "kretprobe_pending_dequeue"))
+    if sym := kernel.clone_name("__process_finished_items"):
+        d["HAVE_PROCESS_FINISHED"] = None
+        hooks += [("kprobe", sym, "kprobe_pending_process_run"),
+                  ("kretprobe", sym, "kretprobe_pending_process_run")]
+    else:
+        lay.unavailable["runs"] = "__process_finished_items not in kallsyms (inlined)"
+    callbacks = [c for c in PROCESS_CALLBACKS if kernel.symbol(c) is not None]
+    hooks += [("kprobe", c, "kprobe_pending_processed") for c in callbacks]
+    lay.facts["process_callbacks"] = ",".join(callbacks)
+    if not callbacks:
+        lay.unavailable["processed"] = "no known process callback in this kernel " \
+            f"({', '.join(PROCESS_CALLBACKS)}): enqueued objects are not followed to processing"
+    lay.kprobes += hooks
+    lay.fentry_kprobes += hooks
     return lay
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from . import kvfree_metrics as km
 from . import leftovers, planner, selfcost
+from . import pending_metrics as pm
 from .bpfload import Loaded
 from .collector import LOST_REASONS, RawSample, TaskKey
 from .kernel import KernelInfo
@@ -119,6 +120,47 @@ class LiveSource:
         if count_map:
             raw.kvfree_in_map = self._count_inflight(b, raw.kvfree_stats)
 
+    def _read_pending(self, b: Any, raw: RawSample, count_map: bool = False) -> None:
+        # Processed/dequeued sides (histograms) before the enqueue totals, like kvfree.
+        n = pm.NFL * km.HIST_SLOTS
+        raw.pending_lat_hist = _summed(b["pending_lat_hist"], n)
+        raw.pending_gp_hist = _summed(b["pending_gp_hist"], n)
+        raw.pending_run_hist = _summed(b["pending_run_hist"], n)
+        raw.pending_by_task = _tasks(b["pending_by_task"])
+        facts = next((st.facts for st in self.statuses if st.name == "rcu_pending_enqueue"), {})
+        names = [n for n in facts.get("process_callbacks", "").split(",") if n]
+        hooked = {sym.address for n in names if (sym := self.kernel.symbol(n))}
+        raw.pending_callbacks = [
+            {
+                "address": hex(addr),
+                "symbol": pm.KVFREE_PROCESS_NAME
+                if addr == pm.KVFREE_PROCESS
+                else (self.kernel.ksym_at(addr) or ""),
+                "enqueued": int(v.value),
+                "hooked": addr in hooked or addr == pm.KVFREE_PROCESS,
+            }
+            for addr, v in ((int(k.value), v) for k, v in b["pending_callbacks"].items())
+        ]
+        raw.pending_stats = _percpu_rows(b["pending_stats"], pm.PS_MAX * pm.NFL)
+        raw.pending_enqueued = pm.enqueued_by_cpu(raw.pending_stats)
+        if count_map:
+            raw.pending_in_map = self._count_pending(b, raw.pending_stats)
+
+    @staticmethod
+    def _count_pending(b: Any, stats: list[list[int]], tries: int = 5) -> dict[str, int] | None:
+        """The tracking map between two identical counter reads (see _count_inflight)."""
+        for _ in range(tries):
+            counts = {"objects": 0, "bytes": 0}
+            for v in b["pending_inflight"].values():
+                counts["objects"] += 1
+                counts["bytes"] += int(v.bytes)
+            after = _percpu_rows(b["pending_stats"], pm.PS_MAX * pm.NFL)
+            if after == stats:
+                return counts
+            stats[:] = after
+            time.sleep(0.05)
+        return None
+
     @staticmethod
     def _count_inflight(b: Any, stats: list[list[int]], tries: int = 5) -> dict[str, int] | None:
         """Count the tracking map between two identical reads of the counters (so the count
@@ -159,8 +201,7 @@ class LiveSource:
             if name == "kvfree_call_rcu":
                 self._read_kvfree(b, raw, count_map)
             elif name == "rcu_pending_enqueue":
-                raw.pending_enqueued = _percpu_rows(b["pending_enqueued"], 1)[0]
-                raw.pending_by_task = _tasks(b["pending_by_task"])
+                self._read_pending(b, raw, count_map)
             elif name == "alloc_pages_nolock":
                 raw.nolock_stats = _percpu_rows(b["nolock_stats"], 2)
         raw.lost = lost

@@ -33,6 +33,7 @@ class ProbeStatus:
     detail: str = ""
     tried: list[str] = field(default_factory=list)  # "kind: reason" per failed attempt
     unavailable: dict[str, str] = field(default_factory=dict)  # metric -> why, once attached
+    facts: dict[str, str] = field(default_factory=dict)  # layout findings, e.g. kvfree backend
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -84,12 +85,12 @@ def bind(probe: Probe, kernel: KernelInfo) -> Binding | ProbeStatus:
     return ProbeStatus(probe.name, probe.function, Status.ABSENT, detail=reason)
 
 
-Attempt = tuple[AttachKind, dict, list, dict[str, str]]
+Attempt = tuple[AttachKind, dict, list, dict[str, str], dict[str, str]]
 
 
 def attempts(binding: Binding, kernel: KernelInfo) -> list[Attempt]:
-    """(kind, -D defines, kprobe attach list, unavailable metrics) per attach kind, in
-    preference order."""
+    """(kind, -D defines, kprobe attach list, unavailable metrics, layout facts) per attach
+    kind, in preference order."""
     probe, sym = binding.probe, binding.symbol
     base: dict[str, str | None] = {f"{probe.prefix}_SYM": sym}
     if binding.params and binding.params[:1] == ["gfp_flags"]:
@@ -100,17 +101,20 @@ def attempts(binding: Binding, kernel: KernelInfo) -> list[Attempt]:
         extra: list[tuple[str, str, str]] = []
         fentry_extra: list[tuple[str, str, str]] = []
         unavailable: dict[str, str] = {}
+        facts: dict[str, str] = {}
         if probe.layout:
             lay = getattr(layout, probe.layout)(kernel, binding.params, str(kind))
             defines.update(lay.defines)
             extra, fentry_extra, unavailable = lay.kprobes, lay.fentry_kprobes, lay.unavailable
+            facts = lay.facts
         if kind is AttachKind.FENTRY:
             defines[f"{probe.prefix}_FENTRY"] = None
-            out.append((kind, defines, list(fentry_extra), unavailable))
+            out.append((kind, defines, list(fentry_extra), unavailable, facts))
         elif kind is AttachKind.KPROBE:
             defines[f"{probe.prefix}_KPROBE"] = None
             mech = "kretprobe" if probe.needs_return else "kprobe"
-            out.append((kind, defines, [(mech, sym, probe.kprobe_fn), *extra], unavailable))
+            attach_list = [(mech, sym, probe.kprobe_fn), *extra]
+            out.append((kind, defines, attach_list, unavailable, facts))
     return out
 
 
@@ -135,7 +139,7 @@ def attach(probe: Probe, kernel: KernelInfo) -> tuple[ProbeStatus, bpfload.Loade
     status = ProbeStatus(
         probe.name, probe.function, Status.BLOCKED, bound.symbol, bound.module, bound.params
     )
-    for kind, defines, attach_list, unavailable in attempts(bound, kernel):
+    for kind, defines, attach_list, unavailable, facts in attempts(bound, kernel):
         if kind is AttachKind.FENTRY and (why := _fentry_precheck(bound, kernel)):
             status.tried.append(f"fentry: {why}")
             continue
@@ -146,6 +150,7 @@ def attach(probe: Probe, kernel: KernelInfo) -> tuple[ProbeStatus, bpfload.Loade
             continue
         status.status = Status.ATTACHED
         status.unavailable = dict(unavailable)
+        status.facts = dict(facts)
         status.mechanism = (
             ("fexit" if probe.needs_return else "fentry")
             if (kind is AttachKind.FENTRY)

@@ -115,6 +115,7 @@ RCU_PENDING_ENQUEUE = Probe(
         ),
     ),
     absent_reason="rcu_pending exists only in fs/bcachefs (6.12-6.17) or a patched kernel",
+    layout="pending_layout",
 )
 
 NOLOCK_ALLOC = Probe(

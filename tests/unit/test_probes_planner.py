@@ -71,7 +71,7 @@ def test_nolock_gfp_argument_sets_define(tmp_path):
     )
     b = planner.bind(NOLOCK_ALLOC, k)
     kinds = planner.attempts(b, k)
-    assert [str(kind) for kind, _, _, _ in kinds] == ["fentry", "kprobe"]
+    assert [str(kind) for kind, *_ in kinds] == ["fentry", "kprobe"]
     fentry_defines = kinds[0][1]
     assert fentry_defines["NOLOCK_SYM"] == "alloc_pages_nolock_noprof"
     assert "NOLOCK_GFP_ARG" in fentry_defines and "NOLOCK_FENTRY" in fentry_defines

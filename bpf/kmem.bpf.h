@@ -1,0 +1,102 @@
+/* Helpers without maps shared by probe files (bcc rewrites map calls only in the main
+ * source, so nothing here may touch a map): log2 slots, kernel reads, slab object sizes from
+ * BTF-derived offsets (-D defines from layout.bytes_defines()). */
+#ifndef RCUPENDING_KMEM_BPF_H
+#define RCUPENDING_KMEM_BPF_H
+
+#define HIST_SLOTS 64
+
+/* floor(log2(v)) (0 for v = 0) without branches: smear the top bit down, count the bits.
+ * Branch-free, so the verifier walks the 512-record bulk loop as one path per record. */
+static __always_inline u32 log2_slot(u64 v)
+{
+	v |= 1;
+	v |= v >> 1;
+	v |= v >> 2;
+	v |= v >> 4;
+	v |= v >> 8;
+	v |= v >> 16;
+	v |= v >> 32;
+	v = v - ((v >> 1) & 0x5555555555555555ULL);
+	v = (v & 0x3333333333333333ULL) + ((v >> 2) & 0x3333333333333333ULL);
+	v = (v + (v >> 4)) & 0x0F0F0F0F0F0F0F0FULL;
+	return (u32)((v * 0x0101010101010101ULL) >> 56) - 1;  /* 0..63 */
+}
+
+static __always_inline u64 read_u64(u64 addr)
+{
+	u64 v = 0;
+	bpf_probe_read_kernel(&v, sizeof(v), (void *)addr);
+	return v;
+}
+
+/* A BTF-typed fentry argument as a plain number: the verifier refuses arithmetic with
+ * unbounded scalars on typed pointers, and a copy through bpf_probe_read is a scalar. */
+static __always_inline u64 to_scalar(void *p)
+{
+	u64 in = (u64)p, out = 0;
+	bpf_probe_read_kernel(&out, sizeof(out), &in);
+	return out;
+}
+
+static __always_inline u64 gp_seq_now(void)
+{
+#ifdef RCU_GP_SEQ_ADDR
+	return read_u64(RCU_GP_SEQ_ADDR);
+#else
+	return 0;
+#endif
+}
+
+/* The slab object holding `addr`: its slot size (kmem_cache.size, the bytes it really holds)
+ * and, in *start, the object's first byte. 0 when not a slab object (or bytes unavailable). */
+static __always_inline u64 slab_lookup(u64 addr, bool *is_vmalloc, u64 *start)
+{
+	*is_vmalloc = false;
+	*start = addr;
+#ifdef BYTES_UNAVAILABLE
+	return 0;
+#else
+	u64 vmalloc_base = read_u64(VMALLOC_BASE_ADDR);
+	u64 page_offset = read_u64(PAGE_OFFSET_BASE_ADDR);
+	u64 vmemmap = read_u64(VMEMMAP_BASE_ADDR);
+	u64 page, head, cache, base;
+	u32 size = 0;
+
+	*is_vmalloc = addr >= vmalloc_base && addr - vmalloc_base < (32ULL << 40);
+	if (*is_vmalloc || addr < page_offset)
+		return 0;
+	page = vmemmap + ((addr - page_offset) >> 12) * PAGE_STRUCT_SIZE;
+	head = read_u64(page + OFF_PAGE_COMPOUND_HEAD);
+	if (head & 1) {
+		/* Tail page: compound_head is head + 1; 7.x compound_info with HVO holds instead
+		 * GENMASK(63, shift) | 1, a mask to apply to the tail's own address. */
+		u64 m = head & ~1ULL;
+		if (((~m) & (~m + 1)) == 0)
+			page = page & m;
+		else
+			page = head - 1;
+	}
+#if defined(SLAB_BY_PAGE_TYPE)
+	u32 page_type = 0;
+	bpf_probe_read_kernel(&page_type, sizeof(page_type), (void *)(page + OFF_PAGE_TYPE));
+	if ((page_type >> 24) != SLAB_TYPE)
+		return 0;
+#elif defined(SLAB_BY_FLAG)
+	if (!(read_u64(page + OFF_PAGE_FLAGS) & (1ULL << SLAB_FLAG_BIT)))
+		return 0;
+#endif
+	cache = read_u64(page + OFF_SLAB_CACHE);
+	if (!cache)
+		return 0;
+	bpf_probe_read_kernel(&size, sizeof(size), (void *)(cache + OFF_KMEM_CACHE_SIZE));
+	if (!size)
+		return 0;
+	base = page_offset + (((page - vmemmap) / PAGE_STRUCT_SIZE) << 12);
+	if (addr >= base)
+		*start = base + ((addr - base) / size) * size;
+	return size;
+#endif
+}
+
+#endif
