@@ -103,6 +103,8 @@ struct path_ctx {
 struct task_bytes {
 	u64 objects;
 	u64 bytes;
+	u64 headless;        /* of those, kfree_rcu_mightsleep() objects */
+	u64 headless_bytes;
 };
 
 struct freed_sum {  /* frees, by the process that enqueued the objects */
@@ -174,6 +176,10 @@ static __always_inline void on_enqueue(u64 ptr, bool headless)
 	if (t) {
 		__sync_fetch_and_add(&t->objects, 1);
 		__sync_fetch_and_add(&t->bytes, bytes);
+		if (headless) {
+			__sync_fetch_and_add(&t->headless, 1);
+			__sync_fetch_and_add(&t->headless_bytes, bytes);
+		}
 	} else {
 		count_lost(LOST_TASK_MAP_FULL);
 	}

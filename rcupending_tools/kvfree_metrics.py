@@ -139,6 +139,9 @@ def kvfree_family(raw: Any, stress_tgids: set[int]) -> dict[str, Any] | None:
         out["by_stress"] = {
             "enqueued": sum(v[0] for v in mine),
             "enqueued_bytes": sum(v[1] for v in mine),
+            # kfree_rcu_mightsleep() objects (absent from recordings made before the split)
+            "enqueued_headless": sum(v[2] for v in mine if len(v) > 2),
+            "enqueued_headless_bytes": sum(v[3] for v in mine if len(v) > 3),
             "freed": sum(v[0] for v in f),
             "freed_bytes": sum(v[1] for v in f),
         }
@@ -225,7 +228,7 @@ def conservation(
 
 def _by_process(tasks: dict, freed_tgid: dict) -> list[dict[str, Any]]:
     rows = []
-    for (tgid, comm), (objects, nbytes) in tasks.items():
+    for (tgid, comm), (objects, nbytes, *_) in tasks.items():
         rows.append({"tgid": tgid, "comm": comm, "objects": objects, "bytes": nbytes})
     freed_left = dict(freed_tgid)
     for r in rows:  # a tgid may appear with several comms: attribute frees once

@@ -53,7 +53,7 @@ def full_raw(t: float, enq: int, freed_bulk: int, freed_list: int, in_map: int |
         kvfree_stats=stats,
         kvfree_lat_hist=lat,
         kvfree_gp_hist=list(lat),
-        kvfree_by_task={(9, "w"): [enq, 64 * enq]},
+        kvfree_by_task={(9, "w"): [enq, 64 * enq, 4, 4 * 32]},
         kvfree_freed_by_tgid={9: [freed_bulk + freed_list, 64 * (freed_bulk + freed_list)]},
         kvfree_freed_by_enq_cpu=[[freed_bulk + freed_list, 64 * (freed_bulk + freed_list)], [0, 0]],
         kvfree_in_map=None if in_map is None else {"objects": in_map, "bytes": 64 * in_map},
@@ -77,6 +77,8 @@ def test_pending_fallback_and_conservation():
     assert kv["by_stress"] == {
         "enqueued": 100,
         "enqueued_bytes": 6400,
+        "enqueued_headless": 4,
+        "enqueued_headless_bytes": 128,
         "freed": 70,
         "freed_bytes": 4480,
         "pending": 30,

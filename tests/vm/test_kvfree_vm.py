@@ -31,9 +31,10 @@ PLAN = {
     "debian:6.12": [*BASE, *CONTROLS, "trickle", "headless", "cpu_offline"],
     "debian:6.17": [*BASE, "headless"],
     "debian:6.18": [*BASE, "headless"],
-    # 7.3's headless (2001 enqueues for 2000 renames) and CPU-offline (29999 of 30000) runs
-    # disagree with their truths by one object: open in issue 3, out of CI until explained.
-    "debian:7.3": [*BASE, "trickle"],
+    # 7.3's CPU-offline run (29999 of 30000) disagrees with its truth by one object: open in
+    # issue 3, out of CI until explained. (Its headless 2001 was one 32 B object with a head
+    # the worker enqueued besides the 2000 renames: by_stress now splits headless.)
+    "debian:7.3": [*BASE, "trickle", "headless"],
 }
 ALL = [*BASE, *CONTROLS, "trickle", "headless", "cpu_offline"]
 # 7.3: objects wait in a per-CPU rcu_free sheaf until it is full (capacity ~60), so a few
@@ -253,14 +254,18 @@ def test_headless_renames(guest):
         assert out["expected"]["kvfree_rcu"]["enqueued"] == 0
         assert kv["by_stress"]["enqueued"] == 0, kv["by_stress"]
         return
-    assert kv["by_stress"]["enqueued"] == 2000 and out["match"] is True, kv["by_stress"]
+    # the renames' headless objects; the worker may enqueue a kernel object or two with a
+    # head too (7.3: one 32 B object at cgroup set-up), counted in by_stress.enqueued
+    assert kv["by_stress"]["enqueued_headless"] == 2000 and out["match"] is True, kv["by_stress"]
+    assert kv["by_stress"]["enqueued"] - 2000 <= 5, kv["by_stress"]
     assert kv["enqueued"]["by_kind"]["headless"] >= 2000
     # bytes: the slot of each name, as kmem:kmalloc reports bytes_alloc for the kstrdup at
     # kernfs_rename_ns (one per rename; the name it replaces is the one freed)
     ks = run["kmalloc_rename"]
     assert ks["count"] == 2000 and ks["bytes_alloc"] % ks["count"] == 0, ks
-    assert kv["by_stress"]["enqueued_bytes"] == 2000 * (ks["bytes_alloc"] // ks["count"])
-    assert kv["by_stress"]["freed"] == 2000, kv["by_stress"]
+    assert kv["by_stress"]["enqueued_headless_bytes"] == 2000 * (
+        ks["bytes_alloc"] // ks["count"])
+    assert kv["by_stress"]["freed"] == kv["by_stress"]["enqueued"], kv["by_stress"]
     assert kv["conservation"]["ok"] is True, kv["conservation"]
 
 

@@ -1,0 +1,155 @@
+"""Runs INSIDE a lab VM booted on a lab kernel (kernel/lab-6.12: rcu_pending in the core
+kernel; stock or with kvfree_rcu() behind rcu_pending). One attach of every probe, then:
+
+- kvfree: N setsockopt(IP_OPTIONS) on one UDP socket (each call after the first hands the
+  previous 64 B option to kfree_rcu), drained; the tool's by_stress counts and backend.
+- module: the lab module's own counters (enqueued/dequeued/processed per flavor) against the
+  tool's rcu_pending counters over the same window.
+- hold: an RCU (SRCU) reader held HOLD_MS by the module while objects are enqueued: their
+  enqueue -> process latency buckets.
+
+Prints one line `RCUPENDING-RESULT <json>`. Argument: the module (.ko) to insmod."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # this checkout's package first
+
+from rcupending_tools.collector import Collector, provenance  # noqa: E402
+from rcupending_tools.live import LiveSource  # noqa: E402
+
+N_KVFREE = 20000
+N_RCU, N_SRCU, N_DEQ = 5000, 3000, 1000
+HOLD_MS, N_HOLD = 3000, 200  # enqueued within ~0.3 s of the hold start: >= 2.7 s each
+DEBUGFS = Path("/sys/kernel/debug")
+LAB = DEBUGFS / "rcupending_lab"
+IP_OPTIONS = 4
+
+
+def log(msg: str) -> None:
+    print(f"guest: {msg}", flush=True)
+
+
+def knob(name: str, value: int | str = 1) -> None:
+    (LAB / name).write_text(f"{value}\n")
+
+
+def counters() -> dict[str, int]:
+    out = {}
+    for line in (LAB / "counters").read_text().splitlines():
+        k, v = line.split()
+        out[k] = int(v)
+    return out
+
+
+def kvfree_flood(n: int) -> socket.socket:
+    """n + 1 sets of a 4-byte option (NOPs + end): n objects handed to kfree_rcu."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    opt = b"\x01\x01\x01\x00"
+    for _ in range(n + 1):
+        s.setsockopt(socket.IPPROTO_IP, IP_OPTIONS, opt)
+    return s
+
+
+def wait_until(read, done, seconds: float):  # noqa: ANN001, ANN201
+    deadline = time.monotonic() + seconds
+    while True:
+        value = read()
+        if done(value) or time.monotonic() >= deadline:
+            return value
+        time.sleep(0.5)
+
+
+def hist(snap: dict, name: str) -> dict[tuple[int, int], int]:
+    h = snap["histograms"].get(name) or {"buckets": []}
+    return {(lo, hi): n for lo, hi, n in h["buckets"]}
+
+
+def hist_diff(before: dict, after: dict, name: str) -> list[list[int]]:
+    a, b = hist(before, name), hist(after, name)
+    return sorted([lo, hi, n - a.get((lo, hi), 0)] for (lo, hi), n in b.items()
+                  if n - a.get((lo, hi), 0))
+
+
+def main() -> None:
+    module = sys.argv[1]
+    result: dict = {"release": os.uname().release}
+    if not (DEBUGFS / "tracing").exists() and not any(DEBUGFS.iterdir()):
+        subprocess.run(["mount", "-t", "debugfs", "debugfs", str(DEBUGFS)], check=False)
+    ins = subprocess.run(["insmod", module], capture_output=True, text=True)
+    result["insmod"] = {"rc": ins.returncode, "stderr": ins.stderr[-500:]}
+    log(f"insmod {module}: rc {ins.returncode} {ins.stderr.strip()}")
+    src = LiveSource()
+    t0 = time.monotonic()
+    src.attach()
+    log(f"attached in {time.monotonic() - t0:.1f}s")
+    try:
+        col = Collector(provenance(command="guest_pending"), src.probe_dicts(), source="lab-vm",
+                        stress_tgids={os.getpid()})
+        result["probes"] = src.probe_dicts()
+        for p in result["probes"]:
+            log(f"{p['name']}: {p['status']} {p['mechanism']} {p.get('facts')} {p['tried']}")
+        snap = lambda count=False: col.update(src.read(count_map=count))  # noqa: E731
+        base = snap(True)
+        result["baseline"] = {"kvfree_rcu": base["kvfree_rcu"], "rcu_pending": base["rcu_pending"]}
+
+        # kvfree_rcu flood, drained
+        t0 = time.monotonic()
+        sock = kvfree_flood(N_KVFREE)
+        log(f"kvfree flood of {N_KVFREE} in {time.monotonic() - t0:.1f}s")
+        after = wait_until(snap, lambda s: s["kvfree_rcu"]["by_stress"]["pending"] <= 0, 60)
+        after = snap(True)
+        result["kvfree"] = {"truth": N_KVFREE, "snapshot": after["kvfree_rcu"]}
+        sock.close()
+
+        if ins.returncode == 0:
+            knob("reset")
+            before = snap(True)
+            knob("enqueue_rcu", N_RCU)
+            knob("enqueue_srcu", N_SRCU)
+            knob("enqueue_rcu", N_DEQ)
+            knob("dequeue_rcu", N_DEQ)  # this CPU's: as many as are still there
+            mod = wait_until(counters, lambda c: c["rcu_outstanding"] == 0
+                             and c["srcu_outstanding"] == 0, 60)
+            after = wait_until(lambda: snap(True), lambda s: all(
+                f["pending"]["objects"] <= before["rcu_pending"]["flavors"][k]["pending"]["objects"]
+                for k, f in s["rcu_pending"]["flavors"].items()), 30)
+            result["module"] = {"counters": mod, "before": before["rcu_pending"],
+                                "after": after["rcu_pending"]}
+            log(f"module counters {mod}")
+
+            for flavor in ("rcu", "srcu"):
+                before = snap()
+                holder = threading.Thread(target=knob, args=(f"hold_{flavor}_ms", HOLD_MS))
+                holder.start()
+                time.sleep(0.2)
+                t_enq = time.monotonic()
+                knob(f"enqueue_{flavor}", N_HOLD)
+                enq_s = time.monotonic() - t_enq
+                holder.join()
+                wait_until(counters, lambda c, f=flavor: c[f"{f}_outstanding"] == 0, 60)
+                after = snap(True)
+                result[f"hold_{flavor}"] = {
+                    "hold_ms": HOLD_MS, "enqueued": N_HOLD, "enqueue_s": round(enq_s, 3),
+                    "latency_ns": hist_diff(before, after, f"rcu_pending.latency_ns.{flavor}"),
+                    "counters": counters(),
+                }
+                log(f"hold {flavor}: {result[f'hold_{flavor}']['latency_ns']}")
+        result["final"] = snap(True)["rcu_pending"]
+    finally:
+        src.close()
+    rm = subprocess.run(["rmmod", "rcupending_lab"], capture_output=True, text=True)
+    result["rmmod"] = rm.returncode
+    print("RCUPENDING-RESULT " + json.dumps(result, sort_keys=True), flush=True)
+
+
+if __name__ == "__main__":
+    main()

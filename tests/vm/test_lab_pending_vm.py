@@ -1,0 +1,99 @@
+"""VM tier, lab kernels (kernel/lab-6.12, built by `rcupending lab-build`): rcu_pending in the
+core kernel on both variants; kvfree_rcu() behind rcu_pending on lab:6.12-rcupending only.
+One boot per variant runs tests/vm/guest_pending.py; a splat in dmesg fails the boot."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from rcupending_tools.lab.kernels import cache_dir
+from tests.conftest import run_cli
+
+VARIANTS = {"lab:6.12-stock": "krc", "lab:6.12-rcupending": "rcu_pending"}
+MODULE = "rcupending_lab.ko"
+TWO_S_NS = 2_000_000_000
+
+
+@pytest.fixture(scope="module", params=list(VARIANTS))
+def guest(request) -> dict:
+    spec = request.param
+    ko = cache_dir() / "lab" / spec.split(":", 1)[1] / MODULE
+    assert ko.is_file(), f"{ko} missing: build the lab kernels first (rcupending lab-build)"
+    proc = run_cli("lab", "--kernel", spec, "--", sys.executable, "tests/vm/guest_pending.py",
+                   str(ko), timeout=1800)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RCUPENDING-RESULT ")]
+    assert proc.returncode == 0 and lines, (
+        f"lab run on {spec} failed (rc {proc.returncode}):\n"
+        f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    result = json.loads(lines[-1].split(" ", 1)[1])
+    result["spec"] = spec
+    out = Path(os.environ.get("RCUPENDING_VM_RESULTS", "build/vm-results"))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{spec.replace(':', '-')}.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
+def probe(result: dict, name: str) -> dict:
+    return next(p for p in result["probes"] if p["name"] == name)
+
+
+def test_backend_is_recognised(guest):
+    kv = probe(guest, "kvfree_call_rcu")
+    assert kv["status"] == "attached", kv
+    assert kv["facts"]["backend"] == VARIANTS[guest["spec"]]
+    pending = probe(guest, "rcu_pending_enqueue")
+    assert pending["status"] == "attached", pending
+    assert "lab_process" in pending["facts"]["process_callbacks"]
+
+
+def test_kvfree_flood_is_freed_on_the_backend_path(guest):
+    kv = guest["kvfree"]["snapshot"]
+    n = guest["kvfree"]["truth"]
+    stress = kv["by_stress"]
+    assert stress["enqueued"] == n
+    assert stress["freed"] == n, stress
+    assert stress["pending"] == 0
+    freed = kv["freed"]["by_path"]
+    # every freed object (ours and the kernel's own) left on the backend's two paths:
+    # krc bulk pages / channel 3, or rcu_pending's radix kfree_bulk() / list kvfree()
+    assert freed["bulk"]["objects"] + freed["list"]["objects"] >= n
+    assert kv["conservation"]["ok"], kv["conservation"]
+    base = guest["baseline"]["kvfree_rcu"]["pending"]["objects"]
+    assert abs(kv["pending"]["objects"] - base) <= n // 100
+
+
+def _delta(after: dict, before: dict, flavor: str, *path: str) -> int:
+    a, b = after["flavors"][flavor], before["flavors"][flavor]
+    for key in path:
+        a, b = a[key], b[key]
+    return a - b
+
+
+def test_module_enqueues_dequeues_and_processing_are_exact(guest):
+    mod = guest["module"]
+    c, before, after = mod["counters"], mod["before"], mod["after"]
+    for flavor in ("rcu", "srcu"):
+        assert c[f"{flavor}_outstanding"] == 0, c
+        assert _delta(after, before, flavor, "enqueued", "objects") == c[f"{flavor}_enqueued"]
+        assert _delta(after, before, flavor, "processed", "objects") == c[f"{flavor}_processed"]
+        assert _delta(after, before, flavor, "dequeued", "objects") == c[f"{flavor}_dequeued"]
+        # 64 B objects with a 16 B rcu_head: kmalloc-64 slots
+        assert _delta(after, before, flavor, "enqueued", "bytes") == 64 * c[f"{flavor}_enqueued"]
+        assert after["flavors"][flavor]["pending"]["objects"] == 0
+    assert c["rcu_enqueued"] > 0 and c["srcu_enqueued"] > 0
+    assert c["rcu_dequeued"] > 0  # the dequeue ran on objects still waiting
+    assert after["conservation"]["ok"], after["conservation"]
+
+
+@pytest.mark.parametrize("flavor", ["rcu", "srcu"])
+def test_a_held_reader_delays_every_object_enqueued_during_it(guest, flavor):
+    hold = guest[f"hold_{flavor}"]
+    buckets = hold["latency_ns"]
+    assert sum(n for _, _, n in buckets) == hold["enqueued"], buckets
+    # every object's enqueue -> process latency is in a log2 bucket starting at >= 2 s
+    assert min(lo for lo, _, _ in buckets) >= TWO_S_NS, buckets
