@@ -61,7 +61,8 @@ enum kv_event {
 	EV_READY = 7,         /* freed objects whose GP ended before their batch was queued */
 	EV_NOLOCK_ENQ = 8,    /* kfree_call_rcu_nolock() calls (7.x) */
 	EV_NOLOCK_DEFER = 9,  /* of those, deferred to irq_work (defer_kfree_rcu) */
-	NEV = 10,
+	EV_UNSAMPLED = 10,    /* enqueues outside the sample (RCUPENDING_SAMPLE): untracked */
+	NEV = 11,
 };
 
 /* Duration histograms (keep in sync with kvfree_metrics.DURATIONS). */
@@ -105,6 +106,7 @@ struct task_bytes {
 	u64 bytes;
 	u64 headless;        /* of those, kfree_rcu_mightsleep() objects */
 	u64 headless_bytes;
+	u64 untracked;       /* of those, not tracked per object: their frees are not seen */
 };
 
 struct freed_sum {  /* frees, by the process that enqueued the objects */
@@ -171,6 +173,27 @@ static __always_inline void on_enqueue(u64 ptr, bool headless)
 		stat_add(ST_ENQ_VMALLOC, 1);
 
 	struct task_key key = current_task_key();
+	struct inflight val = {};
+	val.ts = bpf_ktime_get_ns();
+	val.gp_seq = gp_seq_now();
+	val.bytes = bytes;
+	val.tgid = key.tgid;
+	val.cpu = bpf_get_smp_processor_id();
+	/* untracked: counted, never matched on the free side (object unknown: 6.1 headless
+	 * under fentry; outside the sample; the map full) */
+	bool tracked = false;
+	if (ptr && !sampled(ptr)) {
+		ev_add(EV_UNSAMPLED, 1);
+	} else if (ptr) {
+		if (kv_inflight.lookup(&ptr))
+			stat_add(ST_REPLACED, 1);
+		tracked = kv_inflight.update(&ptr, &val) == 0;
+	}
+	if (!tracked) {
+		stat_add(ST_UNTRACKED, 1);
+		stat_add(ST_UNTRACKED_BYTES, bytes);
+	}
+
 	struct task_bytes zero = {};
 	struct task_bytes *t = kvfree_by_task.lookup_or_try_init(&key, &zero);
 	if (t) {
@@ -180,26 +203,10 @@ static __always_inline void on_enqueue(u64 ptr, bool headless)
 			__sync_fetch_and_add(&t->headless, 1);
 			__sync_fetch_and_add(&t->headless_bytes, bytes);
 		}
+		if (!tracked)
+			__sync_fetch_and_add(&t->untracked, 1);
 	} else {
 		count_lost(LOST_TASK_MAP_FULL);
-	}
-
-	struct inflight val = {};
-	val.ts = bpf_ktime_get_ns();
-	val.gp_seq = gp_seq_now();
-	val.bytes = bytes;
-	val.tgid = key.tgid;
-	val.cpu = bpf_get_smp_processor_id();
-	if (!ptr) {  /* object unknown (6.1 headless under fentry): counted, not tracked */
-		stat_add(ST_UNTRACKED, 1);
-		stat_add(ST_UNTRACKED_BYTES, bytes);
-		return;
-	}
-	if (kv_inflight.lookup(&ptr))
-		stat_add(ST_REPLACED, 1);
-	if (kv_inflight.update(&ptr, &val)) {
-		stat_add(ST_UNTRACKED, 1);
-		stat_add(ST_UNTRACKED_BYTES, bytes);
 	}
 }
 
@@ -284,6 +291,8 @@ static __always_inline void phases_end(struct phase_ctx *pc)
 static __always_inline void on_free(u64 ptr, u32 path, bool count_unmatched,
 				    struct phase_ctx *pc)
 {
+	if (!sampled(ptr))
+		return;  /* never tracked: no lookup */
 	struct inflight *v = kv_inflight.lookup(&ptr);
 
 	if (!v) {

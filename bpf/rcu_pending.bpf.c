@@ -131,6 +131,11 @@ static __always_inline int on_pending_enqueue(u64 pending, u64 obj)
 	v.bytes = bytes;
 	v.flavor = flavor;
 	v.cpu = bpf_get_smp_processor_id();
+	if (!sampled(obj)) {
+		ps_add(PS_UNTRACKED, flavor, 1);
+		ps_add(PS_UNTRACKED_BYTES, flavor, bytes);
+		return 0;
+	}
 	if (pending_inflight.lookup(&obj))
 		ps_add(PS_REPLACED, flavor, 1);
 	if (pending_inflight.update(&obj, &v)) {
@@ -170,7 +175,7 @@ int kprobe_pending_enqueue_list(struct pt_regs *ctx)
 int kretprobe_pending_dequeue(struct pt_regs *ctx)
 {
 	u64 obj = PT_REGS_RC(ctx);
-	if (!obj)
+	if (!obj || !sampled(obj))
 		return 0;
 	struct pinflight *v = pending_inflight.lookup(&obj);
 	if (!v) {
@@ -222,6 +227,8 @@ int kprobe_pending_processed(struct pt_regs *ctx)
 	struct proc_run *run = pending_runs.lookup(&id);
 	if (run)
 		run->objects++;
+	if (!sampled(obj))
+		return 0;
 	struct pinflight *v = pending_inflight.lookup(&obj);
 	if (!v) {
 		ps_add(PS_PROC_UNMATCHED, run ? run->flavor : FL_RCU, 1);

@@ -39,6 +39,30 @@ app.add_typer(stress_app, name="stress")
 app.add_typer(bench.app, name="bench")
 
 
+@app.callback()
+def _options(
+    sample: Annotated[
+        int | None,
+        typer.Option(
+            "--sample",
+            metavar="N",
+            help="follow 1 in N kvfree_rcu/rcu_pending objects per address (N a power of two): "
+            "latency and frees from the sample, enqueue counts stay exact; the others count as "
+            "untracked (also RCUPENDING_SAMPLE)",
+        ),
+    ] = None,
+) -> None:
+    """Measure memory queued behind RCU grace periods with eBPF."""
+    if sample is not None:
+        from .layout import SAMPLE_ENV, sample_one_in
+
+        os.environ[SAMPLE_ENV] = str(sample)
+        try:
+            sample_one_in()
+        except UserError as e:
+            raise typer.BadParameter(str(e).split(": ", 1)[1], param_hint="--sample") from None
+
+
 @app.command()
 def version() -> None:
     """Print the tool version."""

@@ -30,7 +30,7 @@ class RawSample:
     kvfree_stats: list[list[int]] | None = None  # [kvfree_metrics.ST_*][cpu]
     kvfree_lat_hist: list[int] | None = None  # [path * 64 + log2 slot], summed over CPUs
     kvfree_gp_hist: list[int] | None = None
-    # -> [objects, bytes, headless objects, headless bytes]
+    # -> [objects, bytes, headless objects, headless bytes, untracked objects]
     kvfree_by_task: dict[TaskKey, list[int]] | None = None
     kvfree_freed_by_tgid: dict[int, list[int]] | None = None  # enqueuer tgid -> [objects, bytes]
     kvfree_freed_by_enq_cpu: list[list[int]] | None = None  # [cpu] -> [objects, bytes]

@@ -16,7 +16,7 @@ ST_UNMATCHED = ST_FREED_BYTES + NPATH
 ST_MAX = ST_UNMATCHED + NPATH
 PERCENTILES = (50, 90, 99)
 EVENTS = ("gp", "barrier", "shrink_scan", "shrink_freed", "refill", "reclaim_work", "phased",
-          "ready", "nolock_enq", "nolock_defer")
+          "ready", "nolock_enq", "nolock_defer", "unsampled")
 NEV = len(EVENTS)
 DURATIONS = ("batch", "gp", "reclaim", "ready", "rcu_gp", "barrier")
 NDUR = len(DURATIONS)
@@ -111,7 +111,9 @@ def kvfree_family(raw: Any, stress_tgids: set[int]) -> dict[str, Any] | None:
                 enq_bytes_by_cpu[c] - (fcpu[c][1] if c < len(fcpu) else 0) for c in range(ncpu)
             ],
         },
-        "untracked": {"objects": untracked, "bytes": untracked_bytes},
+        # not followed per object: outside the sample (RCUPENDING_SAMPLE) or the map full
+        "untracked": {"objects": untracked, "bytes": untracked_bytes,
+                      "unsampled": _events_or_zero(raw, "unsampled")},
         "replaced": replaced,
         "fallback": {
             "list": by_path["list"]["objects"],
@@ -144,9 +146,18 @@ def kvfree_family(raw: Any, stress_tgids: set[int]) -> dict[str, Any] | None:
             "enqueued_headless_bytes": sum(v[3] for v in mine if len(v) > 3),
             "freed": sum(v[0] for v in f),
             "freed_bytes": sum(v[1] for v in f),
+            # not followed per object (sampling, a full map): their frees are not seen
+            "untracked": sum(v[4] for v in mine if len(v) > 4),
         }
-        out["by_stress"]["pending"] = out["by_stress"]["enqueued"] - out["by_stress"]["freed"]
+        bs = out["by_stress"]
+        bs["pending"] = bs["enqueued"] - bs["freed"] - bs["untracked"]
     return out
+
+
+def _events_or_zero(raw: Any, name: str) -> int:
+    ev = raw.kvfree_events
+    i = EVENTS.index(name)
+    return int(ev[i]) if ev is not None and i < len(ev) else 0
 
 
 def _dur(raw: Any, name: str) -> list[int]:

@@ -44,6 +44,32 @@ def track_max() -> int | None:
     return value
 
 
+SAMPLE_ENV = "RCUPENDING_SAMPLE"  # follow 1 in N objects per address (N a power of two)
+
+
+def sample_one_in() -> int | None:
+    """RCUPENDING_SAMPLE as an int (None when unset or 1): one line unless a power of two."""
+    text = os.environ.get(SAMPLE_ENV)
+    if text is None:
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 1 << 16 or value & (value - 1):
+        raise UserError(f"{SAMPLE_ENV}={text!r}: give a power of two, 1..65536 (1: every object)")
+    return value if value > 1 else None
+
+
+def tracking_defines(lay: Layout) -> None:
+    """The per-object map's size (TRACK_MAX) and sampling (SAMPLE_MASK) from the environment."""
+    if (cap := track_max()) is not None:
+        lay.defines["TRACK_MAX"] = cap  # objects over it count as untracked
+    if (n := sample_one_in()) is not None:
+        lay.defines["SAMPLE_MASK"] = n - 1  # others count as untracked (and unsampled)
+        lay.facts["sample_one_in"] = str(n)
+
+
 def _addr(kernel: KernelInfo, name: str) -> int | None:
     sym = kernel.symbol(name)
     return sym.address if sym else None
@@ -53,8 +79,7 @@ def kvfree_layout(kernel: KernelInfo, params: list[str] | None, kind: str) -> La
     """Defines for bpf/kvfree_rcu.bpf.c on this kernel; `kind` is "fentry" or "kprobe"."""
     lay = Layout()
     d = lay.defines
-    if (cap := track_max()) is not None:
-        d["TRACK_MAX"] = cap  # objects over it count as untracked
+    tracking_defines(lay)
     version = kernel.version
     if (params and params[1:2] == ["func"]) or (params is None and version < (6, 3)):
         d["KVFREE_ARGS_OFFSET"] = None  # 6.1: (head, func) with func = offset of the head
@@ -246,8 +271,7 @@ def pending_layout(kernel: KernelInfo, params: list[str] | None, kind: str) -> L
     """Defines and extra kprobes for bpf/rcu_pending.bpf.c on this kernel."""
     lay = Layout()
     d = lay.defines
-    if (cap := track_max()) is not None:
-        d["TRACK_MAX"] = cap
+    tracking_defines(lay)
     btf = kernel.btf
     bytes_defines(kernel, lay)
     gp_seq_define(kernel, lay)

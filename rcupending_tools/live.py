@@ -109,11 +109,12 @@ class LiveSource:
         tasks: dict[TaskKey, list[int]] = {}
         for k, v in b["kvfree_by_task"].items():
             key = (int(k.tgid), bytes(k.comm).split(b"\0", 1)[0].decode(errors="replace"))
-            cur = tasks.setdefault(key, [0, 0, 0, 0])
+            cur = tasks.setdefault(key, [0, 0, 0, 0, 0])
             cur[0] += int(v.objects)
             cur[1] += int(v.bytes)
             cur[2] += int(v.headless)
             cur[3] += int(v.headless_bytes)
+            cur[4] += int(v.untracked)
         raw.kvfree_stats = _percpu_rows(b["kv_stats"], km.ST_MAX)
         raw.kvfree_lat_hist, raw.kvfree_gp_hist = hist_lat, hist_gp
         raw.kvfree_by_task = tasks

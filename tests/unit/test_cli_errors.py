@@ -23,6 +23,8 @@ def one_line_error(proc) -> str:
     "args,needle",
     [
         (["check", "--bogus"], "No such option: --bogus"),
+        (["--sample", "3", "check"], "power of two"),
+        (["--sample", "0", "check"], "power of two"),
         (["stress", "kvfree", "--count", "-1"], "--count"),
         (["stress", "kvfree", "--count", "10", "--duration", "1"], "not both"),
         (["stress", "kvfree", "--workers", "4", "--sockets", "2"], "--sockets"),

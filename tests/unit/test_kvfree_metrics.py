@@ -79,6 +79,7 @@ def test_pending_fallback_and_conservation():
         "enqueued_bytes": 6400,
         "enqueued_headless": 4,
         "enqueued_headless_bytes": 128,
+        "untracked": 0,
         "freed": 70,
         "freed_bytes": 4480,
         "pending": 30,

@@ -176,3 +176,18 @@ def test_optional_metrics_name_their_reason(tmp_path):
     assert "arrived in 6.18" in lay.unavailable["sheaf"]
     kp = layout.kvfree_layout(k, ["head", "ptr"], "kprobe")
     assert "HAVE_PHASES" not in kp.defines and "kprobe fallback" in kp.unavailable["phases"]
+
+
+def test_sampling_and_cap_defines(monkeypatch):
+    from rcupending_tools import layout
+
+    monkeypatch.setenv(layout.SAMPLE_ENV, "16")
+    monkeypatch.setenv(layout.TRACK_MAX_ENV, "128")
+    lay = layout.Layout()
+    layout.tracking_defines(lay)
+    assert lay.defines == {"TRACK_MAX": 128, "SAMPLE_MASK": 15}
+    assert lay.facts == {"sample_one_in": "16"}
+    monkeypatch.setenv(layout.SAMPLE_ENV, "1")  # every object: no sampling code at all
+    lay = layout.Layout()
+    layout.tracking_defines(lay)
+    assert "SAMPLE_MASK" not in lay.defines

@@ -27,7 +27,10 @@ SCENARIOS = {
     # a flood during which CPU 1 goes offline and comes back (snapshots pace the guest)
     "cpu_offline": ["--count", "30000", "--rate", "5000", "--workers", "2", "--drain", "40",
                     "--interval", "1"],
+    # the main flood, following 1 in 8 objects (--sample 8, a global option)
+    "sampled": ["--count", "20000", "--optlen", "4", "--workers", "2", "--drain", "40"],
 }
+GLOBAL = {"sampled": ["--sample", "8"]}
 CPU = Path("/sys/devices/system/cpu/cpu1/online")
 
 
@@ -94,7 +97,7 @@ def main() -> None:
             before_kmalloc = {(k.tgid, k.call_site): v.count for k, v in table.items()}
             before_kfree = {k.value: v.value for k, v in kfrees.items()}
             entry: dict = {}
-            cmd = ["stress", "kvfree", *args, "--measure", "--json"]
+            cmd = [*GLOBAL.get(name, []), "stress", "kvfree", *args, "--measure", "--json"]
             rc, out, err = run_with_cpu_offline(cmd, entry) if name == "cpu_offline" else run(cmd)
             entry.update(rc=rc, out=out, stderr=err)
             if isinstance(out, dict):
