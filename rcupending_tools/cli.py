@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -435,6 +436,66 @@ def lab(
         )
         raise typer.Exit(res.rc or 3)
     raise typer.Exit(res.rc)
+
+
+@app.command()
+def compare(
+    kernels: Annotated[
+        str, typer.Option(help="comma-separated kernel SPECs (lab:NAME, debian:X.Y)")
+    ] = "lab:6.12-stock,lab:6.12-rcupending",
+    stress: Annotated[str, typer.Option(help="scenario: kvfree (IP_OPTIONS flood)")] = "kvfree",
+    repeats: Annotated[int, typer.Option(min=1, max=50, help="runs per kernel and variant")] = 3,
+    variants: Annotated[
+        str, typer.Option(help="comma-separated: base, lazy (rcu_nocbs=all), expedited")
+    ] = "base",
+    count: Annotated[int, typer.Option(min=1, help="objects per flood")] = 20000,
+    rcuscale_loops: Annotated[
+        int, typer.Option(min=0, help="rcuscale kfree test loops per run (0: skip)")
+    ] = 10,
+    out: Annotated[str, typer.Option(help="directory for the table, CSVs, plots")] = (
+        "build/compare"
+    ),
+) -> None:
+    """The same scenario on two kernels, alternating A/B/A/B: one table, plots, CSVs.
+
+    Each run boots the kernel, runs the kernel's rcuscale kfree test with no BPF attached, then
+    attaches the probes and measures a kvfree_rcu flood. Exit 1 if any run failed."""
+    from .compare import runner, table
+
+    kernel_list = runner.parse_list(kernels, "kernels")
+    variant_list = runner.parse_list(variants, "variants", tuple(runner.VARIANTS))
+    runner.parse_list(stress, "stress", runner.STRESSES)
+    outdir = Path(out)
+    outdir.mkdir(parents=True, exist_ok=True)
+    specs = runner.plan(kernel_list, variant_list, repeats)
+    guest_args = ["--count", str(count), "--rcuscale-loops", str(rcuscale_loops)]
+    start = time.monotonic()
+    results = runner.run_all(specs, guest_args, lambda m: print(m, file=sys.stderr, flush=True))
+    runs = [r.to_json() for r in results]
+    (outdir / "runs.json").write_text(json.dumps(runs, indent=1) + "\n")
+    df = table.tidy(runs)
+    df.to_csv(outdir / "compare.csv", index=False)
+    summ = table.summary(df)
+    summ.to_csv(outdir / "summary.csv", index=False)
+    backends = {r["kernel"]: (r["result"] or {}).get("flood", {}).get("backend") for r in runs
+                if r["ok"]}
+    md = table.markdown(summ, kernel_list, backends)
+    rcuscale = [f"{r['kernel']} {r['variant']} #{r['repeat'] + 1}: "
+                + ((r["result"] or {}).get("rcuscale") or {}).get("line", "(not run)")
+                for r in runs if r["ok"]]
+    md += "\nrcuscale summary lines:\n\n" + "\n".join(f"- {ln}" for ln in rcuscale) + "\n"
+    (outdir / "table.md").write_text(md)
+    pngs = table.plots(df, outdir, kernel_list) if not df.empty else []
+    print(md)
+    failed = [r for r in runs if not r["ok"]]
+    print(f"{len(runs) - len(failed)}/{len(runs)} runs ok in {time.monotonic() - start:.0f} s; "
+          f"wrote {outdir}/table.md, compare.csv, summary.csv, runs.json"
+          + (f", {len(pngs)} plot(s)" if pngs else ""))
+    for r in failed:
+        print(f"failed: {r['kernel']} {r['variant']} #{r['repeat'] + 1}: {r['error']}",
+              file=sys.stderr)
+    if failed:
+        raise typer.Exit(1)
 
 
 @app.command()

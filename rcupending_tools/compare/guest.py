@@ -1,0 +1,229 @@
+"""One A/B run, INSIDE a lab VM (started by `rcupending compare`): the kernel's own rcuscale
+kfree test with no BPF attached, then a kvfree_rcu flood measured by the collector.
+
+Prints one line `RCUPENDING-COMPARE <json>`. Run as `python -m rcupending_tools.compare.guest`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+MARK = "RCUPENDING-COMPARE "
+IP_OPTIONS = 4
+RCUSCALE_LINE = re.compile(
+    r"Total time taken by all kfree'ers: (?P<ns>\d+) ns, loops: (?P<loops>\d+), "
+    r"batches: (?P<batches>-?\d+), memory footprint: (?P<mb>-?\d+)MB"
+)
+
+
+def log(msg: str) -> None:
+    print(f"guest: {msg}", file=sys.stderr, flush=True)
+
+
+def mem_available_kb() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1])
+    return 0
+
+
+def parse_rcuscale(text: str) -> dict[str, int] | None:
+    """The rcuscale kfree test's summary line (kernel/rcu/rcuscale.c) as numbers."""
+    m = RCUSCALE_LINE.search(text)
+    return None if m is None else {k: int(v) for k, v in m.groupdict().items()}
+
+
+def run_rcuscale(loops: int, alloc_num: int, timeout: float = 300) -> dict[str, Any]:
+    """modprobe rcuscale kfree_rcu_test=1 and wait for its summary line in dmesg."""
+    subprocess.run(["dmesg", "-C"], check=False)
+    start = time.monotonic()
+    args = [f"kfree_loops={loops}", f"kfree_alloc_num={alloc_num}", "kfree_rcu_test=1",
+            "shutdown=0", "holdoff=0", "verbose=0"]
+    proc = subprocess.run(["modprobe", "rcuscale", *args], capture_output=True, text=True)
+    if proc.returncode != 0:
+        return {"error": f"modprobe rcuscale: {proc.stderr.strip() or proc.returncode}"}
+    parsed, text = None, ""
+    while time.monotonic() - start < timeout:
+        text = subprocess.run(["dmesg"], capture_output=True, text=True).stdout
+        if parsed := parse_rcuscale(text):
+            break
+        time.sleep(0.5)
+    subprocess.run(["rmmod", "rcuscale"], check=False, capture_output=True)
+    line = next((ln for ln in text.splitlines() if "Total time taken" in ln), "")
+    out: dict[str, Any] = {"args": args, "line": line.split("] ", 1)[-1].strip(),
+                           "wall_s": round(time.monotonic() - start, 2)}
+    if parsed is None:
+        out["error"] = f"no summary line within {timeout:.0f} s"
+    else:
+        out.update(parsed)
+    return out
+
+
+def flood(n: int, threads: int) -> float:
+    """n objects to kfree_rcu: setsockopt(IP_OPTIONS) on one UDP socket per thread (each
+    set after a socket's first frees the previous option). Returns the wall time."""
+    per = [n // threads + (1 if i < n % threads else 0) for i in range(threads)]
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in per]
+    opt = b"\x01\x01\x01\x00"
+    for s in socks:
+        s.setsockopt(socket.IPPROTO_IP, IP_OPTIONS, opt)  # the first set frees nothing
+
+    def work(s: socket.socket, count: int) -> None:
+        for _ in range(count):
+            s.setsockopt(socket.IPPROTO_IP, IP_OPTIONS, opt)
+
+    workers = [threading.Thread(target=work, args=a) for a in zip(socks, per, strict=True)]
+    start = time.monotonic()
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    seconds = time.monotonic() - start
+    flood.sockets = socks  # type: ignore[attr-defined]  # closed after the drain
+    return seconds
+
+
+def hist_diff(before: dict, after: dict, name: str) -> list[int]:
+    """Per-slot counts of histogram `name` added between two snapshots (64 log2 slots)."""
+
+    def slots(snap: dict) -> list[int]:
+        out = [0] * 64
+        for lo, _hi, n in (snap["histograms"].get(name) or {"buckets": []})["buckets"]:
+            out[max(lo, 1).bit_length() - 1] += n
+        return out
+
+    a, b = slots(before), slots(after)
+    return [y - x for x, y in zip(a, b, strict=True)]
+
+
+def measure(count: int, threads: int, drain: float, interval: float) -> dict[str, Any]:
+    from rcupending_tools.collector import Collector, provenance
+    from rcupending_tools.kvfree_metrics import percentile_bounds
+    from rcupending_tools.live import LiveSource
+
+    src = LiveSource()
+    t0 = time.monotonic()
+    src.attach()
+    log(f"attached in {time.monotonic() - t0:.1f}s")
+    try:
+        col = Collector(provenance(command="compare"), src.probe_dicts(), source="lab-vm",
+                        stress_tgids={os.getpid()})
+        probes = src.probe_dicts()
+        base = col.update(src.read(count_map=True))
+        kv0 = base["kvfree_rcu"]
+        mem0 = mem_available_kb()
+        peak = {"objects": 0, "bytes": 0, "mem_drop_kb": 0}
+
+        def sample() -> dict:
+            snap = col.update(src.read())
+            kv = snap["kvfree_rcu"]
+            grown = kv["pending"]["objects"] - kv0["pending"]["objects"]
+            peak["objects"] = max(peak["objects"], grown)
+            peak["bytes"] = max(peak["bytes"], kv["pending"]["bytes"] - kv0["pending"]["bytes"])
+            peak["mem_drop_kb"] = max(peak["mem_drop_kb"], mem0 - mem_available_kb())
+            return snap
+
+        result: dict[str, float] = {}
+        runner = threading.Thread(target=lambda: result.update(s=flood(count, threads)))
+        runner.start()
+        while runner.is_alive():
+            sample()
+            runner.join(timeout=interval)
+        snap = sample()
+        deadline = time.monotonic() + drain
+        while snap["kvfree_rcu"]["by_stress"]["pending"] > 0 and time.monotonic() < deadline:
+            time.sleep(interval)
+            snap = sample()
+        drained_s = round(time.monotonic() - (deadline - drain), 2)
+        final = col.update(src.read(count_map=True))
+        for s in getattr(flood, "sockets", []):
+            s.close()
+    finally:
+        src.close()
+    kv = final["kvfree_rcu"]
+    lat = hist_diff(base, final, "kvfree_rcu.latency_ns")
+    gps = hist_diff(base, final, "kvfree_rcu.latency_gps")
+
+    def delta(*path: str) -> int | None:
+        a: Any = kv0
+        b: Any = kv
+        for key in path:
+            if not isinstance(a, dict) or not isinstance(b, dict) or key not in b:
+                return None
+            a, b = a.get(key), b[key]
+        return None if a is None or b is None else b - a
+
+    pend = final.get("rcu_pending") or {}
+    pend0 = base.get("rcu_pending") or {}
+
+    def pending_runs(snap: dict) -> int:
+        fl = (snap.get("flavors") or {}).get("rcu") or {}
+        return (fl.get("runs") or {}).get("kvfree_rcu", 0)
+
+    kv_probe = next((p for p in probes if p["name"] == "kvfree_call_rcu"), {})
+    freed = delta("freed", "objects") or 0
+    def kv_list_enqueued(snap: dict) -> int:
+        fl = (snap.get("flavors") or {}).get("rcu") or {}
+        return (fl.get("list_fallback") or {}).get("kvfree_rcu", 0)
+
+    return {
+        "backend": (kv_probe.get("facts") or {}).get("backend"),
+        "mechanism": kv_probe.get("mechanism"),
+        "flood_s": round(result.get("s", 0.0), 3),
+        "enqueued": kv["by_stress"]["enqueued"],
+        "freed": kv["by_stress"]["freed"],
+        "drain_s": drained_s,
+        "conservation_ok": kv["conservation"]["ok"],
+        "pending_peak_objects": peak["objects"],
+        "pending_peak_bytes": peak["bytes"],
+        "mem_available_drop_kb": peak["mem_drop_kb"],
+        "latency_ns": percentile_bounds(lat),
+        "latency_gps": percentile_bounds(gps),
+        "latency_count": sum(lat),
+        "freed_all": freed,
+        # objects freed from the linked list: krc channel 3, or rcu_pending's list fallback
+        "list_fallback": delta("freed", "by_path", "list", "objects") or 0,
+        "list_fallback_enqueued": kv_list_enqueued(pend) - kv_list_enqueued(pend0)
+        if pend else None,
+        "inline": delta("freed", "by_path", "inline", "objects") or 0,
+        "grace_periods": delta("rcu_gp", "completed"),
+        # batches: krc's kfree_rcu_work runs, or rcu_pending's __process_finished_items runs
+        "batches": delta("events", "reclaim_work") if kv_probe.get("facts", {}).get(
+            "backend") != "rcu_pending" else pending_runs(pend) - pending_runs(pend0),
+        "shrinker_scans": delta("events", "shrinker", "scans"),
+        "page_refills": delta("events", "page_refill"),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="rcupending_tools.compare.guest")
+    ap.add_argument("--count", type=int, default=20000)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--drain", type=float, default=40)
+    ap.add_argument("--interval", type=float, default=0.5)
+    ap.add_argument("--rcuscale-loops", type=int, default=10, help="0: skip rcuscale")
+    ap.add_argument("--rcuscale-alloc", type=int, default=8000)
+    args = ap.parse_args(argv)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    out: dict[str, Any] = {"release": os.uname().release,
+                           "cmdline": Path("/proc/cmdline").read_text().strip()}
+    if args.rcuscale_loops:
+        out["rcuscale"] = run_rcuscale(args.rcuscale_loops, args.rcuscale_alloc)
+        log(f"rcuscale: {out['rcuscale'].get('line') or out['rcuscale'].get('error')}")
+    out["flood"] = measure(args.count, args.threads, args.drain, args.interval)
+    print(MARK + json.dumps(out, sort_keys=True), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
