@@ -1,0 +1,59 @@
+"""VM tier: `rcupending compare` on the two lab kernels (stock krc vs kvfree_rcu behind
+rcu_pending), three alternating repeats each, one command: table, CSVs, plots, rcuscale."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rcupending_tools.compare import table
+from tests.conftest import run_cli
+
+KERNELS = ["lab:6.12-stock", "lab:6.12-rcupending"]
+COUNT = 5000
+
+
+@pytest.fixture(scope="module")
+def compared(tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("compare")
+    proc = run_cli("compare", "--kernels", ",".join(KERNELS), "--repeats", "3", "--count",
+                   str(COUNT), "--rcuscale-loops", "2", "--out", str(out), timeout=3600)
+    return {"proc": proc, "out": out,
+            "runs": json.loads((out / "runs.json").read_text()) if (out / "runs.json").exists()
+            else []}
+
+
+def test_every_run_succeeds_alternating(compared):
+    proc, runs = compared["proc"], compared["runs"]
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert [r["kernel"] for r in runs] == KERNELS * 3
+    assert all(r["ok"] for r in runs), [r["error"] for r in runs]
+
+
+def test_each_kernel_shows_its_backend_and_exact_counts(compared):
+    backends = {"lab:6.12-stock": "krc", "lab:6.12-rcupending": "rcu_pending"}
+    for r in compared["runs"]:
+        flood = r["result"]["flood"]
+        assert flood["backend"] == backends[r["kernel"]], flood
+        assert flood["enqueued"] == COUNT and flood["freed"] == COUNT, flood
+        assert flood["conservation_ok"] is True, flood
+        assert flood["latency_count"] >= COUNT
+
+
+def test_rcuscale_ran_without_bpf_and_was_parsed(compared):
+    for r in compared["runs"]:
+        rs = r["result"]["rcuscale"]
+        assert "error" not in rs, rs
+        assert rs["loops"] == 2 and rs["ns"] > 0, rs
+
+
+def test_one_table_plots_and_csvs(compared):
+    out = compared["out"]
+    md = (out / "table.md").read_text()
+    for k in KERNELS:
+        assert k in md
+    assert table.CAVEAT in md
+    assert md.count("Total time taken by all kfree'ers") == 6
+    assert (out / "compare-base.png").stat().st_size > 1000
+    assert (out / "compare.csv").read_text().startswith("kernel,variant,repeat,metric,value")
