@@ -7,6 +7,11 @@ kernel; stock or with kvfree_rcu() behind rcu_pending). One attach of every prob
   tool's rcu_pending counters over the same window.
 - hold: an RCU (SRCU) reader held HOLD_MS by the module while objects are enqueued: their
   enqueue -> process latency buckets.
+- forced fallback, independently counted by kmem:kfree per call site (tests/vm/
+  kmalloc_count.bpf.c): on rcu_pending, failslab fails this task's atomic slab allocations
+  (radix nodes, the darray) during a flood, so objects go to rcu_pending's lists (freed by
+  kvfree() in __process_finished_items); on stock, the boot argument
+  rcutree.rcu_min_cached_objs=0 leaves krc no bulk pages (channel 3, kvfree_rcu_list).
 
 Prints one line `RCUPENDING-RESULT <json>`. Argument: the module (.ko) to insmod."""
 
@@ -23,10 +28,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # this checkout's package first
 
+from rcupending_tools import bpfload  # noqa: E402
 from rcupending_tools.collector import Collector, provenance  # noqa: E402
+from rcupending_tools.kernel import KernelInfo  # noqa: E402
 from rcupending_tools.live import LiveSource  # noqa: E402
 
 N_KVFREE = 20000
+N_FORCED = 5000
+FAILSLAB = Path("/sys/kernel/debug/failslab")
+LIST_FREE_SITES = ("kvfree_rcu_list", "__process_finished_items")
 N_RCU, N_SRCU, N_DEQ = 5000, 3000, 1000
 HOLD_MS, N_HOLD = 3000, 200  # enqueued within ~0.3 s of the hold start: >= 2.7 s each
 DEBUGFS = Path("/sys/kernel/debug")
@@ -79,6 +89,26 @@ def hist_diff(before: dict, after: dict, name: str) -> list[list[int]]:
                   if n - a.get((lo, hi), 0))
 
 
+def kfree_sites(counter, kernel: KernelInfo) -> dict[str, int]:  # noqa: ANN001
+    """kmem:kfree counts at the list-path call sites (kvfree() tail-calls kfree())."""
+    out = dict.fromkeys(LIST_FREE_SITES, 0)
+    for k, v in counter.bpf["kfree_sites"].items():
+        sym = kernel.ksym_at(k.value) or ""
+        for site in LIST_FREE_SITES:
+            if sym == site or sym.startswith(site + "."):
+                out[site] += int(v.value)
+    return out
+
+
+def failslab(on: bool) -> None:
+    """Fail every atomic (non-sleeping) slab allocation of tasks marked make-it-fail."""
+    settings = {"task-filter": "Y", "ignore-gfp-wait": "Y", "verbose": "0", "interval": "1",
+                "times": "-1", "probability": "100" if on else "0"}
+    for name, value in settings.items():
+        (FAILSLAB / name).write_text(value)
+    Path("/proc/self/make-it-fail").write_text("1" if on else "0")
+
+
 def main() -> None:
     module = sys.argv[1]
     result: dict = {"release": os.uname().release}
@@ -87,6 +117,9 @@ def main() -> None:
     ins = subprocess.run(["insmod", module], capture_output=True, text=True)
     result["insmod"] = {"rc": ins.returncode, "stderr": ins.stderr[-500:]}
     log(f"insmod {module}: rc {ins.returncode} {ins.stderr.strip()}")
+    kernel = KernelInfo()
+    counter = bpfload.load(str(Path(__file__).resolve().with_name("kmalloc_count.bpf.c")), {},
+                           "tracepoint")
     src = LiveSource()
     t0 = time.monotonic()
     src.attach()
@@ -102,13 +135,36 @@ def main() -> None:
         result["baseline"] = {"kvfree_rcu": base["kvfree_rcu"], "rcu_pending": base["rcu_pending"]}
 
         # kvfree_rcu flood, drained
+        sites0 = kfree_sites(counter, kernel)
         t0 = time.monotonic()
         sock = kvfree_flood(N_KVFREE)
         log(f"kvfree flood of {N_KVFREE} in {time.monotonic() - t0:.1f}s")
         after = wait_until(snap, lambda s: s["kvfree_rcu"]["by_stress"]["pending"] <= 0, 60)
         after = snap(True)
-        result["kvfree"] = {"truth": N_KVFREE, "snapshot": after["kvfree_rcu"]}
+        sites1 = kfree_sites(counter, kernel)
+        result["kvfree"] = {"truth": N_KVFREE, "snapshot": after["kvfree_rcu"],
+                            "kfree_list_sites": {k: sites1[k] - sites0[k] for k in sites0},
+                            "baseline": base["kvfree_rcu"]}
         sock.close()
+        backend = next(p for p in result["probes"] if p["name"] == "kvfree_call_rcu")[
+            "facts"].get("backend")
+        if backend == "rcu_pending" and FAILSLAB.is_dir():
+            before = snap(True)
+            failslab(True)
+            try:
+                sock = kvfree_flood(N_FORCED)
+            finally:
+                failslab(False)
+            after = wait_until(snap, lambda s: s["kvfree_rcu"]["by_stress"]["pending"] <= 0, 60)
+            after = snap(True)
+            sites2 = kfree_sites(counter, kernel)
+            result["forced"] = {"truth": N_FORCED, "before": before["kvfree_rcu"],
+                                "after": after["kvfree_rcu"],
+                                "pending_before": before["rcu_pending"],
+                                "pending_after": after["rcu_pending"],
+                                "kfree_list_sites": {k: sites2[k] - sites1[k] for k in sites1}}
+            sock.close()
+            log(f"forced: kfree at list sites {result['forced']['kfree_list_sites']}")
 
         if ins.returncode == 0:
             knob("reset")
@@ -146,6 +202,7 @@ def main() -> None:
         result["final"] = snap(True)["rcu_pending"]
     finally:
         src.close()
+        counter.close()
     rm = subprocess.run(["rmmod", "rcupending_lab"], capture_output=True, text=True)
     result["rmmod"] = rm.returncode
     print("RCUPENDING-RESULT " + json.dumps(result, sort_keys=True), flush=True)

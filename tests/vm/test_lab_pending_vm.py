@@ -15,6 +15,9 @@ from rcupending_tools.lab.kernels import cache_dir
 from tests.conftest import run_cli
 
 VARIANTS = {"lab:6.12-stock": "krc", "lab:6.12-rcupending": "rcu_pending"}
+# stock: krc keeps no bulk pages, so its kvfree_rcu objects take channel 3 (the forced fallback
+# of the stock kernel); rcu_pending's is forced by failslab inside the guest.
+APPEND = {"lab:6.12-stock": ["rcutree.rcu_min_cached_objs=0"]}
 MODULE = "rcupending_lab.ko"
 TWO_S_NS = 2_000_000_000
 
@@ -24,8 +27,9 @@ def guest(request) -> dict:
     spec = request.param
     ko = cache_dir() / "lab" / spec.split(":", 1)[1] / MODULE
     assert ko.is_file(), f"{ko} missing: build the lab kernels first (rcupending lab-build)"
-    proc = run_cli("lab", "--kernel", spec, "--", sys.executable, "tests/vm/guest_pending.py",
-                   str(ko), timeout=1800)
+    append = [a for arg in APPEND.get(spec, []) for a in ("--append", arg)]
+    proc = run_cli("lab", "--kernel", spec, *append, "--", sys.executable,
+                   "tests/vm/guest_pending.py", str(ko), timeout=1800)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RCUPENDING-RESULT ")]
     assert proc.returncode == 0 and lines, (
         f"lab run on {spec} failed (rc {proc.returncode}):\n"
@@ -97,3 +101,24 @@ def test_a_held_reader_delays_every_object_enqueued_during_it(guest, flavor):
     assert sum(n for _, _, n in buckets) == hold["enqueued"], buckets
     # every object's enqueue -> process latency is in a log2 bucket starting at >= 2 s
     assert min(lo for lo, _, _ in buckets) >= TWO_S_NS, buckets
+
+
+def test_forced_list_fallback_equals_the_independent_kfree_count(guest):
+    """stock (rcu_min_cached_objs=0): channel 3 = kmem:kfree at kvfree_rcu_list; rcu_pending
+    (failslab on the flooding task): list fallbacks at enqueue = objects freed from the list
+    = kmem:kfree at __process_finished_items."""
+    if VARIANTS[guest["spec"]] == "krc":
+        kv, base = guest["kvfree"]["snapshot"], guest["kvfree"]["baseline"]
+        listed = kv["freed"]["by_path"]["list"]["objects"] - base["freed"]["by_path"]["list"][
+            "objects"]
+        assert listed > 0
+        assert listed == guest["kvfree"]["kfree_list_sites"]["kvfree_rcu_list"], guest["kvfree"]
+        return
+    forced = guest["forced"]
+    listed = (forced["after"]["freed"]["by_path"]["list"]["objects"]
+              - forced["before"]["freed"]["by_path"]["list"]["objects"])
+    enq_list = (forced["pending_after"]["flavors"]["rcu"]["list_fallback"]["kvfree_rcu"]
+                - forced["pending_before"]["flavors"]["rcu"]["list_fallback"]["kvfree_rcu"])
+    assert listed > 0, forced
+    assert enq_list == listed == forced["kfree_list_sites"]["__process_finished_items"], forced
+    assert forced["after"]["by_stress"]["pending"] == 0
