@@ -34,3 +34,15 @@ static __always_inline void task_add(u64 *counter, u64 n)
 	else
 		count_lost(LOST_TASK_MAP_FULL);
 }
+
+/* Set by user space once every program of the tool is attached (live.LiveSource.attach). Until
+ * then enqueue hooks count nothing: an object enqueued while its free path is not hooked yet
+ * would otherwise look pending forever (rcu_pending frees within a grace period). */
+BPF_ARRAY(armed, u64, 1);
+
+static __always_inline bool is_armed(void)
+{
+	u32 zero = 0;
+	u64 *a = armed.lookup(&zero);
+	return a && *a;
+}

@@ -45,17 +45,6 @@ static __always_inline u64 gp_seq_now(void)
 	return read_u64(RCU_GP_SEQ_ADDR);
 #else
 	return 0;
-/* Per-object tracking of 1 in SAMPLE_MASK + 1 objects (RCUPENDING_SAMPLE), chosen by a hash
- * of the address so the free side skips the others without a map lookup. */
-static __always_inline bool sampled(u64 ptr)
-{
-#ifdef SAMPLE_MASK
-	return ((((ptr >> 4) * 0x9E3779B97F4A7C15ULL) >> 40) & SAMPLE_MASK) == 0;
-#else
-	return true;
-#endif
-}
-
 #endif
 }
 
@@ -96,17 +85,6 @@ static __always_inline u64 slab_lookup(u64 addr, bool *is_vmalloc, u64 *start)
 #elif defined(SLAB_BY_FLAG)
 	if (!(read_u64(page + OFF_PAGE_FLAGS) & (1ULL << SLAB_FLAG_BIT)))
 		return 0;
-/* Per-object tracking of 1 in SAMPLE_MASK + 1 objects (RCUPENDING_SAMPLE), chosen by a hash
- * of the address so the free side skips the others without a map lookup. */
-static __always_inline bool sampled(u64 ptr)
-{
-#ifdef SAMPLE_MASK
-	return ((((ptr >> 4) * 0x9E3779B97F4A7C15ULL) >> 40) & SAMPLE_MASK) == 0;
-#else
-	return true;
-#endif
-}
-
 #endif
 	cache = read_u64(page + OFF_SLAB_CACHE);
 	if (!cache)
@@ -118,17 +96,6 @@ static __always_inline bool sampled(u64 ptr)
 	if (addr >= base)
 		*start = base + ((addr - base) / size) * size;
 	return size;
-/* Per-object tracking of 1 in SAMPLE_MASK + 1 objects (RCUPENDING_SAMPLE), chosen by a hash
- * of the address so the free side skips the others without a map lookup. */
-static __always_inline bool sampled(u64 ptr)
-{
-#ifdef SAMPLE_MASK
-	return ((((ptr >> 4) * 0x9E3779B97F4A7C15ULL) >> 40) & SAMPLE_MASK) == 0;
-#else
-	return true;
-#endif
-}
-
 #endif
 }
 

@@ -62,7 +62,8 @@ enum kv_event {
 	EV_NOLOCK_ENQ = 8,    /* kfree_call_rcu_nolock() calls (7.x) */
 	EV_NOLOCK_DEFER = 9,  /* of those, deferred to irq_work (defer_kfree_rcu) */
 	EV_UNSAMPLED = 10,    /* enqueues outside the sample (RCUPENDING_SAMPLE): untracked */
-	NEV = 11,
+	EV_UNARMED = 11,      /* calls before every hook was attached: not counted */
+	NEV = 12,
 };
 
 /* Duration histograms (keep in sync with kvfree_metrics.DURATIONS). */
@@ -160,8 +161,13 @@ static __always_inline void dur_add(u32 which, u64 ns)
 		(*h)++;
 }
 
-static __always_inline void on_enqueue(u64 ptr, bool headless)
+/* Counts one kvfree_call_rcu() object; false (nothing counted) until the tool is armed. */
+static __always_inline bool on_enqueue(u64 ptr, bool headless)
 {
+	if (!is_armed()) {
+		ev_add(EV_UNARMED, 1);
+		return false;
+	}
 	bool is_vmalloc = false;
 	u64 start;
 	u64 bytes = slab_lookup(ptr, &is_vmalloc, &start);
@@ -208,6 +214,7 @@ static __always_inline void on_enqueue(u64 ptr, bool headless)
 	} else {
 		count_lost(LOST_TASK_MAP_FULL);
 	}
+	return true;
 }
 
 /* Phases of the krc objects freed by one call (a bulk page, a list kfree): inside
@@ -365,8 +372,8 @@ static __always_inline u64 object_of(void *head, void *arg2)
 static __always_inline void enqueue_entry(void *head, void *arg2)
 {
 	u64 ptr = object_of(head, arg2);
-	on_enqueue(ptr, !head);
-	ctx_enter(PATH_INLINE, ptr);
+	if (on_enqueue(ptr, !head))
+		ctx_enter(PATH_INLINE, ptr);
 }
 
 /* kvfree_call_rcu() returns: if synchronize_rcu() ran inside it, the object was freed inline. */
@@ -533,8 +540,8 @@ KFUNC_PROBE_SYM(KVFREE_SYM, void *head)
 
 	if (head)
 		slab_lookup(to_scalar(head), &is_vmalloc, &ptr);
-	on_enqueue(ptr, !head);
-	ctx_enter(PATH_INLINE, ptr);
+	if (on_enqueue(ptr, !head))
+		ctx_enter(PATH_INLINE, ptr);
 	return 0;
 }
 

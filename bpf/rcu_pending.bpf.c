@@ -104,6 +104,8 @@ static __always_inline u64 gp_counter(u64 ssp)
 
 static __always_inline int on_pending_enqueue(u64 pending, u64 obj)
 {
+	if (!is_armed())
+		return 0;  /* the tool is still attaching: a free path may not be hooked yet */
 	u64 ssp = pending_ssp(pending);
 	u32 flavor = ssp ? FL_SRCU : FL_RCU;
 	bool is_vmalloc = false;

@@ -16,7 +16,7 @@ ST_UNMATCHED = ST_FREED_BYTES + NPATH
 ST_MAX = ST_UNMATCHED + NPATH
 PERCENTILES = (50, 90, 99)
 EVENTS = ("gp", "barrier", "shrink_scan", "shrink_freed", "refill", "reclaim_work", "phased",
-          "ready", "nolock_enq", "nolock_defer", "unsampled")
+          "ready", "nolock_enq", "nolock_defer", "unsampled", "unarmed")
 NEV = len(EVENTS)
 DURATIONS = ("batch", "gp", "reclaim", "ready", "rcu_gp", "barrier")
 NDUR = len(DURATIONS)
@@ -96,6 +96,8 @@ def kvfree_family(raw: Any, stress_tgids: set[int]) -> dict[str, Any] | None:
             },
             "unsized": _sum_rows(st, ST_ENQ_UNSIZED),
             "vmalloc": _sum_rows(st, ST_ENQ_VMALLOC),
+            # calls while the tool was still attaching its hooks (not counted above)
+            "before_armed": _events_or_zero(raw, "unarmed"),
         },
         "freed": {
             "objects": freed,

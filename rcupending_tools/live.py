@@ -62,8 +62,14 @@ class LiveSource:
         except BaseException:
             self.close()
             raise
+        self.arm()
         selfcost.mark_attach()  # self_cost.cpu_seconds counts from here, like elapsed_s
         return self
+
+    def arm(self) -> None:
+        """Every hook is attached: let the enqueue sides count (bpf/common.bpf.c `armed`)."""
+        for loaded in self.loaded.values():
+            loaded.bpf["armed"][ctypes.c_int(0)] = ctypes.c_ulonglong(1)
 
     def close(self) -> None:
         while self.loaded:
