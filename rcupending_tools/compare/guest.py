@@ -10,16 +10,13 @@ import argparse
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 MARK = "RCUPENDING-COMPARE "
-IP_OPTIONS = 4
 RCUSCALE_LINE = re.compile(
     r"Total time taken by all kfree'ers: (?P<ns>\d+) ns, loops: (?P<loops>\d+), "
     r"batches: (?P<batches>-?\d+), memory footprint: (?P<mb>-?\d+)MB"
@@ -69,30 +66,6 @@ def run_rcuscale(loops: int, alloc_num: int, timeout: float = 300) -> dict[str, 
     return out
 
 
-def flood(n: int, threads: int) -> float:
-    """n objects to kfree_rcu: setsockopt(IP_OPTIONS) on one UDP socket per thread (each
-    set after a socket's first frees the previous option). Returns the wall time."""
-    per = [n // threads + (1 if i < n % threads else 0) for i in range(threads)]
-    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in per]
-    opt = b"\x01\x01\x01\x00"
-    for s in socks:
-        s.setsockopt(socket.IPPROTO_IP, IP_OPTIONS, opt)  # the first set frees nothing
-
-    def work(s: socket.socket, count: int) -> None:
-        for _ in range(count):
-            s.setsockopt(socket.IPPROTO_IP, IP_OPTIONS, opt)
-
-    workers = [threading.Thread(target=work, args=a) for a in zip(socks, per, strict=True)]
-    start = time.monotonic()
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    seconds = time.monotonic() - start
-    flood.sockets = socks  # type: ignore[attr-defined]  # closed after the drain
-    return seconds
-
-
 def hist_diff(before: dict, after: dict, name: str) -> list[int]:
     """Per-slot counts of histogram `name` added between two snapshots (64 log2 slots)."""
 
@@ -110,14 +83,14 @@ def measure(count: int, threads: int, drain: float, interval: float) -> dict[str
     from rcupending_tools.collector import Collector, provenance
     from rcupending_tools.kvfree_metrics import percentile_bounds
     from rcupending_tools.live import LiveSource
+    from rcupending_tools.stress import kvfree
 
     src = LiveSource()
     t0 = time.monotonic()
     src.attach()
     log(f"attached in {time.monotonic() - t0:.1f}s")
     try:
-        col = Collector(provenance(command="compare"), src.probe_dicts(), source="lab-vm",
-                        stress_tgids={os.getpid()})
+        col = Collector(provenance(command="compare"), src.probe_dicts(), source="lab-vm")
         probes = src.probe_dicts()
         base = col.update(src.read(count_map=True))
         kv0 = base["kvfree_rcu"]
@@ -133,12 +106,15 @@ def measure(count: int, threads: int, drain: float, interval: float) -> dict[str
             peak["mem_drop_kb"] = max(peak["mem_drop_kb"], mem0 - mem_available_kb())
             return snap
 
-        result: dict[str, float] = {}
-        runner = threading.Thread(target=lambda: result.update(s=flood(count, threads)))
-        runner.start()
-        while runner.is_alive():
+        # worker processes (the stress tgids: the guest's own BPF work stays out of by_stress),
+        # one socket each; each set after a socket's first hands the previous option to kfree_rcu
+        t_start = time.monotonic()
+        run = kvfree.start(count, 4, threads, threads)
+        col.stress_tgids = run.pids
+        while run.running(timeout=interval):
             sample()
-            runner.join(timeout=interval)
+        expected = run.wait()
+        flood_s = time.monotonic() - t_start
         snap = sample()
         deadline = time.monotonic() + drain
         while snap["kvfree_rcu"]["by_stress"]["pending"] > 0 and time.monotonic() < deadline:
@@ -146,8 +122,7 @@ def measure(count: int, threads: int, drain: float, interval: float) -> dict[str
             snap = sample()
         drained_s = round(time.monotonic() - (deadline - drain), 2)
         final = col.update(src.read(count_map=True))
-        for s in getattr(flood, "sockets", []):
-            s.close()
+        run.finish()
     finally:
         src.close()
     kv = final["kvfree_rcu"]
@@ -179,7 +154,8 @@ def measure(count: int, threads: int, drain: float, interval: float) -> dict[str
     return {
         "backend": (kv_probe.get("facts") or {}).get("backend"),
         "mechanism": kv_probe.get("mechanism"),
-        "flood_s": round(result.get("s", 0.0), 3),
+        "flood_s": round(flood_s, 3),
+        "truth": expected["kvfree_rcu"]["enqueued"],
         "enqueued": kv["by_stress"]["enqueued"],
         "freed": kv["by_stress"]["freed"],
         "drain_s": drained_s,

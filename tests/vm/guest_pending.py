@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -60,13 +59,40 @@ def counters() -> dict[str, int]:
     return out
 
 
-def kvfree_flood(n: int) -> socket.socket:
-    """n + 1 sets of a 4-byte option (NOPs + end): n objects handed to kfree_rcu."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    opt = b"\x01\x01\x01\x00"
-    for _ in range(n + 1):
-        s.setsockopt(socket.IPPROTO_IP, IP_OPTIONS, opt)
-    return s
+FLOOD_CHILD = """
+import socket, sys
+n = int(sys.argv[1])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+opt = bytes([1, 1, 1, 0])
+sys.stdin.readline()  # go
+for _ in range(n + 1):
+    s.setsockopt(socket.IPPROTO_IP, 4, opt)
+print("done", flush=True)
+sys.stdin.readline()  # close: after the final read
+"""
+
+
+def kvfree_flood(n: int, col, make_it_fail: bool = False) -> subprocess.Popen:  # noqa: ANN001
+    """n + 1 sets of a 4-byte option (NOPs + end) on one UDP socket, in a child process (the
+    collector's stress tgid): n objects handed to kfree_rcu. The child keeps its socket open
+    until release()."""
+    child = subprocess.Popen([sys.executable, "-c", FLOOD_CHILD, str(n)], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    col.stress_tgids = {child.pid}
+    if make_it_fail:
+        Path(f"/proc/{child.pid}/make-it-fail").write_text("1")
+    assert child.stdin is not None and child.stdout is not None
+    child.stdin.write("go\n")
+    child.stdin.flush()
+    assert child.stdout.readline().strip() == "done"
+    return child
+
+
+def release(child: subprocess.Popen) -> None:
+    assert child.stdin is not None
+    child.stdin.write("close\n")
+    child.stdin.flush()
+    child.wait(timeout=60)
 
 
 def wait_until(read, done, seconds: float):  # noqa: ANN001, ANN201
@@ -106,7 +132,6 @@ def failslab(on: bool) -> None:
                 "times": "-1", "probability": "100" if on else "0"}
     for name, value in settings.items():
         (FAILSLAB / name).write_text(value)
-    Path("/proc/self/make-it-fail").write_text("1" if on else "0")
 
 
 def main() -> None:
@@ -126,7 +151,7 @@ def main() -> None:
     log(f"attached in {time.monotonic() - t0:.1f}s")
     try:
         col = Collector(provenance(command="guest_pending"), src.probe_dicts(), source="lab-vm",
-                        stress_tgids={os.getpid()})
+                        stress_tgids={0})
         result["probes"] = src.probe_dicts()
         for p in result["probes"]:
             log(f"{p['name']}: {p['status']} {p['mechanism']} {p.get('facts')} {p['tried']}")
@@ -137,7 +162,7 @@ def main() -> None:
         # kvfree_rcu flood, drained
         sites0 = kfree_sites(counter, kernel)
         t0 = time.monotonic()
-        sock = kvfree_flood(N_KVFREE)
+        child = kvfree_flood(N_KVFREE, col)
         log(f"kvfree flood of {N_KVFREE} in {time.monotonic() - t0:.1f}s")
         after = wait_until(snap, lambda s: s["kvfree_rcu"]["by_stress"]["pending"] <= 0, 60)
         after = snap(True)
@@ -145,14 +170,14 @@ def main() -> None:
         result["kvfree"] = {"truth": N_KVFREE, "snapshot": after["kvfree_rcu"],
                             "kfree_list_sites": {k: sites1[k] - sites0[k] for k in sites0},
                             "baseline": base["kvfree_rcu"]}
-        sock.close()
+        release(child)
         backend = next(p for p in result["probes"] if p["name"] == "kvfree_call_rcu")[
             "facts"].get("backend")
         if backend == "rcu_pending" and FAILSLAB.is_dir():
             before = snap(True)
             failslab(True)
             try:
-                sock = kvfree_flood(N_FORCED)
+                child = kvfree_flood(N_FORCED, col, make_it_fail=True)
             finally:
                 failslab(False)
             after = wait_until(snap, lambda s: s["kvfree_rcu"]["by_stress"]["pending"] <= 0, 60)
@@ -163,7 +188,7 @@ def main() -> None:
                                 "pending_before": before["rcu_pending"],
                                 "pending_after": after["rcu_pending"],
                                 "kfree_list_sites": {k: sites2[k] - sites1[k] for k in sites1}}
-            sock.close()
+            release(child)
             log(f"forced: kfree at list sites {result['forced']['kfree_list_sites']}")
 
         if ins.returncode == 0:
