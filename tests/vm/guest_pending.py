@@ -18,7 +18,9 @@ Prints one line `RCUPENDING-RESULT <json>`. Argument: the module (.ko) to insmod
 from __future__ import annotations
 
 import json
+import multiprocessing as mp
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -59,40 +61,50 @@ def counters() -> dict[str, int]:
     return out
 
 
-FLOOD_CHILD = """
-import socket, sys
-n = int(sys.argv[1])
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-opt = bytes([1, 1, 1, 0])
-sys.stdin.readline()  # go
-for _ in range(n + 1):
-    s.setsockopt(socket.IPPROTO_IP, 4, opt)
-print("done", flush=True)
-sys.stdin.readline()  # close: after the final read
-"""
+def _flood_child(conn, n: int) -> None:  # noqa: ANN001
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    opt = bytes([1, 1, 1, 0])
+    conn.recv()  # go
+    for _ in range(n + 1):
+        s.setsockopt(socket.IPPROTO_IP, IP_OPTIONS, opt)
+    conn.send("done")
+    conn.recv()  # close: after the final read
+    s.close()
 
 
-def kvfree_flood(n: int, col, make_it_fail: bool = False) -> subprocess.Popen:  # noqa: ANN001
-    """n + 1 sets of a 4-byte option (NOPs + end) on one UDP socket, in a child process (the
-    collector's stress tgid): n objects handed to kfree_rcu. The child keeps its socket open
-    until release()."""
-    child = subprocess.Popen([sys.executable, "-c", FLOOD_CHILD, str(n)], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, text=True)
+def kvfree_flood(n: int, col, make_it_fail: bool = False):  # noqa: ANN001, ANN201
+    """n + 1 sets of a 4-byte option (NOPs + end) on one UDP socket, in a forked child (the
+    collector's stress tgid; forked, not exec'd: an exec frees a kernel object of its own
+    through kfree_rcu): n objects handed to kfree_rcu. The socket stays open until release()."""
+    ctx = mp.get_context("fork")
+    parent, child_end = ctx.Pipe()
+    child = ctx.Process(target=_flood_child, args=(child_end, n), daemon=True)
+    child.start()
     col.stress_tgids = {child.pid}
     if make_it_fail:
         Path(f"/proc/{child.pid}/make-it-fail").write_text("1")
-    assert child.stdin is not None and child.stdout is not None
-    child.stdin.write("go\n")
-    child.stdin.flush()
-    assert child.stdout.readline().strip() == "done"
-    return child
+    parent.send("go")
+    assert parent.recv() == "done"
+    return child, parent
 
 
-def release(child: subprocess.Popen) -> None:
-    assert child.stdin is not None
-    child.stdin.write("close\n")
-    child.stdin.flush()
-    child.wait(timeout=60)
+def release(flood) -> None:  # noqa: ANN001
+    child, conn = flood
+    conn.send("close")
+    child.join(timeout=60)
+
+
+def caller_counter(kernel: KernelInfo, caller: str):  # noqa: ANN001, ANN201
+    """kvfree() calls made by `caller` (tests/vm/kvfree_caller_count.bpf.c)."""
+    addrs, names = kernel._text_symbols
+    i = names.index(kernel.clone_name(caller))
+    defines = {"CALLER_START": hex(addrs[i]), "CALLER_END": hex(addrs[i + 1])}
+    return bpfload.load(str(Path(__file__).resolve().with_name("kvfree_caller_count.bpf.c")),
+                        defines, "kprobe")
+
+
+def caller_count(loaded) -> int:  # noqa: ANN001
+    return sum(int(v.value) for v in loaded.bpf["kvfree_from_caller"].values())
 
 
 def wait_until(read, done, seconds: float):  # noqa: ANN001, ANN201
@@ -174,7 +186,9 @@ def main() -> None:
         backend = next(p for p in result["probes"] if p["name"] == "kvfree_call_rcu")[
             "facts"].get("backend")
         if backend == "rcu_pending" and FAILSLAB.is_dir():
+            kvfree_calls = caller_counter(kernel, "__process_finished_items")
             before = snap(True)
+            calls0 = caller_count(kvfree_calls)
             failslab(True)
             try:
                 child = kvfree_flood(N_FORCED, col, make_it_fail=True)
@@ -187,9 +201,13 @@ def main() -> None:
                                 "after": after["kvfree_rcu"],
                                 "pending_before": before["rcu_pending"],
                                 "pending_after": after["rcu_pending"],
-                                "kfree_list_sites": {k: sites2[k] - sites1[k] for k in sites1}}
+                                "kfree_list_sites": {k: sites2[k] - sites1[k] for k in sites1},
+                                "kvfree_from_process_finished": caller_count(kvfree_calls)
+                                - calls0}
+            kvfree_calls.close()
             release(child)
-            log(f"forced: kfree at list sites {result['forced']['kfree_list_sites']}")
+            log(f"forced: kfree at list sites {result['forced']['kfree_list_sites']}, kvfree from "
+                f"__process_finished_items {result['forced']['kvfree_from_process_finished']}")
 
         if ins.returncode == 0:
             knob("reset")

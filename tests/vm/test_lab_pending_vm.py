@@ -106,7 +106,7 @@ def test_a_held_reader_delays_every_object_enqueued_during_it(guest, flavor):
 def test_forced_list_fallback_equals_the_independent_kfree_count(guest):
     """stock (rcu_min_cached_objs=0): channel 3 = kmem:kfree at kvfree_rcu_list; rcu_pending
     (failslab on the flooding task): list fallbacks at enqueue = objects freed from the list
-    = kmem:kfree at __process_finished_items."""
+    = kvfree() calls from __process_finished_items."""
     if VARIANTS[guest["spec"]] == "krc":
         kv, base = guest["kvfree"]["snapshot"], guest["kvfree"]["baseline"]
         listed = kv["freed"]["by_path"]["list"]["objects"] - base["freed"]["by_path"]["list"][
@@ -120,5 +120,8 @@ def test_forced_list_fallback_equals_the_independent_kfree_count(guest):
     enq_list = (forced["pending_after"]["flavors"]["rcu"]["list_fallback"]["kvfree_rcu"]
                 - forced["pending_before"]["flavors"]["rcu"]["list_fallback"]["kvfree_rcu"])
     assert listed > 0, forced
-    assert enq_list == listed == forced["kfree_list_sites"]["__process_finished_items"], forced
+    # independent: kvfree() calls made by __process_finished_items (a kprobe reading the return
+    # address); its kmem:kfree site count also holds the radix nodes genradix_free() frees
+    assert enq_list == listed == forced["kvfree_from_process_finished"], forced
+    assert forced["kfree_list_sites"]["__process_finished_items"] >= listed
     assert forced["after"]["by_stress"]["pending"] == 0
