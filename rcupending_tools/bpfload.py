@@ -42,20 +42,21 @@ def ensure_tracefs() -> None:
 
 
 def find_headers() -> Path | None:
-    """A headers tree for bcc: the running kernel's, kheaders, or the set-up's cached copy."""
+    """A headers tree for bcc: the running kernel's, the set-up's cached copy, or kheaders.
+
+    The cached copy comes before kheaders: bcc unpacks /sys/kernel/kheaders.tar.xz at every
+    boot, seconds of xz under TCG, and any recent tree compiles (layouts come from BTF)."""
     if env := os.environ.get("BCC_KERNEL_SOURCE"):
         return Path(env)
     release = os.uname().release
     if Path(f"/lib/modules/{release}/build/include").is_dir():
         return Path(f"/lib/modules/{release}/build")
-    if Path("/sys/kernel/kheaders.tar.xz").exists():
-        return None  # bcc unpacks it itself
     from .lab.kernels import cache_dir
 
     # scripts/setup.sh caches Debian's headers there (lab.kernels.debian_headers).
     for candidate in sorted((cache_dir() / "headers").glob("*/src/include/linux"), reverse=True):
         return candidate.parent.parent
-    return None
+    return None  # bcc unpacks kheaders itself when the kernel has them
 
 
 def import_bcc() -> Any:
