@@ -12,11 +12,11 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import __version__, kvfree_metrics
+from . import __version__, kvfree_metrics, nolock_metrics
 from .schema import SCHEMA_NAME, SCHEMA_VERSION, Snapshot
 
 # Index order of the BPF side's enums (bpf/common.bpf.h, bpf/*.bpf.c).
-LOST_REASONS = ("task_map_full",)
+LOST_REASONS = ("task_map_full", "nolock_key_map_full", "nolock_stack_map_full", "nolock_no_stack")
 TOP_PROCESSES = 20
 
 TaskKey = tuple[int, str]  # (tgid, comm)
@@ -38,7 +38,11 @@ class RawSample:
     kvfree_dur_hist: list[int] | None = None  # [kvfree_metrics.DURATIONS * 64 + log2 slot]
     pending_enqueued: list[int] | None = None  # [cpu]
     pending_by_task: dict[TaskKey, int] | None = None
-    nolock_stats: list[list[int]] | None = None  # [attempts, failures][cpu]
+    nolock_stats: list[list[int]] | None = None  # [attempts, failures, pages][cpu]
+    # [order, nid, gfp, context, attempts, failures] (nolock_metrics.NO_ARG: not seen)
+    nolock_keys: list[list[int]] | None = None
+    nolock_callers: list[list[Any]] | None = None  # [caller symbol, attempts, failures]
+    nolock_misses: dict[str, int | None] | None = None  # recursion / kprobe misses
     lost: list[int] = field(default_factory=lambda: [0] * len(LOST_REASONS))
     self_cost: dict[str, Any] | None = None  # selfcost.sample() of the reading process
 
@@ -63,6 +67,9 @@ class RawSample:
             "pending_enqueued": self.pending_enqueued,
             "pending_by_task": tasks(self.pending_by_task),
             "nolock_stats": self.nolock_stats,
+            "nolock_keys": self.nolock_keys,
+            "nolock_callers": self.nolock_callers,
+            "nolock_misses": self.nolock_misses,
             "lost": self.lost,
             "self_cost": self.self_cost,
         }
@@ -87,6 +94,9 @@ class RawSample:
             pending_enqueued=d.get("pending_enqueued"),
             pending_by_task=tasks(d.get("pending_by_task")),
             nolock_stats=d.get("nolock_stats"),
+            nolock_keys=d.get("nolock_keys"),
+            nolock_callers=d.get("nolock_callers"),
+            nolock_misses=d.get("nolock_misses"),
             lost=list(d.get("lost") or [0] * len(LOST_REASONS)),
             self_cost=d.get("self_cost"),
         )
@@ -159,12 +169,10 @@ class Collector:
     def _nolock(self, raw: RawSample) -> dict[str, Any] | None:
         if raw.nolock_stats is None:
             return None
-        attempts, failures = raw.nolock_stats
-        return {
-            "attempts": sum(attempts),
-            "failures": sum(failures),
-            "by_cpu": [
-                {"attempts": a, "failures": f} for a, f in zip(attempts, failures, strict=True)
-            ],
-        }
-
+        probe = next((p for p in self.probes if p.get("name") == "alloc_pages_nolock"), {})
+        counted_at = probe.get("symbol") if probe.get("status") == "attached" else None
+        if probe.get("status") == "stand-in":
+            counted_at = probe.get("mechanism")
+        return nolock_metrics.nolock_family(
+            raw.nolock_stats, raw.nolock_keys, raw.nolock_callers, raw.nolock_misses, counted_at
+        )

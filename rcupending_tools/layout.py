@@ -196,3 +196,32 @@ def _extras(lay: Layout, kind: str, have, kernel: KernelInfo) -> None:  # noqa: 
         else:
             lay.defines[define] = None
 
+
+
+def nolock_layout(kernel: KernelInfo, params: list[str] | None, kind: str) -> Layout:
+    """Defines for bpf/nolock.bpf.c: where this CPU's preempt count lives (the context of each
+    call: task, softirq, hard IRQ, NMI) and what the attach kind cannot see."""
+    lay = Layout()
+    # x86-64 6.15+: __preempt_count is its own per-CPU variable; before, a pcpu_hot member.
+    count = _addr(kernel, "__preempt_count")
+    if count is None and (hot := _addr(kernel, "pcpu_hot")) is not None and kernel.btf:
+        off = kernel.btf.member_offset("pcpu_hot", "preempt_count")
+        count = None if off is None else hot + off
+    pcpu_off = _addr(kernel, "__per_cpu_offset")
+    if count is None or pcpu_off is None:
+        lay.unavailable["context"] = (
+            "__preempt_count/__per_cpu_offset not in kallsyms (CONFIG_KALLSYMS_ALL off?)"
+        )
+    else:
+        lay.defines.update(
+            NOLOCK_PREEMPT_COUNT_ADDR=hex(count), NOLOCK_PCPU_OFF_ADDR=hex(pcpu_off)
+        )
+    if kind == "kprobe":
+        why = "a kretprobe sees the return value only (fexit refused)"
+        lay.unavailable.update(order=why, nid=why, gfp=why, pages=why)
+    elif kind == "tracepoint":
+        why = "kmem:mm_page_alloc has no nid and shows the allocator's gfp, not the argument"
+        lay.unavailable.update(nid=why, gfp=why)
+    elif not params or params[:1] != ["gfp_flags"]:
+        lay.unavailable["gfp"] = "no gfp argument before 6.18"
+    return lay

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import ctypes
+import os
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from . import bpfload, leftovers, planner, selfcost
 from . import kvfree_metrics as km
-from . import leftovers, planner, selfcost
+from . import nolock_metrics as nm
 from .bpfload import Loaded
 from .collector import LOST_REASONS, RawSample, TaskKey
 from .kernel import KernelInfo
@@ -22,6 +25,37 @@ def _percpu_rows(table: Any, n: int) -> list[list[int]]:
 
 def _summed(table: Any, n: int) -> list[int]:
     return [sum(int(v) for v in table[ctypes.c_int(i)]) for i in range(n)]
+
+
+def _recursion_misses(b: Any) -> int | None:
+    """Runs the kernel skipped because a BPF program was already running on that CPU (fentry's
+    per-program recursion check; kprobe programs while another BPF program runs, 6.7+), summed
+    over the module's programs from /proc/self/fdinfo; None when the kernel does not say."""
+    total, seen = 0, False
+    for fn in b.funcs.values():
+        try:
+            with open(f"/proc/self/fdinfo/{fn.fd}") as f:
+                info = selfcost.parse_fdinfo(f.read())
+        except OSError:
+            continue
+        if "recursion_misses" in info:
+            total, seen = total + int(info["recursion_misses"]), True
+    return total if seen else None
+
+
+def _kprobe_misses(loaded: Loaded) -> int | None:
+    """nmissed of this process's bcc kprobe events (kprobe_profile: name, hits, nmissed);
+    None when they are not listed (bcc attached through the perf kprobe PMU)."""
+    tag = f"_bcc_{os.getpid()}"
+    for base in (bpfload.TRACEFS, Path("/sys/kernel/debug/tracing")):
+        try:
+            lines = (base / "kprobe_profile").read_text().splitlines()
+        except OSError:
+            continue
+        rows = [ln.split() for ln in lines if tag in ln]
+        if rows:
+            return sum(int(r[-1]) for r in rows if r and r[-1].isdigit())
+    return None
 
 
 def _tasks(table: Any) -> dict[TaskKey, int]:
@@ -42,6 +76,7 @@ class LiveSource:
     loaded: dict[str, Loaded] = field(default_factory=dict)
     self_cost: bool = False  # hold a BPF_ENABLE_STATS fd while attached (--self-cost)
     stats_fd: int | None = None
+    _text_bounds: tuple[int, int] | None = None
 
     def attach(self) -> LiveSource:
         if removed := leftovers.clean_stale_kprobes():
@@ -136,6 +171,32 @@ class LiveSource:
             time.sleep(0.05)
         return None
 
+    def _read_nolock(self, b: Any, raw: RawSample, loaded: Loaded) -> None:
+        # splits first, totals last: a split never exceeds the total read after it
+        stacks = [
+            ([int(ip) for ip in k.ip], int(v.attempts), int(v.failures))
+            for k, v in b["nolock_by_stack"].items()
+        ]
+        raw.nolock_keys = [
+            [int(k.order), int(k.nid), int(k.gfp), int(k.ctx), int(v.attempts), int(v.failures)]
+            for k, v in b["nolock_by_key"].items()
+        ]
+        raw.nolock_stats = _percpu_rows(b["nolock_stats"], len(nm.STATS))
+        raw.nolock_callers = nm.callers(stacks, self._core_text_symbol)
+        raw.nolock_misses = {
+            "recursion": _recursion_misses(b),
+            "kprobe": _kprobe_misses(loaded) if loaded.kind == "kprobe" else None,
+        }
+
+    def _core_text_symbol(self, address: int) -> str | None:
+        """The kernel text symbol at `address`; None outside _stext.._etext (BPF JIT images,
+        trampolines, modules)."""
+        if self._text_bounds is None:
+            lo, hi = self.kernel.symbol("_stext"), self.kernel.symbol("_etext")
+            self._text_bounds = (lo.address if lo else 0, hi.address if hi else 0)
+        lo, hi = self._text_bounds
+        return self.kernel.ksym_at(address) if lo <= address < hi else None
+
     def read(self, count_map: bool = False, tries: int = 3) -> RawSample:
         """Read every attached program's maps; `count_map` also walks the per-object tracking
         map (costly) so the conservation invariant can be checked. With BPF stats on, retry
@@ -162,7 +223,7 @@ class LiveSource:
                 raw.pending_enqueued = _percpu_rows(b["pending_enqueued"], 1)[0]
                 raw.pending_by_task = _tasks(b["pending_by_task"])
             elif name == "alloc_pages_nolock":
-                raw.nolock_stats = _percpu_rows(b["nolock_stats"], 2)
+                self._read_nolock(b, raw, loaded)
         raw.lost = lost
         raw.self_cost = selfcost.sample(progs)
         return raw

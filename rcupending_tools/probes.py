@@ -126,6 +126,15 @@ NOLOCK_ALLOC = Probe(
     candidates=(
         Candidate("try_alloc_pages_noprof", (6, 15), (6, 16), ("nid", "order")),
         Candidate("alloc_pages_nolock_noprof", (6, 16), (6, 18), ("nid", "order")),
+        # 6.18+: the inner function every nolock allocation passes exactly once (the wrapper
+        # alloc_pages_nolock_noprof calls it, kmalloc_nolock's slab refill calls it directly).
+        Candidate(
+            "alloc_frozen_pages_nolock_noprof",
+            (6, 18),
+            None,
+            ("gfp_flags", "nid", "order"),
+            note="inner function: counts wrapper and kmalloc_nolock() calls once each",
+        ),
         Candidate(
             "alloc_pages_nolock_noprof",
             (6, 18),
@@ -142,6 +151,14 @@ NOLOCK_ALLOC = Probe(
         "calls that return before the tracepoint",
     ),
     absent_reason="try_alloc_pages() arrived in 6.15 (alloc_pages_nolock() from 6.16)",
+    layout="nolock_layout",
+)
+
+# Every nolock entry point (stack frames of these are the allocator, not its caller).
+NOLOCK_SYMBOLS = (
+    "try_alloc_pages_noprof",
+    "alloc_pages_nolock_noprof",
+    "alloc_frozen_pages_nolock_noprof",
 )
 
 PROBES: tuple[Probe, ...] = (KVFREE_CALL_RCU, RCU_PENDING_ENQUEUE, NOLOCK_ALLOC)

@@ -176,3 +176,29 @@ def test_optional_metrics_name_their_reason(tmp_path):
     assert "arrived in 6.18" in lay.unavailable["sheaf"]
     kp = layout.kvfree_layout(k, ["head", "ptr"], "kprobe")
     assert "HAVE_PHASES" not in kp.defines and "kprobe fallback" in kp.unavailable["phases"]
+
+
+def test_nolock_6_18_hooks_the_inner_function_once(tmp_path):
+    """6.18+: the wrapper calls alloc_frozen_pages_nolock_noprof and kmalloc_nolock calls it
+    directly, so the inner function is the one hook that sees each allocation once."""
+    params = {s: ["gfp_flags", "nid", "order"] for s in
+              ("alloc_pages_nolock_noprof", "alloc_frozen_pages_nolock_noprof")}
+    k = kernel(tmp_path, "6.18.15+deb13-amd64", list(params), params)
+    b = planner.bind(NOLOCK_ALLOC, k)
+    assert b.symbol == "alloc_frozen_pages_nolock_noprof"
+    fentry, kprobe = planner.attempts(b, k)[:2]
+    assert fentry[1]["NOLOCK_SYM"] == "alloc_frozen_pages_nolock_noprof"
+    assert "NOLOCK_GFP_ARG" in fentry[1]
+    assert kprobe[2] == [("kretprobe", "alloc_frozen_pages_nolock_noprof", "kretprobe_nolock")]
+    # no per-CPU preempt count in these kallsyms: the context is named unavailable
+    assert "context" in fentry[3] and "gfp" not in fentry[3]
+    assert {"order", "nid", "gfp", "pages"} <= set(kprobe[3])
+
+
+def test_nolock_6_17_has_one_function_and_no_gfp(tmp_path):
+    k = kernel(tmp_path, "6.17.13+deb13-amd64", ["alloc_pages_nolock_noprof"],
+               {"alloc_pages_nolock_noprof": ["nid", "order"]})
+    b = planner.bind(NOLOCK_ALLOC, k)
+    assert b.symbol == "alloc_pages_nolock_noprof"
+    fentry = planner.attempts(b, k)[0]
+    assert fentry[3]["gfp"] == "no gfp argument before 6.18"
