@@ -3,7 +3,8 @@
  * programs, run from userspace by BPF_PROG_TEST_RUN with `repeat` (bh disabled, so
  * preempt_count() != 0: the kernel takes its nolock paths).
  *
- * -DSTREAM_KFUNC=bpf_stream_vprintk (6.17) or bpf_stream_vprintk_impl (6.18+): each message
+ * -DSTREAM_KFUNC=bpf_stream_vprintk (6.17) or bpf_stream_vprintk_impl (6.18), or
+ * -DSTREAM_IMPLICIT (7.x: bpf_stream_vprintk without the aux argument): each message
  *   goes to the program's stderr stream; 6.17/6.18 carve messages out of a per-CPU page got
  *   from alloc_pages_nolock() when the current one is full, 7.x kmalloc_nolock()s each one
  *   (whose slab refills call alloc_frozen_pages_nolock()).
@@ -28,9 +29,17 @@ struct nolock_stress_state {
 	void *held[HOLD];
 } state;
 
-#ifdef STREAM_KFUNC
+#if defined(STREAM_IMPLICIT) /* 7.x: the aux argument is implicit (KF_IMPLICIT_ARGS) */
+extern int bpf_stream_vprintk(int stream_id, const char *fmt__str, const void *args,
+			      __u32 len__sz) __ksym;
+#define STREAM_PRINTK(id, fmt, args, len) bpf_stream_vprintk(id, fmt, args, len)
+#elif defined(STREAM_KFUNC)
 extern int STREAM_KFUNC(int stream_id, const char *fmt__str, const void *args, __u32 len__sz,
 			void *aux__prog) __ksym;
+#define STREAM_PRINTK(id, fmt, args, len) STREAM_KFUNC(id, fmt, args, len, 0)
+#endif
+
+#ifdef STREAM_PRINTK
 
 SEC("socket")
 int stream_printk(void *ctx)
@@ -44,7 +53,7 @@ int stream_printk(void *ctx)
 	int ret;
 
 	args[0] = __sync_fetch_and_add(&state.calls, 1);
-	ret = STREAM_KFUNC(2 /* BPF_STDERR */, fmt, args, sizeof(args), 0);
+	ret = STREAM_PRINTK(2 /* BPF_STDERR */, fmt, args, sizeof(args));
 	if (ret < 0) {
 		__sync_fetch_and_add(&state.failed, 1);
 		state.last_err = ret;
@@ -66,6 +75,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_ARENA_);
 	__uint(map_flags, BPF_F_MMAPABLE_);
 	__uint(max_entries, ARENA_PAGES);
+	__uint(map_extra, 0x10000000); /* user address of the range (never mmapped here) */
 } arena SEC(".maps");
 
 extern void *bpf_arena_alloc_pages(void *map, void *addr__ign, __u32 page_cnt, int node_id,

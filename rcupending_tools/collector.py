@@ -43,6 +43,7 @@ class RawSample:
     nolock_keys: list[list[int]] | None = None
     nolock_callers: list[list[Any]] | None = None  # [caller symbol, attempts, failures]
     nolock_misses: dict[str, int | None] | None = None  # recursion / kprobe misses
+    nolock_memcg: list[list[Any]] | None = None  # [cgroup id, path, failed charges]
     lost: list[int] = field(default_factory=lambda: [0] * len(LOST_REASONS))
     self_cost: dict[str, Any] | None = None  # selfcost.sample() of the reading process
 
@@ -70,6 +71,7 @@ class RawSample:
             "nolock_keys": self.nolock_keys,
             "nolock_callers": self.nolock_callers,
             "nolock_misses": self.nolock_misses,
+            "nolock_memcg": self.nolock_memcg,
             "lost": self.lost,
             "self_cost": self.self_cost,
         }
@@ -97,6 +99,7 @@ class RawSample:
             nolock_keys=d.get("nolock_keys"),
             nolock_callers=d.get("nolock_callers"),
             nolock_misses=d.get("nolock_misses"),
+            nolock_memcg=d.get("nolock_memcg"),
             lost=list(d.get("lost") or [0] * len(LOST_REASONS)),
             self_cost=d.get("self_cost"),
         )
@@ -170,9 +173,16 @@ class Collector:
         if raw.nolock_stats is None:
             return None
         probe = next((p for p in self.probes if p.get("name") == "alloc_pages_nolock"), {})
-        counted_at = probe.get("symbol") if probe.get("status") == "attached" else None
+        counted_at = None
+        if probe.get("status") == "attached":  # "fexit on SYM[ + INNER (calls not from SYM)]"
+            counted_at = str(probe.get("detail", "")).partition(" on ")[2] or probe.get("symbol")
         if probe.get("status") == "stand-in":
             counted_at = probe.get("mechanism")
         return nolock_metrics.nolock_family(
-            raw.nolock_stats, raw.nolock_keys, raw.nolock_callers, raw.nolock_misses, counted_at
+            raw.nolock_stats,
+            raw.nolock_keys,
+            raw.nolock_callers,
+            raw.nolock_misses,
+            counted_at,
+            raw.nolock_memcg,
         )

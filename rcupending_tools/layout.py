@@ -7,6 +7,7 @@ free paths exist to hook. Missing pieces become `unavailable` reasons, not guess
 
 from __future__ import annotations
 
+import bisect
 import os
 from dataclasses import dataclass, field
 
@@ -216,6 +217,26 @@ def nolock_layout(kernel: KernelInfo, params: list[str] | None, kind: str) -> La
         lay.defines.update(
             NOLOCK_PREEMPT_COUNT_ADDR=hex(count), NOLOCK_PCPU_OFF_ADDR=hex(pcpu_off)
         )
+    btf = kernel.btf
+    inner_defines(kernel, kind, lay)
+    offsets = {}
+    if btf is not None:
+        offsets = {
+            "OFF_TASK_ACTIVE_MEMCG": btf.member_offset("task_struct", "active_memcg"),
+            "OFF_MEMCG_CSS_CGROUP": btf.member_offset("mem_cgroup", "css.cgroup"),
+            "OFF_CGROUP_KN": btf.member_offset("cgroup", "kn"),
+            "OFF_KERNFS_NODE_ID": btf.member_offset("kernfs_node", "id"),
+        }
+    charge = "__memcg_kmem_charge_page"
+    if kind != "fentry":
+        lay.unavailable["memcg_cause"] = "needs fexit on __memcg_kmem_charge_page"
+    elif btf is None or btf.func_params(charge) is None or kernel.symbol(charge) is None:
+        lay.unavailable["memcg_cause"] = f"{charge} not hookable here (absent or not in BTF)"
+    elif None in offsets.values():
+        missing = ", ".join(k for k, v in offsets.items() if v is None)
+        lay.unavailable["memcg_cause"] = f"memcg layout not in BTF ({missing})"
+    else:
+        lay.defines.update(NOLOCK_MEMCG_CAUSE=None, **offsets)
     if kind == "kprobe":
         why = "a kretprobe sees the return value only (fexit refused)"
         lay.unavailable.update(order=why, nid=why, gfp=why, pages=why)
@@ -225,3 +246,41 @@ def nolock_layout(kernel: KernelInfo, params: list[str] | None, kind: str) -> La
     elif not params or params[:1] != ["gfp_flags"]:
         lay.unavailable["gfp"] = "no gfp argument before 6.18"
     return lay
+
+
+NOLOCK_WRAPPER = "alloc_pages_nolock_noprof"
+NOLOCK_INNER = "alloc_frozen_pages_nolock_noprof"
+
+
+def symbol_range(kernel: KernelInfo, name: str) -> tuple[int, int] | None:
+    """[start, end) of text symbol `name`: up to the next text symbol's address."""
+    sym = kernel.symbol(name)
+    if sym is None:
+        return None
+    addrs, _ = kernel._text_symbols
+    i = bisect.bisect_right(addrs, sym.address)
+    return (sym.address, addrs[i]) if i < len(addrs) else None
+
+
+def inner_defines(kernel: KernelInfo, kind: str, lay: Layout) -> None:
+    """6.18+: also hook alloc_frozen_pages_nolock_noprof, counting only the calls that do not
+    come from the wrapper (kmalloc_nolock's slab refills), so each allocation counts once."""
+    if kernel.symbol(NOLOCK_INNER) is None:
+        return  # 6.15-6.17: one function
+    wrapper = symbol_range(kernel, NOLOCK_WRAPPER)
+    btf = kernel.btf
+    if wrapper is None:
+        lay.unavailable["direct_inner_calls"] = f"{NOLOCK_WRAPPER} not in kallsyms"
+        return
+    if kind == "fentry" and (btf is None or btf.func_params(NOLOCK_INNER) is None):
+        lay.unavailable["direct_inner_calls"] = f"{NOLOCK_INNER} not in BTF"
+        return
+    if kind == "tracepoint":
+        return
+    lay.defines.update(
+        NOLOCK_INNER_SYM=NOLOCK_INNER,
+        NOLOCK_WRAPPER_START=hex(wrapper[0]),
+        NOLOCK_WRAPPER_END=hex(wrapper[1]),
+    )
+    if kind == "kprobe":
+        lay.kprobes.append(("kretprobe", NOLOCK_INNER, "kretprobe_nolock_inner"))

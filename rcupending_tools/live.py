@@ -43,6 +43,25 @@ def _recursion_misses(b: Any) -> int | None:
     return total if seen else None
 
 
+def _cgroup_path(cgroup_id: int, root: str = "/sys/fs/cgroup") -> str | None:
+    """The cgroup v2 directory whose inode number is `cgroup_id` (the kernfs node id); None
+    when gone, or 0 (a charge to the task's own memcg: no active memcg was set)."""
+    if cgroup_id == 0:
+        return None
+    for top, dirs, _ in os.walk(root):
+        for d in dirs:
+            path = os.path.join(top, d)
+            try:
+                if os.stat(path).st_ino == cgroup_id:
+                    return path
+            except OSError:
+                continue
+    try:
+        return root if os.stat(root).st_ino == cgroup_id else None
+    except OSError:
+        return None
+
+
 def _kprobe_misses(loaded: Loaded) -> int | None:
     """nmissed of this process's bcc kprobe events (kprobe_profile: name, hits, nmissed);
     None when they are not listed (bcc attached through the perf kprobe PMU)."""
@@ -181,12 +200,20 @@ class LiveSource:
             [int(k.order), int(k.nid), int(k.gfp), int(k.ctx), int(v.attempts), int(v.failures)]
             for k, v in b["nolock_by_key"].items()
         ]
+        memcg = None
+        if "memcg_cause" not in self._unavailable("alloc_pages_nolock"):
+            memcg = [[int(k.value), _cgroup_path(int(k.value)), int(v.value)]
+                     for k, v in b["nolock_memcg_fail"].items()]
         raw.nolock_stats = _percpu_rows(b["nolock_stats"], len(nm.STATS))
+        raw.nolock_memcg = memcg
         raw.nolock_callers = nm.callers(stacks, self._core_text_symbol)
         raw.nolock_misses = {
             "recursion": _recursion_misses(b),
             "kprobe": _kprobe_misses(loaded) if loaded.kind == "kprobe" else None,
         }
+
+    def _unavailable(self, probe: str) -> dict[str, str]:
+        return next((s.unavailable for s in self.statuses if s.name == probe), {})
 
     def _core_text_symbol(self, address: int) -> str | None:
         """The kernel text symbol at `address`; None outside _stext.._etext (BPF JIT images,

@@ -16,7 +16,7 @@ from typing import Any
 from .probes import NOLOCK_SYMBOLS
 
 # Index order of bpf/nolock.bpf.c's enums.
-STATS = ("attempts", "failures", "pages")
+STATS = ("attempts", "failures", "pages", "memcg_failures")
 CONTEXTS = ("task", "softirq", "hardirq", "nmi", "unknown")
 NO_ARG = 0x7FFFFFFF  # order/nid/gfp the attach mechanism cannot see
 PAGE_SIZE = 4096  # x86-64, the only architecture the lab runs
@@ -100,10 +100,12 @@ def nolock_family(
     caller_rows: list[list[Any]] | None,
     misses: dict[str, int | None] | None,
     counted_at: str | None,
+    memcg: list[list[Any]] | None = None,
 ) -> dict[str, Any]:
     """The snapshot's `nolock` object. `stats` is [attempts, failures, pages?][cpu] (older
     readings have no pages row); `keys` rows are [order, nid, gfp, context, attempts,
-    failures] with NO_ARG for what the mechanism cannot see."""
+    failures] with NO_ARG for what the mechanism cannot see; `memcg` rows [cgroup id, path,
+    failures] (None: the cause of failures is not observable here)."""
     attempts, failures = stats[0], stats[1]
     pages = stats[2] if len(stats) > 2 else None
     total_a, total_f = sum(attempts), sum(failures)
@@ -120,6 +122,13 @@ def nolock_family(
         out["pages"] = sum(pages)
         out["bytes"] = sum(pages) * PAGE_SIZE
     out["failure_ratio"] = total_f / total_a if total_a else None
+    if memcg is not None and len(stats) > 3:
+        charged = sum(stats[3])
+        out["failures_by_cause"] = {"memcg_charge": charged, "other": total_f - charged}
+        out["memcg_failures"] = [
+            {"cgroup_id": cid, "path": path, "failures": n}
+            for cid, path, n in sorted(memcg, key=lambda r: -r[2])
+        ]
     out["counted_at"] = counted_at
     if keys is not None:
         orders: dict[Any, list[int]] = {}

@@ -152,6 +152,8 @@ def attach(probe: Probe, kernel: KernelInfo) -> tuple[ProbeStatus, bpfload.Loade
             else ("kretprobe" if probe.needs_return else "kprobe")
         )
         status.detail = f"{status.mechanism} on {bound.symbol}"
+        if inner := defines.get(f"{probe.prefix}_INNER_SYM"):
+            status.detail += f" + {inner} (calls not from {bound.symbol})"
         return status, loaded
     blocked = "; ".join(status.tried)
     if probe.stand_in is not None:

@@ -126,21 +126,13 @@ NOLOCK_ALLOC = Probe(
     candidates=(
         Candidate("try_alloc_pages_noprof", (6, 15), (6, 16), ("nid", "order")),
         Candidate("alloc_pages_nolock_noprof", (6, 16), (6, 18), ("nid", "order")),
-        # 6.18+: the inner function every nolock allocation passes exactly once (the wrapper
-        # alloc_pages_nolock_noprof calls it, kmalloc_nolock's slab refill calls it directly).
-        Candidate(
-            "alloc_frozen_pages_nolock_noprof",
-            (6, 18),
-            None,
-            ("gfp_flags", "nid", "order"),
-            note="inner function: counts wrapper and kmalloc_nolock() calls once each",
-        ),
         Candidate(
             "alloc_pages_nolock_noprof",
             (6, 18),
             None,
             ("gfp_flags", "nid", "order"),
-            note="gfp argument (only __GFP_ACCOUNT) since 6.18",
+            note="gfp argument (only __GFP_ACCOUNT) since 6.18; layout.nolock_layout adds the "
+            "inner alloc_frozen_pages_nolock_noprof (kmalloc_nolock's direct calls)",
         ),
     ),
     needs_return=True,

@@ -12,14 +12,19 @@ from ..cliutil import emit_json
 from ..errors import UserError
 
 
-def _independent(symbol: str) -> Any:
-    """The kretprobe counter of bpf/nolock_count.bpf.c on `symbol` (a bpfload.Loaded)."""
-    from .. import bpfload
+def _independent(kernel: Any, symbol: str) -> Any:
+    """The kretprobe counter of bpf/nolock_count.bpf.c (a bpfload.Loaded, or why not): on
+    `symbol` and, 6.18+, on the inner function (calls returning into the wrapper skipped)."""
+    from .. import bpfload, layout
 
+    attach = [("kretprobe", symbol, "kretprobe_nolock_count")]
+    defines: dict[str, str | int | None] = {}
+    wrapper = layout.symbol_range(kernel, symbol)
+    if kernel.symbol(layout.NOLOCK_INNER) is not None and wrapper is not None:
+        attach.append(("kretprobe", layout.NOLOCK_INNER, "kretprobe_nolock_count_inner"))
+        defines.update(NOLOCK_WRAPPER_START=hex(wrapper[0]), NOLOCK_WRAPPER_END=hex(wrapper[1]))
     try:
-        return bpfload.load(
-            "nolock_count.bpf.c", {}, "kprobe", [("kretprobe", symbol, "kretprobe_nolock_count")]
-        )
+        return bpfload.load("nolock_count.bpf.c", defines, "kprobe", attach)
     except bpfload.LoadError as e:
         return e.reason
 
@@ -58,7 +63,7 @@ def register(stress_app: typer.Typer) -> None:
         """BPF programs (libbpf, run by BPF_PROG_TEST_RUN) that make the kernel call the nolock
         page allocator. With --measure, exit 1 when the collector's attempts or failures
         differ from the independent kretprobe count over the same window."""
-        from .. import bpfload, planner
+        from .. import bpfload, layout, planner
         from ..cliutil import command_line
         from ..collector import Collector, provenance
         from ..kernel import KernelInfo
@@ -84,7 +89,7 @@ def register(stress_app: typer.Typer) -> None:
         result: dict[str, Any] = {"scenario": scenario, "kernel_release": kernel.release}
         try:
             if measure:
-                indep = _independent(bound.symbol)
+                indep = _independent(kernel, bound.symbol)
                 src = LiveSource(kernel=kernel, probes=(NOLOCK_ALLOC,)).attach()
                 col = Collector(provenance(command=command_line()), src.probe_dicts(),
                                 source="lab-vm" if _in_lab() else "live")
@@ -103,7 +108,10 @@ def register(stress_app: typer.Typer) -> None:
             if base is not None:
                 end = _indep_read(indep)
                 result["independent"] = {
-                    "mechanism": f"kretprobe:{bound.symbol}",
+                    "mechanism": "kretprobe:" + ",".join(
+                        [bound.symbol]
+                        + ([layout.NOLOCK_INNER] if kernel.symbol(layout.NOLOCK_INNER) else [])
+                    ),
                     "attempts": end[0] - base[0],
                     "failures": end[1] - base[1],
                 }
@@ -138,6 +146,21 @@ def checks(result: dict[str, Any]) -> dict[str, bool]:
     if "attempts" in ind:
         out["attempts_equal_independent"] = m["attempts"] == ind["attempts"]
         out["failures_equal_independent"] = m["failures"] == ind["failures"]
+    d = result.get("driver") or {}
+    if result["scenario"] == "arena":
+        # each arena page is one nolock call of the driver's (more may come from elsewhere,
+        # e.g. kmalloc_nolock slab refills); every failure is the driver's
+        out["attempts_cover_driver"] = m["attempts"] >= d["ok"] + d["failed"]
+        out["failures_equal_driver"] = m["failures"] == d["failed"]
+    if "memcg" in d:  # the forcing mode: failures, caused by the driver's memcg
+        out["failures_forced"] = d["failed"] > 0
+        cause = m.get("failures_by_cause")
+        if cause is not None:
+            ids = {r["cgroup_id"]: r["failures"] for r in m.get("memcg_failures") or []}
+            out["cause_is_the_memcg"] = (
+                cause["memcg_charge"] == m["failures"]
+                and ids.get(d["memcg"]["cgroup_id"]) == m["failures"]
+            )
     return out
 
 
@@ -157,6 +180,12 @@ def print_result(result: dict[str, Any]) -> None:
               f"at {m.get('counted_at')}")
         for r in (m.get("by_caller") or [])[:5]:
             print(f"    {r['caller']}: {r['attempts']} (failed {r['failures']})")
+        if (cause := m.get("failures_by_cause")) is not None:
+            print(f"    failures by cause: memcg charge {cause['memcg_charge']}, "
+                  f"other {cause['other']}")
+            for r in m.get("memcg_failures") or []:
+                print(f"      memcg {r['path'] or '(gone)'} (cgroup id {r['cgroup_id']}): "
+                      f"{r['failures']}")
     ind = result.get("independent")
     if ind:
         if "attempts" in ind:

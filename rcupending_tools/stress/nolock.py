@@ -43,6 +43,7 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 VARIANTS: dict[str, list[str]] = {
     "stream-bpf_stream_vprintk": ["-DSTREAM_KFUNC=bpf_stream_vprintk"],
     "stream-bpf_stream_vprintk_impl": ["-DSTREAM_KFUNC=bpf_stream_vprintk_impl"],
+    "stream-implicit": ["-DSTREAM_IMPLICIT"],
     "arena": ["-DARENA"],
 }
 
@@ -101,13 +102,31 @@ def build() -> Path:
     return out
 
 
+def stream_variant(params: dict[str, list[str] | None]) -> str | None:
+    """The stream object for the kfunc prototypes this kernel's BTF declares (name -> params):
+    7.x declares bpf_stream_vprintk without its implicit aux argument (4 parameters), 6.18
+    bpf_stream_vprintk_impl with it, 6.17 bpf_stream_vprintk with it (5 parameters)."""
+    plain = params.get("bpf_stream_vprintk")
+    if plain is not None and len(plain) == 4:
+        return "stream-implicit"
+    if params.get("bpf_stream_vprintk_impl") is not None:
+        return "stream-bpf_stream_vprintk_impl"
+    if plain is not None:
+        return "stream-bpf_stream_vprintk"
+    return None
+
+
 def scenarios(kernel: KernelInfo) -> dict[str, str]:
     """scenario -> the object variant this kernel can run."""
     out = {}
-    for kfunc in STREAM_KFUNCS:
-        if kernel.symbol(kfunc) is not None:
-            out["stream"] = f"stream-{kfunc}"
-            break
+    btf = kernel.btf
+    if btf is not None:
+        params = {}
+        for name in STREAM_KFUNCS:
+            found = btf.func_params(name)
+            params[name] = None if found is None else [p[0] for p in found]
+        if (variant := stream_variant(params)) is not None:
+            out["stream"] = variant
     if kernel.symbol(ARENA_NON_SLEEPABLE) is not None:
         out["arena"] = "arena"
     return out
@@ -230,5 +249,5 @@ def start(
         limit = current + memory_max
         (cgroup.path / "memory.max").write_text(str(limit))
         run.limit = {"memory_current_at_start": current, "memory_max": limit,
-                     "headroom": memory_max}
+                     "headroom": memory_max, "cgroup_id": cgroup.path.stat().st_ino}
     return run

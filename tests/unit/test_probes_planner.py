@@ -19,6 +19,9 @@ class FakeBtf:
         p = self.funcs.get(name)
         return None if p is None else [(n, "void *") for n in p]
 
+    def member_offset(self, struct: str, path: str) -> int | None:
+        return None  # no struct layouts in these tests
+
 
 def kernel(tmp_path: Path, release: str, syms: list[str], btf: dict | None) -> KernelInfo:
     ks = tmp_path / "kallsyms"
@@ -178,20 +181,28 @@ def test_optional_metrics_name_their_reason(tmp_path):
     assert "HAVE_PHASES" not in kp.defines and "kprobe fallback" in kp.unavailable["phases"]
 
 
-def test_nolock_6_18_hooks_the_inner_function_once(tmp_path):
-    """6.18+: the wrapper calls alloc_frozen_pages_nolock_noprof and kmalloc_nolock calls it
-    directly, so the inner function is the one hook that sees each allocation once."""
+def test_nolock_6_18_hooks_wrapper_and_inner_once_each(tmp_path):
+    """6.18+: the wrapper calls alloc_frozen_pages_nolock_noprof (or has it inlined) and
+    kmalloc_nolock calls it directly: both are hooked, and the inner program skips calls whose
+    stack is inside the wrapper's text (its range from kallsyms)."""
     params = {s: ["gfp_flags", "nid", "order"] for s in
               ("alloc_pages_nolock_noprof", "alloc_frozen_pages_nolock_noprof")}
-    k = kernel(tmp_path, "6.18.15+deb13-amd64", list(params), params)
+    k = kernel(tmp_path, "6.18.15+deb13-amd64",
+               ["alloc_frozen_pages_nolock_noprof", "alloc_pages_nolock_noprof", "after"], params)
     b = planner.bind(NOLOCK_ALLOC, k)
-    assert b.symbol == "alloc_frozen_pages_nolock_noprof"
+    assert b.symbol == "alloc_pages_nolock_noprof"
     fentry, kprobe = planner.attempts(b, k)[:2]
-    assert fentry[1]["NOLOCK_SYM"] == "alloc_frozen_pages_nolock_noprof"
-    assert "NOLOCK_GFP_ARG" in fentry[1]
-    assert kprobe[2] == [("kretprobe", "alloc_frozen_pages_nolock_noprof", "kretprobe_nolock")]
-    # no per-CPU preempt count in these kallsyms: the context is named unavailable
-    assert "context" in fentry[3] and "gfp" not in fentry[3]
+    d = fentry[1]
+    assert d["NOLOCK_SYM"] == "alloc_pages_nolock_noprof" and "NOLOCK_GFP_ARG" in d
+    assert d["NOLOCK_INNER_SYM"] == "alloc_frozen_pages_nolock_noprof"
+    # the wrapper is the 2nd symbol of the fake kallsyms (0x100 apart): [0x...0100, 0x...0200)
+    assert (d["NOLOCK_WRAPPER_START"], d["NOLOCK_WRAPPER_END"]) == (
+        "0xffffffff81000100", "0xffffffff81000200")
+    assert kprobe[2] == [("kretprobe", "alloc_pages_nolock_noprof", "kretprobe_nolock"),
+                         ("kretprobe", "alloc_frozen_pages_nolock_noprof",
+                          "kretprobe_nolock_inner")]
+    # no per-CPU preempt count or memcg layout in these kallsyms/BTF: named unavailable
+    assert "context" in fentry[3] and "memcg_cause" in fentry[3] and "gfp" not in fentry[3]
     assert {"order", "nid", "gfp", "pages"} <= set(kprobe[3])
 
 
