@@ -80,3 +80,35 @@ def test_unseen_arguments_are_null_and_old_readings_still_load():
     s = Collector(provenance("6.17"), [], source="replay").update(old)
     assert validation_errors(s) == [] and s["nolock"]["attempts"] == 7
     assert RawSample.from_json(raw(1.0, 1).to_json()) == raw(1.0, 1)
+
+
+def test_stream_variant_follows_the_kernels_prototypes():
+    from rcupending_tools.stress.nolock import stream_variant
+
+    five = ["stream_id", "fmt__str", "args", "len__sz", "aux__prog"]
+    assert stream_variant({"bpf_stream_vprintk": five}) == "stream-bpf_stream_vprintk"  # 6.17
+    assert stream_variant({"bpf_stream_vprintk_impl": five, "bpf_stream_vprintk": None}) == (
+        "stream-bpf_stream_vprintk_impl")  # 6.18
+    assert stream_variant({"bpf_stream_vprintk": five[:4], "bpf_stream_vprintk_impl": five}) == (
+        "stream-implicit")  # 7.x: KF_IMPLICIT_ARGS hides aux
+    assert stream_variant({"bpf_stream_vprintk": None, "bpf_stream_vprintk_impl": None}) is None
+
+
+def test_measure_checks_fail_on_a_mismatch():
+    from rcupending_tools.commands.nolock import checks
+
+    probe = {"status": "attached"}
+    ok = {"scenario": "stream", "probe": probe, "measured": {"attempts": 5, "failures": 0},
+          "independent": {"attempts": 5, "failures": 0}}
+    assert all(checks(ok).values())
+    bad = {**ok, "independent": {"attempts": 6, "failures": 0}}
+    assert checks(bad)["attempts_equal_independent"] is False
+    forced = {"scenario": "arena", "probe": probe,
+              "measured": {"attempts": 10, "failures": 4,
+                           "failures_by_cause": {"memcg_charge": 4, "other": 0},
+                           "memcg_failures": [{"cgroup_id": 7, "path": None, "failures": 4}]},
+              "independent": {"attempts": 10, "failures": 4},
+              "driver": {"ok": 6, "failed": 4, "memcg": {"cgroup_id": 7}}}
+    assert all(checks(forced).values())
+    other_cg = {**forced, "driver": {"ok": 6, "failed": 4, "memcg": {"cgroup_id": 8}}}
+    assert checks(other_cg)["cause_is_the_memcg"] is False
