@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -41,6 +42,10 @@ def guest(request) -> dict:
         f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     result = json.loads(lines[-1].split(" ", 1)[1])
     result["spec"] = request.param
+    out = Path(os.environ.get("RCUPENDING_VM_RESULTS", "build/vm-results"))
+    out.mkdir(parents=True, exist_ok=True)
+    name = f"nolock-{request.param.replace(':', '-')}.json"
+    (out / name).write_text(json.dumps(result, indent=1))
     return result
 
 
