@@ -112,6 +112,7 @@ def nolock_family(
     out: dict[str, Any] = {
         "attempts": total_a,
         "failures": total_f,
+        "successes": total_a - total_f,
         "by_cpu": [
             {"attempts": a, "failures": f}
             | ({} if pages is None else {"pages": pages[i]})

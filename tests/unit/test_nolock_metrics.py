@@ -54,6 +54,7 @@ def test_family_totals_splits_and_schema():
         assert validation_errors(s) == []
     nl = s1["nolock"]
     assert (nl["attempts"], nl["failures"], nl["pages"]) == (40, 20, 20)
+    assert nl["successes"] == 20
     assert nl["bytes"] == 20 * 4096 and nl["failure_ratio"] == 0.5
     assert nl["counted_at"] == "alloc_frozen_pages_nolock_noprof"
     assert nl["by_cpu"][0] == {"attempts": 30, "failures": 10, "pages": 20}
@@ -112,3 +113,13 @@ def test_measure_checks_fail_on_a_mismatch():
     assert all(checks(forced).values())
     other_cg = {**forced, "driver": {"ok": 6, "failed": 4, "memcg": {"cgroup_id": 8}}}
     assert checks(other_cg)["cause_is_the_memcg"] is False
+
+
+def test_dashboard_detail_line_names_orders_contexts_and_the_top_caller():
+    from rcupending_tools.views.dashboard import _nolock_detail
+
+    col = Collector(provenance("6.18.15"), [PROBE], source="synthetic")
+    line = _nolock_detail(col.update(raw(1.0, 10))["nolock"])
+    assert "order 0:30 3:10" in line and "task 30, softirq 10" in line
+    assert line.endswith("top __bpf_alloc_page")
+    assert _nolock_detail({"attempts": 1, "failures": 0, "by_cpu": []}) == ""  # older snapshot
