@@ -276,3 +276,15 @@ def test_cpu_offline_mid_stress_loses_nothing(guest):
     assert n == 30000 and kv["by_stress"]["enqueued"] == n and out["match"] is True
     assert kv["conservation"]["ok"] is True, kv["conservation"]
     assert kv["by_stress"]["freed"] == n, kv["by_stress"]
+
+
+def test_nolock_stress_refused_where_absent(guest):
+    """Issue 4 on 6.1/6.12, in this boot (no BPF load): one line, exit 1, the version reason."""
+    if version(guest["spec"]) >= (6, 15):
+        pytest.skip("this kernel has the nolock allocator (tests/vm/test_nolock_vm.py)")
+    run = guest["nolock_refused"]
+    lines = run["stderr"].strip().splitlines()
+    assert run["rc"] == 1 and len(lines) == 1, run
+    major, minor = version(guest["spec"])
+    assert lines[0].startswith("rcupending: error: stress nolock: absent:"), lines
+    assert "arrived in 6.15" in lines[0] and f"this kernel is {major}.{minor}" in lines[0]
