@@ -25,6 +25,7 @@ struct nolock_stress_state {
 	__u64 failed;   /* printk returned < 0 / arena returned NULL */
 	__u64 freed;    /* arena pages given back */
 	__s64 last_err; /* printk's last negative return */
+	__u64 irq_calls; /* runs of stream_printk_irq (perf cpu-clock: hard IRQ context) */
 	__u64 nheld;
 	void *held[HOLD];
 } state;
@@ -41,8 +42,7 @@ extern int STREAM_KFUNC(int stream_id, const char *fmt__str, const void *args, _
 
 #ifdef STREAM_PRINTK
 
-SEC("socket")
-int stream_printk(void *ctx)
+static __always_inline int stream_message(void)
 {
 	/* ~240 bytes per message: one 4 KiB stream page holds ~16 */
 	static const char fmt[] = "rcupending nolock stress %llu ........................................"
@@ -61,6 +61,20 @@ int stream_printk(void *ctx)
 		__sync_fetch_and_add(&state.ok, 1);
 	}
 	return 0;
+}
+
+SEC("socket")
+int stream_printk(void *ctx)
+{
+	return stream_message();
+}
+
+/* The same from a perf cpu-clock event (hrtimer: hard IRQ context), --irq-seconds. */
+SEC("perf_event")
+int stream_printk_irq(void *ctx)
+{
+	__sync_fetch_and_add(&state.irq_calls, 1);
+	return stream_message();
 }
 #endif
 

@@ -217,6 +217,7 @@ def start(
     batches: int,
     repeat: int,
     memory_max: int | None = None,
+    irq_seconds: float = 0.0,
 ) -> Run:
     """Load the driver (in a tight cgroup with `memory_max` headroom bytes for `arena`) and
     wait until it is ready; `Run.go()` starts the batches."""
@@ -232,7 +233,7 @@ def start(
 
     args = [str(out / "nolock_driver"), str(out / f"{have[scenario]}.o"),
             scenario.split("-")[0], "--batches", str(batches), "--repeat", str(repeat),
-            "--wait", "1"]
+            "--wait", "1", "--irq-seconds", str(irq_seconds)]
     proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, preexec_fn=enter_cgroup)
     assert proc.stdout is not None

@@ -94,21 +94,29 @@ def test_stream_equals_the_independent_count(guest):
     if version(guest["spec"]) < (6, 17):
         pytest.skip("BPF streams arrived in 6.17")
     m, ind, drv = _measured(scenario(guest, "stream"))
-    assert drv["ok"] == drv["calls"] == 4000, drv  # every message printed (the stream drained)
-    assert m["attempts"] > 0 and m["failures"] == 0, m
-    assert (m["attempts"], m["failures"]) == (ind["attempts"], ind["failures"]), (m, ind)
+    # the 4000 test-run messages all printed (the stream is drained after each batch); the
+    # IRQ phase may hit the stream's capacity (-ENOSPC), which allocates nothing
+    assert drv["ok"] >= 4000 and drv["irq_calls"] > 0 and drv["irq_cpus"] >= 1, drv
+    assert m["attempts"] > 0 and m["failures"] == 0 == ind["failures"], (m, ind)
     top = m["by_caller"][0]
     assert top["caller"] == STREAM_CALLER[guest["spec"]] and top["attempts"] == m["attempts"], m
     assert sum(r["attempts"] for r in m["by_order"]) == m["attempts"]
-    # test runs execute in task context (bh disabled): no IRQ or NMI calls here
-    assert m["by_context"]["task"]["attempts"] == m["attempts"], m["by_context"]
-    assert m["misses"]["recursion"] == 0
+    ctx = m["by_context"]
+    assert ctx["task"]["attempts"] + ctx["hardirq"]["attempts"] == m["attempts"], ctx
+    assert m["misses"]["recursion"] == 0  # fexit: per-program recursion only
     if version(guest["spec"]) >= (6, 18):
         assert m["by_gfp"] and all(r["gfp"] is not None for r in m["by_gfp"]), m["by_gfp"]
     else:
         assert [r["gfp"] for r in m["by_gfp"]] == [None], m["by_gfp"]
-        # 6.17: one ~256-byte message slot each, ~15 per 4 KiB page, one page per allocation
-        assert 4000 // 17 <= m["attempts"] <= 4000 // 12, m["attempts"]
+    if version(guest["spec"]) < (7, 0):
+        # every message page comes through the wrapper: the kretprobe saw each call, except
+        # those made inside the perf-event BPF program (hard IRQ), where the kernel skips
+        # kprobe programs and counts a recursion miss: exactly the hard-IRQ calls
+        assert ctx["hardirq"]["attempts"] > 0, ctx
+        assert ind["missed"]["wrapper"] == ctx["hardirq"]["attempts"], (ind, ctx)
+        assert m["attempts"] == ind["attempts"] + ind["missed"]["wrapper"], (m, ind)
+        # ~15 messages of ~256 bytes per 4 KiB page, one page per allocation
+        assert 4000 // 17 <= ctx["task"]["attempts"] <= 4000 // 12, ctx
 
 
 def test_arena_forced_failures_are_the_memcg(guest):

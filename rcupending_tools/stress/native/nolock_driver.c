@@ -4,6 +4,8 @@
  *   nolock_driver OBJ stream|arena --batches B --repeat R [--duration S] [--wait 1]
  *
  * --wait 1: after loading, print {"ready": true} and wait for a line on stdin.
+ * --irq-seconds S [--irq-freq F] (stream): then run the same printing from a perf cpu-clock
+ *   event on every CPU at F Hz for S seconds (hard IRQ context).
  *
  * stream: each run prints one message to the program's BPF stderr stream; after each batch
  *         the stream is read empty (BPF_PROG_STREAM_READ_BY_FD), so its capacity never stops
@@ -20,6 +22,7 @@
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
+#include <linux/perf_event.h>
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
@@ -29,6 +32,7 @@
 struct state {
 	uint64_t calls, ok, failed, freed;
 	int64_t last_err;
+	uint64_t irq_calls;
 	uint64_t nheld;
 	uint64_t held[512];
 };
@@ -75,6 +79,58 @@ static long drain(int prog_fd, long *reads)
 	}
 }
 
+/* stream_printk_irq on a cpu-clock perf event per CPU (hrtimer: hard IRQ context) for
+ * `seconds`, draining the stream every 50 ms; returns the links made, or -1. */
+static int irq_phase(struct bpf_object *obj, int prog_fd, double seconds, int freq,
+		     long *drained, long *reads)
+{
+	struct bpf_program *irq = bpf_object__find_program_by_name(obj, "stream_printk_irq");
+	int ncpu = sysconf(_SC_NPROCESSORS_ONLN), made = 0;
+	struct bpf_link *links[256] = {0};
+	if (!irq) {
+		fprintf(stderr, "nolock_driver: no stream_printk_irq program\n");
+		return -1;
+	}
+	for (int cpu = 0; cpu < ncpu && cpu < 256; cpu++) {
+		struct perf_event_attr attr = {0};
+		attr.size = sizeof(attr);
+		attr.type = PERF_TYPE_SOFTWARE;
+		attr.config = PERF_COUNT_SW_CPU_CLOCK;
+		attr.freq = 1;
+		attr.sample_freq = freq;
+		int pfd = syscall(__NR_perf_event_open, &attr, -1, cpu, -1, PERF_FLAG_FD_CLOEXEC);
+		if (pfd < 0) {
+			fprintf(stderr, "nolock_driver: perf_event_open cpu %d: %s\n", cpu,
+				strerror(errno));
+			return -1;
+		}
+		links[cpu] = bpf_program__attach_perf_event(irq, pfd);
+		if (libbpf_get_error(links[cpu])) {
+			fprintf(stderr, "nolock_driver: attach perf event cpu %d failed\n", cpu);
+			links[cpu] = NULL;
+			close(pfd);
+			return -1;
+		}
+		made++;
+	}
+	double end = now() + seconds;
+	while (now() < end) {
+		usleep(50000);
+		long n = drain(prog_fd, reads);
+		if (n < 0)
+			return -1;
+		*drained += n;
+	}
+	for (int cpu = 0; cpu < 256; cpu++)
+		if (links[cpu])
+			bpf_link__destroy(links[cpu]); /* closes the perf event too */
+	long n = drain(prog_fd, reads);
+	if (n < 0)
+		return -1;
+	*drained += n;
+	return made;
+}
+
 static int run(int fd, unsigned repeat)
 {
 	char pkt[64] = {0};
@@ -90,8 +146,8 @@ static int run(int fd, unsigned repeat)
 int main(int argc, char **argv)
 {
 	long batches = 10, repeat = 200, reads = 0, drained = 0, done = 0;
-	double duration = 0;
-	int wait = 0;
+	double duration = 0, irq_seconds = 0;
+	int wait = 0, irq_freq = 1000, irq_cpus = 0;
 	if (argc < 3) {
 		fprintf(stderr, "usage: nolock_driver OBJ stream|arena [--batches B] [--repeat R] "
 				"[--duration S]\n");
@@ -107,6 +163,10 @@ int main(int argc, char **argv)
 			duration = atof(argv[i + 1]);
 		else if (!strcmp(argv[i], "--wait"))
 			wait = atoi(argv[i + 1]);
+		else if (!strcmp(argv[i], "--irq-seconds"))
+			irq_seconds = atof(argv[i + 1]);
+		else if (!strcmp(argv[i], "--irq-freq"))
+			irq_freq = atoi(argv[i + 1]);
 	}
 	int stream = !strcmp(mode, "stream");
 	if (!stream && strcmp(mode, "arena")) {
@@ -159,6 +219,11 @@ int main(int argc, char **argv)
 		}
 		done++;
 	}
+	if (stream && irq_seconds > 0) {
+		irq_cpus = irq_phase(obj, fd, irq_seconds, irq_freq, &drained, &reads);
+		if (irq_cpus < 0)
+			return 1;
+	}
 	double secs = now() - start;
 	struct state st;
 	int zero = 0;
@@ -168,10 +233,12 @@ int main(int argc, char **argv)
 	}
 	printf("{\"mode\": \"%s\", \"batches\": %ld, \"repeat\": %ld, \"calls\": %llu, "
 	       "\"ok\": %llu, \"failed\": %llu, \"freed\": %llu, \"last_err\": %lld, "
-	       "\"drained_bytes\": %ld, \"stream_reads\": %ld, \"seconds\": %.3f}\n",
+	       "\"drained_bytes\": %ld, \"stream_reads\": %ld, \"irq_calls\": %llu, "
+	       "\"irq_cpus\": %d, \"seconds\": %.3f}\n",
 	       mode, done, repeat, (unsigned long long)st.calls, (unsigned long long)st.ok,
 	       (unsigned long long)st.failed, (unsigned long long)st.freed,
-	       (long long)st.last_err, drained, reads, secs);
+	       (long long)st.last_err, drained, reads, (unsigned long long)st.irq_calls, irq_cpus,
+	       secs);
 	bpf_object__close(obj);
 	return 0;
 }
