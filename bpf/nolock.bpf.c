@@ -13,7 +13,8 @@
  * -DNOLOCK_FENTRY (fexit: arguments and return together), -DNOLOCK_KPROBE (kretprobe only:
  * the return value and stack; no arguments) or -DNOLOCK_TRACEPOINT (kmem:mm_page_alloc
  * stand-in), and, when kallsyms has them, -DNOLOCK_PREEMPT_COUNT_ADDR / -DNOLOCK_PCPU_OFF_ADDR
- * (the per-CPU preempt count, for the context: task, softirq, hard IRQ, NMI). */
+ * with -DNOLOCK_NMI_MASK / -DNOLOCK_HARDIRQ_MASK (the per-CPU preempt count and its layout,
+ * for the context: task, softirq, hard IRQ, NMI; the low 32 bits are read). */
 #include "common.bpf.h"
 
 enum nolock_stat {
@@ -121,7 +122,8 @@ static __always_inline void nolock_take_cause(int failed) {}
 
 static __always_inline u32 nolock_context(void)
 {
-#if defined(NOLOCK_PREEMPT_COUNT_ADDR) && defined(NOLOCK_PCPU_OFF_ADDR)
+#if defined(NOLOCK_PREEMPT_COUNT_ADDR) && defined(NOLOCK_PCPU_OFF_ADDR) && \
+	defined(NOLOCK_NMI_MASK) && defined(NOLOCK_HARDIRQ_MASK)
 	u64 off = 0;
 	u32 pc = 0;
 	u64 cpu = bpf_get_smp_processor_id();
@@ -130,9 +132,9 @@ static __always_inline u32 nolock_context(void)
 		return NOLOCK_CTX_UNKNOWN;
 	if (bpf_probe_read_kernel(&pc, sizeof(pc), (void *)(NOLOCK_PREEMPT_COUNT_ADDR + off)))
 		return NOLOCK_CTX_UNKNOWN;
-	if (pc & 0x00f00000) /* NMI_MASK */
+	if (pc & NOLOCK_NMI_MASK) /* the layout differs by version: layout.preempt_masks */
 		return NOLOCK_CTX_NMI;
-	if (pc & 0x000f0000) /* HARDIRQ_MASK */
+	if (pc & NOLOCK_HARDIRQ_MASK)
 		return NOLOCK_CTX_HARDIRQ;
 	if (pc & 0x00000100) /* SOFTIRQ_OFFSET: serving a softirq (not just bh disabled) */
 		return NOLOCK_CTX_SOFTIRQ;

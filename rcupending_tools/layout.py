@@ -213,9 +213,14 @@ def nolock_layout(kernel: KernelInfo, params: list[str] | None, kind: str) -> La
         lay.unavailable["context"] = (
             "__preempt_count/__per_cpu_offset not in kallsyms (CONFIG_KALLSYMS_ALL off?)"
         )
+    elif (masks := preempt_masks(kernel)) is None:
+        lay.unavailable["context"] = "preempt_count layout unknown (__preempt_count not in BTF)"
     else:
         lay.defines.update(
-            NOLOCK_PREEMPT_COUNT_ADDR=hex(count), NOLOCK_PCPU_OFF_ADDR=hex(pcpu_off)
+            NOLOCK_PREEMPT_COUNT_ADDR=hex(count),
+            NOLOCK_PCPU_OFF_ADDR=hex(pcpu_off),
+            NOLOCK_NMI_MASK=hex(masks[0]),
+            NOLOCK_HARDIRQ_MASK=hex(masks[1]),
         )
     btf = kernel.btf
     inner_defines(kernel, kind, lay)
@@ -284,3 +289,20 @@ def inner_defines(kernel: KernelInfo, kind: str, lay: Layout) -> None:
     )
     if kind == "kprobe":
         lay.kprobes.append(("kretprobe", NOLOCK_INNER, "kretprobe_nolock_inner"))
+
+
+def preempt_masks(kernel: KernelInfo) -> tuple[int, int] | None:
+    """(NMI_MASK, HARDIRQ_MASK) of this kernel's preempt count. Through 6.x an `int` count:
+    NMI 0x00f00000, HARDIRQ 0x000f0000. Debian 7.3's is an `unsigned long` (NEED_RESCHED in
+    bit 63) with HARDIRQ_DISABLE bits 16-23 below HARDIRQ 0x0f000000 and NMI 0xf0000000
+    (include/linux/preempt.h); the BTF type of __preempt_count tells the two apart.
+    SOFTIRQ_OFFSET (0x100) is the same in both."""
+    btf = kernel.btf
+    kind = btf.var_type("__preempt_count") if btf is not None else None
+    if kind is None and btf is not None and btf.member_offset("pcpu_hot", "preempt_count"):
+        kind = "int"  # before 6.15: a pcpu_hot member, the 6.x layout
+    if kind == "int":
+        return 0x00F00000, 0x000F0000
+    if kind in ("unsigned long", "long unsigned int"):
+        return 0xF0000000, 0x0F000000
+    return None

@@ -123,3 +123,18 @@ def test_dashboard_detail_line_names_orders_contexts_and_the_top_caller():
     assert "order 0:30 3:10" in line and "task 30, softirq 10" in line
     assert line.endswith("top __bpf_alloc_page")
     assert _nolock_detail({"attempts": 1, "failures": 0, "by_cpu": []}) == ""  # older snapshot
+
+
+def test_measure_checks_allow_exactly_the_kretprobes_missed_runs():
+    from rcupending_tools.commands.nolock import checks
+
+    probe = {"status": "attached"}
+    run = {"scenario": "stream", "probe": probe, "measured": {"attempts": 294, "failures": 0},
+           "independent": {"attempts": 267, "failures": 0,
+                           "missed": {"wrapper": 27, "inner": 27}}}
+    assert all(checks(run).values())
+    # more than the kretprobe saw plus what it says it missed: a real disagreement
+    run["measured"] = {"attempts": 322, "failures": 0}
+    assert checks(run)["attempts_within_independent_and_its_misses"] is False
+    run["measured"] = {"attempts": 266, "failures": 0}
+    assert checks(run)["attempts_within_independent_and_its_misses"] is False

@@ -213,3 +213,30 @@ def test_nolock_6_17_has_one_function_and_no_gfp(tmp_path):
     assert b.symbol == "alloc_pages_nolock_noprof"
     fentry = planner.attempts(b, k)[0]
     assert fentry[3]["gfp"] == "no gfp argument before 6.18"
+
+
+class MaskBtf(FakeBtf):
+    def __init__(self, var: str | None) -> None:
+        super().__init__({})
+        self.var = var
+
+    def var_type(self, name: str) -> str | None:
+        return self.var if name == "__preempt_count" else None
+
+
+@pytest.mark.parametrize("var,masks", [
+    ("int", (0x00F00000, 0x000F0000)),  # 6.15-6.18: NMI above HARDIRQ in the low 24 bits
+    ("unsigned long", (0xF0000000, 0x0F000000)),  # 7.3: HARDIRQ_DISABLE bits 16-23 below
+    (None, None),
+])
+def test_preempt_count_layout_follows_the_btf_type(tmp_path, var, masks):
+    from rcupending_tools import layout
+
+    k = kernel(tmp_path, "7.3.4", ["__preempt_count", "__per_cpu_offset"], {})
+    k.__dict__["btf"] = MaskBtf(var)
+    assert layout.preempt_masks(k) == masks
+    lay = layout.nolock_layout(k, ["gfp_flags", "nid", "order"], "fentry")
+    if masks is None:
+        assert "context" in lay.unavailable
+    else:
+        assert lay.defines["NOLOCK_HARDIRQ_MASK"] == hex(masks[1])

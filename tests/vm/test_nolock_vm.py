@@ -95,7 +95,7 @@ def test_stream_equals_the_independent_count(guest):
         pytest.skip("BPF streams arrived in 6.17")
     m, ind, drv = _measured(scenario(guest, "stream"))
     # the 4000 test-run messages all printed (the stream is drained after each batch); the
-    # IRQ phase may hit the stream's capacity (-ENOSPC), which allocates nothing
+    # IRQ phase fills the stream to its capacity (-ENOSPC beyond), which allocates nothing
     assert drv["ok"] >= 4000 and drv["irq_calls"] > 0 and drv["irq_cpus"] >= 1, drv
     assert m["attempts"] > 0 and m["failures"] == 0 == ind["failures"], (m, ind)
     top = m["by_caller"][0]
@@ -104,17 +104,21 @@ def test_stream_equals_the_independent_count(guest):
     ctx = m["by_context"]
     assert ctx["task"]["attempts"] + ctx["hardirq"]["attempts"] == m["attempts"], ctx
     assert m["misses"]["recursion"] == 0  # fexit: per-program recursion only
+    # The kretprobe sees every call except those made inside the perf-event BPF program (hard
+    # IRQ): there the kernel skips kprobe programs and counts a recursion miss. So the hard-IRQ
+    # calls are exactly its misses: at the wrapper on 6.17/6.18 (message pages), at the inner
+    # function on 7.x (kmalloc_nolock slab refills call it directly, never the wrapper).
+    missed = ind["missed"]["inner" if version(guest["spec"]) >= (7, 0) else "wrapper"]
+    assert ctx["hardirq"]["attempts"] == missed, (ind, ctx)
+    assert ctx["task"]["attempts"] == ind["attempts"], (ind, ctx)
+    assert m["attempts"] == ind["attempts"] + missed, (m, ind)
     if version(guest["spec"]) >= (6, 18):
         assert m["by_gfp"] and all(r["gfp"] is not None for r in m["by_gfp"]), m["by_gfp"]
     else:
         assert [r["gfp"] for r in m["by_gfp"]] == [None], m["by_gfp"]
     if version(guest["spec"]) < (7, 0):
-        # every message page comes through the wrapper: the kretprobe saw each call, except
-        # those made inside the perf-event BPF program (hard IRQ), where the kernel skips
-        # kprobe programs and counts a recursion miss: exactly the hard-IRQ calls
+        # a new page every ~15 messages: the ~400 IRQ messages that fit the stream need some
         assert ctx["hardirq"]["attempts"] > 0, ctx
-        assert ind["missed"]["wrapper"] == ctx["hardirq"]["attempts"], (ind, ctx)
-        assert m["attempts"] == ind["attempts"] + ind["missed"]["wrapper"], (m, ind)
         # ~15 messages of ~256 bytes per 4 KiB page, one page per allocation
         assert 4000 // 17 <= ctx["task"]["attempts"] <= 4000 // 12, ctx
 

@@ -80,8 +80,8 @@ static long drain(int prog_fd, long *reads)
 }
 
 /* stream_printk_irq on a cpu-clock perf event per CPU (hrtimer: hard IRQ context) for
- * `seconds`, draining the stream every 50 ms; returns the links made, or -1. */
-static int irq_phase(struct bpf_object *obj, int prog_fd, double seconds, int freq,
+ * `seconds`, then the stream read empty; returns the perf events attached, or -1. */
+static int irq_phase(struct bpf_object *obj, double seconds, int freq,
 		     long *drained, long *reads)
 {
 	struct bpf_program *irq = bpf_object__find_program_by_name(obj, "stream_printk_irq");
@@ -113,18 +113,14 @@ static int irq_phase(struct bpf_object *obj, int prog_fd, double seconds, int fr
 		}
 		made++;
 	}
-	double end = now() + seconds;
-	while (now() < end) {
-		usleep(50000);
-		long n = drain(prog_fd, reads);
-		if (n < 0)
-			return -1;
-		*drained += n;
-	}
+	/* Not drained meanwhile: the stream fills up to its capacity (~100 KB, -ENOSPC beyond),
+	 * so message memory is allocated in IRQ context (7.x: slab refills there too). */
+	int irq_fd = bpf_program__fd(irq); /* streams are per program: drain the IRQ one's */
+	usleep((useconds_t)(seconds * 1e6));
 	for (int cpu = 0; cpu < 256; cpu++)
 		if (links[cpu])
 			bpf_link__destroy(links[cpu]); /* closes the perf event too */
-	long n = drain(prog_fd, reads);
+	long n = drain(irq_fd, reads);
 	if (n < 0)
 		return -1;
 	*drained += n;
@@ -220,7 +216,7 @@ int main(int argc, char **argv)
 		done++;
 	}
 	if (stream && irq_seconds > 0) {
-		irq_cpus = irq_phase(obj, fd, irq_seconds, irq_freq, &drained, &reads);
+		irq_cpus = irq_phase(obj, irq_seconds, irq_freq, &drained, &reads);
 		if (irq_cpus < 0)
 			return 1;
 	}
