@@ -13,6 +13,9 @@
 /* Index of the per-CPU `lost` counters (keep in sync with collector.LOST_REASONS). */
 enum lost_reason {
 	LOST_TASK_MAP_FULL = 0,
+	LOST_NOLOCK_KEY_MAP_FULL = 1,   /* nolock by order/nid/gfp/context: map full */
+	LOST_NOLOCK_STACK_MAP_FULL = 2, /* nolock by call stack: map full */
+	LOST_NOLOCK_NO_STACK = 3,       /* nolock: bpf_get_stack() failed */
 	LOST_MAX = 8,
 };
 

@@ -496,6 +496,81 @@ def dashboard() -> dict:
         )
     )
     y += 8
+    p.append(
+        panel(
+            "nolock by order / s",
+            "timeseries",
+            [
+                (
+                    f"rate(rcupending_nolock_attempts_by_order_total{SEL}{RATE})",
+                    "attempts order {{order}} {{instance}}",
+                ),
+                (
+                    f"rate(rcupending_nolock_failures_by_order_total{SEL}{RATE})",
+                    "failures order {{order}} {{instance}}",
+                ),
+                (
+                    f"rate(rcupending_nolock_obtained_bytes_total{SEL}{RATE}) / 4096",
+                    "pages {{instance}}",
+                ),
+            ],
+            0,
+            y,
+            8,
+            7,
+            unit="ops",
+        )
+    )
+    p.append(
+        panel(
+            "nolock by context / s",
+            "timeseries",
+            [
+                (
+                    f"rate(rcupending_nolock_attempts_by_context_total{SEL}{RATE})",
+                    "attempts {{context}} {{instance}}",
+                ),
+                (
+                    f"rate(rcupending_nolock_failures_by_context_total{SEL}{RATE})",
+                    "failures {{context}} {{instance}}",
+                ),
+                (
+                    f"rate(rcupending_nolock_missed_events_by_reason_total{SEL}{RATE})",
+                    "probe misses ({{reason}}) {{instance}}",
+                ),
+            ],
+            8,
+            y,
+            8,
+            7,
+            unit="ops",
+            description="context from the per-CPU preempt count; misses: runs the kernel "
+            "skipped (BPF recursion, kprobe nmissed)",
+        )
+    )
+    p.append(
+        panel(
+            "nolock by call site / s",
+            "timeseries",
+            [
+                (
+                    f"rate(rcupending_nolock_attempts_by_caller_total{SEL}{RATE})",
+                    "attempts {{caller}} {{instance}}",
+                ),
+                (
+                    f"rate(rcupending_nolock_failures_by_caller_total{SEL}{RATE})",
+                    "failures {{caller}} {{instance}}",
+                ),
+            ],
+            16,
+            y,
+            8,
+            7,
+            unit="ops",
+            description="first stack frame after the last nolock frame (top 20)",
+        )
+    )
+    y += 7
     p.append(row("Collector health", y))
     p.append(
         panel(

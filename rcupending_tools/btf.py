@@ -464,6 +464,11 @@ class Btf:
                 return w[base + 1] | (w[base + 2] << 32)
         return None
 
+    def var_type(self, name: str) -> str | None:
+        """C type of BTF_KIND_VAR ``name`` (e.g. a per-CPU variable); None if absent."""
+        ids = self._find(name, (KIND_VAR,))
+        return self._render(self._hdr(ids[0])[6], "", 0) if ids else None
+
     def has_var(self, name: str) -> bool:
         """True if a BTF_KIND_VAR called ``name`` exists."""
         return bool(self._find(name, (KIND_VAR,)))

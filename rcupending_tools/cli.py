@@ -21,6 +21,7 @@ from .cliutil import command_line as _command_line
 from .cliutil import emit_json as _emit_json
 from .cliutil import terminate_as_interrupt as _terminate_as_interrupt
 from .commands import bench, surfaces
+from .commands import nolock as nolock_command
 from .errors import UserError
 
 app = typer.Typer(
@@ -38,6 +39,7 @@ stress_app = typer.Typer(
 )
 app.add_typer(stress_app, name="stress")
 app.add_typer(bench.app, name="bench")
+nolock_command.register(stress_app)
 
 
 @app.callback()

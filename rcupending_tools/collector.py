@@ -12,11 +12,11 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import __version__, kvfree_metrics, pending_metrics
+from . import __version__, kvfree_metrics, nolock_metrics, pending_metrics
 from .schema import SCHEMA_NAME, SCHEMA_VERSION, Snapshot
 
 # Index order of the BPF side's enums (bpf/common.bpf.h, bpf/*.bpf.c).
-LOST_REASONS = ("task_map_full",)
+LOST_REASONS = ("task_map_full", "nolock_key_map_full", "nolock_stack_map_full", "nolock_no_stack")
 TOP_PROCESSES = 20
 
 TaskKey = tuple[int, str]  # (tgid, comm)
@@ -45,7 +45,12 @@ class RawSample:
     pending_run_hist: list[int] | None = None  # objects per __process_finished_items run
     pending_in_map: dict[str, int] | None = None  # tracked objects counted in the map (costly)
     pending_callbacks: list[dict[str, Any]] | None = None  # process fns seen at enqueue
-    nolock_stats: list[list[int]] | None = None  # [attempts, failures][cpu]
+    nolock_stats: list[list[int]] | None = None  # [attempts, failures, pages][cpu]
+    # [order, nid, gfp, context, attempts, failures] (nolock_metrics.NO_ARG: not seen)
+    nolock_keys: list[list[int]] | None = None
+    nolock_callers: list[list[Any]] | None = None  # [caller symbol, attempts, failures]
+    nolock_misses: dict[str, int | None] | None = None  # recursion / kprobe misses
+    nolock_memcg: list[list[Any]] | None = None  # [cgroup id, path, failed charges]
     lost: list[int] = field(default_factory=lambda: [0] * len(LOST_REASONS))
     self_cost: dict[str, Any] | None = None  # selfcost.sample() of the reading process
 
@@ -76,6 +81,10 @@ class RawSample:
             "pending_in_map": self.pending_in_map,
             "pending_callbacks": self.pending_callbacks,
             "nolock_stats": self.nolock_stats,
+            "nolock_keys": self.nolock_keys,
+            "nolock_callers": self.nolock_callers,
+            "nolock_misses": self.nolock_misses,
+            "nolock_memcg": self.nolock_memcg,
             "lost": self.lost,
             "self_cost": self.self_cost,
         }
@@ -106,6 +115,10 @@ class RawSample:
             pending_in_map=d.get("pending_in_map"),
             pending_callbacks=d.get("pending_callbacks"),
             nolock_stats=d.get("nolock_stats"),
+            nolock_keys=d.get("nolock_keys"),
+            nolock_callers=d.get("nolock_callers"),
+            nolock_misses=d.get("nolock_misses"),
+            nolock_memcg=d.get("nolock_memcg"),
             lost=list(d.get("lost") or [0] * len(LOST_REASONS)),
             self_cost=d.get("self_cost"),
         )
@@ -173,12 +186,17 @@ class Collector:
     def _nolock(self, raw: RawSample) -> dict[str, Any] | None:
         if raw.nolock_stats is None:
             return None
-        attempts, failures = raw.nolock_stats
-        return {
-            "attempts": sum(attempts),
-            "failures": sum(failures),
-            "by_cpu": [
-                {"attempts": a, "failures": f} for a, f in zip(attempts, failures, strict=True)
-            ],
-        }
-
+        probe = next((p for p in self.probes if p.get("name") == "alloc_pages_nolock"), {})
+        counted_at = None
+        if probe.get("status") == "attached":  # "fexit on SYM[ + INNER (calls not from SYM)]"
+            counted_at = str(probe.get("detail", "")).partition(" on ")[2] or probe.get("symbol")
+        if probe.get("status") == "stand-in":
+            counted_at = probe.get("mechanism")
+        return nolock_metrics.nolock_family(
+            raw.nolock_stats,
+            raw.nolock_keys,
+            raw.nolock_callers,
+            raw.nolock_misses,
+            counted_at,
+            raw.nolock_memcg,
+        )

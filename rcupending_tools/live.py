@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import ctypes
+import os
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from . import bpfload, leftovers, planner, selfcost
 from . import kvfree_metrics as km
-from . import leftovers, planner, selfcost
+from . import nolock_metrics as nm
 from . import pending_metrics as pm
 from .bpfload import Loaded
 from .collector import LOST_REASONS, RawSample, TaskKey
@@ -23,6 +26,56 @@ def _percpu_rows(table: Any, n: int) -> list[list[int]]:
 
 def _summed(table: Any, n: int) -> list[int]:
     return [sum(int(v) for v in table[ctypes.c_int(i)]) for i in range(n)]
+
+
+def _recursion_misses(b: Any) -> int | None:
+    """Runs the kernel skipped because a BPF program was already running on that CPU (fentry's
+    per-program recursion check; kprobe programs while another BPF program runs, 6.7+), summed
+    over the module's programs from /proc/self/fdinfo; None when the kernel does not say."""
+    total, seen = 0, False
+    for fn in b.funcs.values():
+        try:
+            with open(f"/proc/self/fdinfo/{fn.fd}") as f:
+                info = selfcost.parse_fdinfo(f.read())
+        except OSError:
+            continue
+        if "recursion_misses" in info:
+            total, seen = total + int(info["recursion_misses"]), True
+    return total if seen else None
+
+
+def _cgroup_path(cgroup_id: int, root: str = "/sys/fs/cgroup") -> str | None:
+    """The cgroup v2 directory whose inode number is `cgroup_id` (the kernfs node id); None
+    when gone, or 0 (a charge to the task's own memcg: no active memcg was set)."""
+    if cgroup_id == 0:
+        return None
+    for top, dirs, _ in os.walk(root):
+        for d in dirs:
+            path = os.path.join(top, d)
+            try:
+                if os.stat(path).st_ino == cgroup_id:
+                    return path
+            except OSError:
+                continue
+    try:
+        return root if os.stat(root).st_ino == cgroup_id else None
+    except OSError:
+        return None
+
+
+def _kprobe_misses(loaded: Loaded) -> int | None:
+    """nmissed of this process's bcc kprobe events (kprobe_profile: name, hits, nmissed);
+    None when they are not listed (bcc attached through the perf kprobe PMU)."""
+    tag = f"_bcc_{os.getpid()}"
+    for base in (bpfload.TRACEFS, Path("/sys/kernel/debug/tracing")):
+        try:
+            lines = (base / "kprobe_profile").read_text().splitlines()
+        except OSError:
+            continue
+        rows = [ln.split() for ln in lines if tag in ln]
+        if rows:
+            return sum(int(r[-1]) for r in rows if r and r[-1].isdigit())
+    return None
 
 
 def _tasks(table: Any) -> dict[TaskKey, int]:
@@ -43,6 +96,7 @@ class LiveSource:
     loaded: dict[str, Loaded] = field(default_factory=dict)
     self_cost: bool = False  # hold a BPF_ENABLE_STATS fd while attached (--self-cost)
     stats_fd: int | None = None
+    _text_bounds: tuple[int, int] | None = None
 
     def attach(self) -> LiveSource:
         if removed := leftovers.clean_stale_kprobes():
@@ -187,6 +241,40 @@ class LiveSource:
             time.sleep(0.05)
         return None
 
+    def _read_nolock(self, b: Any, raw: RawSample, loaded: Loaded) -> None:
+        # splits first, totals last: a split never exceeds the total read after it
+        stacks = [
+            ([int(ip) for ip in k.ip], int(v.attempts), int(v.failures))
+            for k, v in b["nolock_by_stack"].items()
+        ]
+        raw.nolock_keys = [
+            [int(k.order), int(k.nid), int(k.gfp), int(k.ctx), int(v.attempts), int(v.failures)]
+            for k, v in b["nolock_by_key"].items()
+        ]
+        memcg = None
+        if "memcg_cause" not in self._unavailable("alloc_pages_nolock"):
+            memcg = [[int(k.value), _cgroup_path(int(k.value)), int(v.value)]
+                     for k, v in b["nolock_memcg_fail"].items()]
+        raw.nolock_stats = _percpu_rows(b["nolock_stats"], len(nm.STATS))
+        raw.nolock_memcg = memcg
+        raw.nolock_callers = nm.callers(stacks, self._core_text_symbol)
+        raw.nolock_misses = {
+            "recursion": _recursion_misses(b),
+            "kprobe": _kprobe_misses(loaded) if loaded.kind == "kprobe" else None,
+        }
+
+    def _unavailable(self, probe: str) -> dict[str, str]:
+        return next((s.unavailable for s in self.statuses if s.name == probe), {})
+
+    def _core_text_symbol(self, address: int) -> str | None:
+        """The kernel text symbol at `address`; None outside _stext.._etext (BPF JIT images,
+        trampolines, modules)."""
+        if self._text_bounds is None:
+            lo, hi = self.kernel.symbol("_stext"), self.kernel.symbol("_etext")
+            self._text_bounds = (lo.address if lo else 0, hi.address if hi else 0)
+        lo, hi = self._text_bounds
+        return self.kernel.ksym_at(address) if lo <= address < hi else None
+
     def read(self, count_map: bool = False, tries: int = 3) -> RawSample:
         """Read every attached program's maps; `count_map` also walks the per-object tracking
         map (costly) so the conservation invariant can be checked. With BPF stats on, retry
@@ -212,7 +300,7 @@ class LiveSource:
             elif name == "rcu_pending_enqueue":
                 self._read_pending(b, raw, count_map)
             elif name == "alloc_pages_nolock":
-                raw.nolock_stats = _percpu_rows(b["nolock_stats"], 2)
+                self._read_nolock(b, raw, loaded)
         raw.lost = lost
         raw.self_cost = selfcost.sample(progs)
         return raw

@@ -93,7 +93,7 @@ def attempts(binding: Binding, kernel: KernelInfo) -> list[Attempt]:
     kind, in preference order."""
     probe, sym = binding.probe, binding.symbol
     base: dict[str, str | None] = {f"{probe.prefix}_SYM": sym}
-    if binding.params and binding.params[:1] == ["gfp_flags"]:
+    if binding.params and binding.params[0].startswith("gfp"):  # (gfp_flags, nid, order)
         base[f"{probe.prefix}_GFP_ARG"] = None
     out: list[Attempt] = []
     for kind in probe.kinds:
@@ -157,25 +157,36 @@ def attach(probe: Probe, kernel: KernelInfo) -> tuple[ProbeStatus, bpfload.Loade
             else ("kretprobe" if probe.needs_return else "kprobe")
         )
         status.detail = f"{status.mechanism} on {bound.symbol}"
+        if inner := defines.get(f"{probe.prefix}_INNER_SYM"):
+            status.detail += f" + {inner} (calls not from {bound.symbol})"
         return status, loaded
     blocked = "; ".join(status.tried)
     if probe.stand_in is not None:
-        loaded = _try_stand_in(probe, status)
+        loaded = _try_stand_in(probe, status, kernel)
         if loaded is not None:
             return status, loaded
     status.detail = blocked
     return status, None
 
 
-def _try_stand_in(probe: Probe, status: ProbeStatus) -> bpfload.Loaded | None:
+def _try_stand_in(
+    probe: Probe, status: ProbeStatus, kernel: KernelInfo
+) -> bpfload.Loaded | None:
     stand_in = probe.stand_in
     assert stand_in is not None
+    defines: dict[str, str | int | None] = {f"{probe.prefix}_TRACEPOINT": None}
+    unavailable: dict[str, str] = {}
+    if probe.layout:
+        lay = getattr(layout, probe.layout)(kernel, None, "tracepoint")
+        defines.update(lay.defines)
+        unavailable = dict(lay.unavailable)
     try:
-        loaded = bpfload.load(probe.bpf_file, {f"{probe.prefix}_TRACEPOINT": None}, "tracepoint")
+        loaded = bpfload.load(probe.bpf_file, defines, "tracepoint")
     except bpfload.LoadError as e:
         status.tried.append(f"tracepoint {stand_in.tracepoint}: {e.reason}")
         return None
     status.status = Status.STAND_IN
+    status.unavailable = unavailable
     status.mechanism = f"tracepoint:{stand_in.tracepoint}"
     status.detail = (
         f"function blocked ({'; '.join(status.tried)}); stand-in sees "

@@ -132,7 +132,8 @@ NOLOCK_ALLOC = Probe(
             (6, 18),
             None,
             ("gfp_flags", "nid", "order"),
-            note="gfp argument (only __GFP_ACCOUNT) since 6.18",
+            note="gfp argument (only __GFP_ACCOUNT) since 6.18; layout.nolock_layout adds the "
+            "inner alloc_frozen_pages_nolock_noprof (kmalloc_nolock's direct calls)",
         ),
     ),
     needs_return=True,
@@ -143,6 +144,14 @@ NOLOCK_ALLOC = Probe(
         "calls that return before the tracepoint",
     ),
     absent_reason="try_alloc_pages() arrived in 6.15 (alloc_pages_nolock() from 6.16)",
+    layout="nolock_layout",
+)
+
+# Every nolock entry point (stack frames of these are the allocator, not its caller).
+NOLOCK_SYMBOLS = (
+    "try_alloc_pages_noprof",
+    "alloc_pages_nolock_noprof",
+    "alloc_frozen_pages_nolock_noprof",
 )
 
 PROBES: tuple[Probe, ...] = (KVFREE_CALL_RCU, RCU_PENDING_ENQUEUE, NOLOCK_ALLOC)

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 apt_pkgs=(python3-bpfcc python3-venv qemu-system-x86 kmod udev iproute2 procps busybox-static
-          tmux bpftool gcc libc6-dev)
+          tmux bpftool gcc libc6-dev clang libbpf-dev)
 missing=()
 for p in "${apt_pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -27,6 +27,9 @@ fi
 
 # The native stress driver (C, pthreads), cached by a hash of its source; also built at first use.
 .venv/bin/python -c 'from rcupending_tools.stress import native; print("setup: native driver", native.binary())'
+
+# The nolock stress driver: a libbpf BPF object (clang) and its C loader (gcc + libbpf).
+.venv/bin/python -c 'from rcupending_tools.stress import nolock; print("setup: nolock driver", nolock.build())'
 
 # bcc compiles against a headers tree; struct layouts come from the running kernel's BTF.
 .venv/bin/rcupending fetch --headers

@@ -78,6 +78,24 @@ def _rp_objects(s: Snapshot) -> int | None:
     return rp["enqueued"]["objects"] if rp else None
 
 
+def _nolock_detail(nl: dict) -> str:
+    """Orders, contexts and the top call site of the nolock family (newer snapshots)."""
+    parts = []
+    if nl.get("by_order"):
+        parts.append(
+            "order "
+            + " ".join(f"{r['order'] if r['order'] is not None else '?'}:{_n(r['attempts'])}"
+                       for r in nl["by_order"][:4])
+        )
+    if nl.get("by_context"):
+        ctx = [f"{c} {_n(r['attempts'])}" for c, r in nl["by_context"].items() if r["attempts"]]
+        if ctx:
+            parts.append(", ".join(ctx))
+    if nl.get("by_caller"):
+        parts.append(f"top {nl['by_caller'][0]['caller']}")
+    return "  ".join(parts)
+
+
 def _nl(key: str) -> Callable[[Snapshot], int | None]:
     return lambda s: s["nolock"][key] if s.get("nolock") else None
 
@@ -337,6 +355,8 @@ def render(state: DashboardState, width: int = 80, height: int = 24) -> Group:
                 + ("  (stand-in)" if standin else ""),
             )
         )
+        if (detail := _nolock_detail(nl)) and height > 24:  # 80x24 keeps its layout
+            top.append(_line(width, ("            ", "bold cyan"), detail))
     lost = s["lost"]
     reasons = ", ".join(f"{k} {_n(v)}" for k, v in lost["by_reason"].items() if v)
     top.append(

@@ -158,6 +158,46 @@ FAMILIES: tuple[Family, ...] = (
     Family(
         "nolock_failures_by_cpu", "counter", "failed nolock page allocator calls by CPU", ("cpu",)
     ),
+    Family(
+        "nolock_obtained_bytes", "counter", "bytes (pages x 4096) the nolock allocator returned"
+    ),
+    Family(
+        "nolock_attempts_by_order", "counter", "nolock page allocator calls by order", ("order",)
+    ),
+    Family(
+        "nolock_failures_by_order", "counter", "failed nolock allocator calls by order", ("order",)
+    ),
+    Family(
+        "nolock_attempts_by_context",
+        "counter",
+        "nolock page allocator calls by context (task, softirq, hardirq, nmi, unknown)",
+        ("context",),
+    ),
+    Family(
+        "nolock_failures_by_context",
+        "counter",
+        "failed nolock page allocator calls by context",
+        ("context",),
+    ),
+    Family(
+        "nolock_attempts_by_caller",
+        "counter",
+        "nolock page allocator calls by call site (top 20)",
+        ("caller",),
+    ),
+    Family(
+        "nolock_failures_by_caller",
+        "counter",
+        "failed nolock page allocator calls by call site (top 20)",
+        ("caller",),
+    ),
+    Family(
+        "nolock_missed_events_by_reason",
+        "counter",
+        "nolock probe runs the kernel skipped (recursion: a BPF program already running; "
+        "kprobe: kprobe nmissed)",
+        ("reason",),
+    ),
     # the collector itself
     Family("lost_events", "counter", "events the kernel side could not record"),
     Family("lost_events_by_reason", "counter", "lost events by reason", ("reason",)),
@@ -196,7 +236,19 @@ FAMILIES: tuple[Family, ...] = (
 BY_NAME = {f.name: f for f in FAMILIES}
 
 # The label columns of the tidy CSV (every label any family uses), in order.
-LABEL_COLUMNS = ("kind", "route", "path", "cpu", "tgid", "comm", "reason", "le")
+LABEL_COLUMNS = (
+    "kind",
+    "route",
+    "path",
+    "cpu",
+    "tgid",
+    "comm",
+    "reason",
+    "order",
+    "context",
+    "caller",
+    "le",
+)
 CSV_COLUMNS = (
     "timestamp",
     "seq",
@@ -368,6 +420,21 @@ def samples(snap: Snapshot, *, info: bool = True) -> list[Sample]:
         for cpu, c in enumerate(nl["by_cpu"]):
             _c(out, "nolock_attempts_by_cpu", c.get("attempts", 0), cpu=cpu)
             _c(out, "nolock_failures_by_cpu", c.get("failures", 0), cpu=cpu)
+        if nl.get("bytes") is not None:
+            _c(out, "nolock_obtained_bytes", nl["bytes"])
+        for row in nl.get("by_order") or []:
+            order = "unknown" if row["order"] is None else row["order"]
+            _c(out, "nolock_attempts_by_order", row["attempts"], order=order)
+            _c(out, "nolock_failures_by_order", row["failures"], order=order)
+        for ctx, row in (nl.get("by_context") or {}).items():
+            _c(out, "nolock_attempts_by_context", row["attempts"], context=ctx)
+            _c(out, "nolock_failures_by_context", row["failures"], context=ctx)
+        for row in nl.get("by_caller") or []:
+            _c(out, "nolock_attempts_by_caller", row["attempts"], caller=row["caller"])
+            _c(out, "nolock_failures_by_caller", row["failures"], caller=row["caller"])
+        for reason, n in (nl.get("misses") or {}).items():
+            if n is not None:
+                _c(out, "nolock_missed_events_by_reason", n, reason=reason)
     lost = snap["lost"]
     _c(out, "lost_events", lost["total"])
     for reason, n in lost["by_reason"].items():

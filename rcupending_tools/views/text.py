@@ -24,6 +24,8 @@ def summary(snap: Snapshot | None) -> str:
     nl = snap["nolock"]
     if nl is not None:
         lines.append(f"  nolock allocations {nl['attempts']} (failed {nl['failures']})")
+        for r in (nl.get("by_caller") or [])[:5]:
+            lines.append(f"    {r['caller']}: {r['attempts']} (failed {r['failures']})")
     for p in snap["probes"]:
         if p["status"] not in ("attached",):
             lines.append(f"  {p['name']}: {p['status']}: {p['detail']}")

@@ -108,10 +108,11 @@ def test_serve_live_on_loopback():
         for _ in range(100):  # bounded: until the first snapshot is exported
             with urllib.request.urlopen(f"http://127.0.0.1:{m.group(1)}/metrics", timeout=10) as r:
                 text = r.read().decode()
-            if "rcupending_snapshot_seq " in text:
+            # a sample line (the HELP line also names the family before any snapshot)
+            if re.search(r"^rcupending_snapshot_seq ", text, re.M):
                 break
             time.sleep(0.1)
-        assert "rcupending_snapshot_seq " in text
+        assert re.search(r"^rcupending_snapshot_seq ", text, re.M), text[-500:]
         assert f'kernel_release="{os.uname().release}"' in text
         assert re.search(r'rcupending_probe_info\{[^}]*probe="kvfree_call_rcu"', text)
     finally:

@@ -37,6 +37,9 @@ def one_line_error(proc) -> str:
         (["bench", "overhead", "--repeats", "0"], "--repeats"),
         (["bench", "overhead", "--seconds", "0.01"], "--seconds"),
         (["nosuchcommand"], "nosuchcommand"),
+        (["stress", "nolock", "bogus"], "choose stream or arena"),
+        (["stress", "nolock", "stream", "--memory-max", "4096"], "--memory-max"),
+        (["stress", "nolock", "arena", "--repeat", "513"], "--repeat"),
     ],
 )
 def test_bad_input_one_line(args, needle):

@@ -19,6 +19,9 @@ class FakeBtf:
         p = self.funcs.get(name)
         return None if p is None else [(n, "void *") for n in p]
 
+    def member_offset(self, struct: str, path: str) -> int | None:
+        return None  # no struct layouts in these tests
+
 
 def kernel(tmp_path: Path, release: str, syms: list[str], btf: dict | None) -> KernelInfo:
     ks = tmp_path / "kallsyms"
@@ -191,3 +194,64 @@ def test_sampling_and_cap_defines(monkeypatch):
     lay = layout.Layout()
     layout.tracking_defines(lay)
     assert "SAMPLE_MASK" not in lay.defines
+
+
+def test_nolock_6_18_hooks_wrapper_and_inner_once_each(tmp_path):
+    """6.18+: the wrapper calls alloc_frozen_pages_nolock_noprof (or has it inlined) and
+    kmalloc_nolock calls it directly: both are hooked, and the inner program skips calls whose
+    stack is inside the wrapper's text (its range from kallsyms)."""
+    params = {s: ["gfp_flags", "nid", "order"] for s in
+              ("alloc_pages_nolock_noprof", "alloc_frozen_pages_nolock_noprof")}
+    k = kernel(tmp_path, "6.18.15+deb13-amd64",
+               ["alloc_frozen_pages_nolock_noprof", "alloc_pages_nolock_noprof", "after"], params)
+    b = planner.bind(NOLOCK_ALLOC, k)
+    assert b.symbol == "alloc_pages_nolock_noprof"
+    fentry, kprobe = planner.attempts(b, k)[:2]
+    d = fentry[1]
+    assert d["NOLOCK_SYM"] == "alloc_pages_nolock_noprof" and "NOLOCK_GFP_ARG" in d
+    assert d["NOLOCK_INNER_SYM"] == "alloc_frozen_pages_nolock_noprof"
+    # the wrapper is the 2nd symbol of the fake kallsyms (0x100 apart): [0x...0100, 0x...0200)
+    assert (d["NOLOCK_WRAPPER_START"], d["NOLOCK_WRAPPER_END"]) == (
+        "0xffffffff81000100", "0xffffffff81000200")
+    assert kprobe[2] == [("kretprobe", "alloc_pages_nolock_noprof", "kretprobe_nolock"),
+                         ("kretprobe", "alloc_frozen_pages_nolock_noprof",
+                          "kretprobe_nolock_inner")]
+    # no per-CPU preempt count or memcg layout in these kallsyms/BTF: named unavailable
+    assert "context" in fentry[3] and "memcg_cause" in fentry[3] and "gfp" not in fentry[3]
+    assert {"order", "nid", "gfp", "pages"} <= set(kprobe[3])
+
+
+def test_nolock_6_17_has_one_function_and_no_gfp(tmp_path):
+    k = kernel(tmp_path, "6.17.13+deb13-amd64", ["alloc_pages_nolock_noprof"],
+               {"alloc_pages_nolock_noprof": ["nid", "order"]})
+    b = planner.bind(NOLOCK_ALLOC, k)
+    assert b.symbol == "alloc_pages_nolock_noprof"
+    fentry = planner.attempts(b, k)[0]
+    assert fentry[3]["gfp"] == "no gfp argument before 6.18"
+
+
+class MaskBtf(FakeBtf):
+    def __init__(self, var: str | None) -> None:
+        super().__init__({})
+        self.var = var
+
+    def var_type(self, name: str) -> str | None:
+        return self.var if name == "__preempt_count" else None
+
+
+@pytest.mark.parametrize("var,masks", [
+    ("int", (0x00F00000, 0x000F0000)),  # 6.15-6.18: NMI above HARDIRQ in the low 24 bits
+    ("unsigned long", (0xF0000000, 0x0F000000)),  # 7.3: HARDIRQ_DISABLE bits 16-23 below
+    (None, None),
+])
+def test_preempt_count_layout_follows_the_btf_type(tmp_path, var, masks):
+    from rcupending_tools import layout
+
+    k = kernel(tmp_path, "7.3.4", ["__preempt_count", "__per_cpu_offset"], {})
+    k.__dict__["btf"] = MaskBtf(var)
+    assert layout.preempt_masks(k) == masks
+    lay = layout.nolock_layout(k, ["gfp_flags", "nid", "order"], "fentry")
+    if masks is None:
+        assert "context" in lay.unavailable
+    else:
+        assert lay.defines["NOLOCK_HARDIRQ_MASK"] == hex(masks[1])

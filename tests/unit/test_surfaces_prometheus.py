@@ -247,5 +247,8 @@ def test_exported_family_names_follow_the_conventions():
                 "by_route",
                 "by_path",
                 "by_reason",
+                "by_order",
+                "by_context",
+                "by_caller",
             )
         ), f.name

@@ -86,6 +86,9 @@ def main() -> None:
     for p in (out or {}).get("probes", []):  # early word in the console log
         print(f"guest:   {p['name']}: {p['status']} {p['mechanism']} {p['tried']}", flush=True)
     kernel = KernelInfo()
+    if kernel.version < (6, 15):  # no nolock allocator: `stress nolock` refuses in one line
+        rc, _, err = run(["stress", "nolock", "stream", "--measure", "--json"])
+        result["nolock_refused"] = {"rc": rc, "stderr": err}
     counter = bpfload.load(str(Path(__file__).resolve().with_name("kmalloc_count.bpf.c")), {},
                            "tracepoint")
     try:

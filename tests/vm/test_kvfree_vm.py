@@ -299,3 +299,15 @@ def test_sampling_follows_a_share_and_keeps_enqueue_counts_exact(guest):
     assert kv["conservation"]["ok"] is True, kv["conservation"]
     kvprobe = next(p for p in out["snapshot"]["probes"] if p["name"] == "kvfree_call_rcu")
     assert kvprobe["facts"]["sample_one_in"] == "8"
+
+
+def test_nolock_stress_refused_where_absent(guest):
+    """Issue 4 on 6.1/6.12, in this boot (no BPF load): one line, exit 1, the version reason."""
+    if version(guest["spec"]) >= (6, 15):
+        pytest.skip("this kernel has the nolock allocator (tests/vm/test_nolock_vm.py)")
+    run = guest["nolock_refused"]
+    lines = run["stderr"].strip().splitlines()
+    assert run["rc"] == 1 and len(lines) == 1, run
+    major, minor = version(guest["spec"])
+    assert lines[0].startswith("rcupending: error: stress nolock: absent:"), lines
+    assert "arrived in 6.15" in lines[0] and f"this kernel is {major}.{minor}" in lines[0]
