@@ -309,6 +309,14 @@ def stress_kvfree(
             result["match"] = kv is not None and (
                 kv["by_stress"][share] == expected["kvfree_rcu"]["enqueued"]
             )
+            # an enqueue the kernel did not let the probe see is a counted recursion miss
+            # (a preemptible kernel may preempt one worker inside the fentry program and run
+            # another's call on that CPU): short by no more than those, nothing went unsaid
+            gap = expected["kvfree_rcu"]["enqueued"] - kv["by_stress"][share] if kv else None
+            missed = ((kv or {}).get("misses") or {}).get("enqueue", 0)
+            result["accounted"] = bool(result["match"] or (gap and 0 < gap <= missed))
+            if not result["match"] and result["accounted"]:
+                result["short_by_recursion_misses"] = gap
             if kv is None:
                 result["why_unmeasured"] = next(
                     (
@@ -329,7 +337,7 @@ def stress_kvfree(
             run.finish()  # workers close their sockets only after the final read
         if src is not None:
             src.close()
-    if measure and not result.get("match"):
+    if measure and not result.get("accounted"):
         raise typer.Exit(1)
 
 

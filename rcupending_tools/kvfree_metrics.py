@@ -137,6 +137,17 @@ def kvfree_family(raw: Any, stress_tgids: set[int]) -> dict[str, Any] | None:
         "by_process": _by_process(tasks, freed_tgid),
     }
     out.update(_kernel_events(raw))
+    if raw.kvfree_misses is not None:
+        # runs the kernel skipped: fentry's per-program recursion check (a preempted program
+        # on that CPU counts too, on preemptible kernels), or kprobe programs nested in another
+        # BPF program; an enqueue missed here is not counted anywhere else
+        m = raw.kvfree_misses
+        out["misses"] = {
+            "recursion": sum(m.values()),
+            "enqueue": sum(n for p, n in m.items() if p.endswith("kvfree_call_rcu")
+                           and not p.startswith(("kretfunc", "kretprobe"))),
+            "by_program": {p: n for p, n in sorted(m.items()) if n},
+        }
     if stress_tgids:
         mine = [v for (t, _), v in tasks.items() if t in stress_tgids]
         f = [v for t, v in freed_tgid.items() if t in stress_tgids]

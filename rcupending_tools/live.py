@@ -28,6 +28,20 @@ def _summed(table: Any, n: int) -> list[int]:
     return [sum(int(v) for v in table[ctypes.c_int(i)]) for i in range(n)]
 
 
+def _program_misses(b: Any) -> dict[str, int]:
+    """recursion_misses per program of a bcc module (fdinfo), for the kernels that report it."""
+    out: dict[str, int] = {}
+    for name, fn in b.funcs.items():
+        try:
+            with open(f"/proc/self/fdinfo/{fn.fd}") as f:
+                info = selfcost.parse_fdinfo(f.read())
+        except OSError:
+            continue
+        if "recursion_misses" in info:
+            out[name.decode(errors="replace")] = int(info["recursion_misses"])
+    return out
+
+
 def _recursion_misses(b: Any) -> int | None:
     """Runs the kernel skipped because a BPF program was already running on that CPU (fentry's
     per-program recursion check; kprobe programs while another BPF program runs, 6.7+), summed
@@ -175,6 +189,7 @@ class LiveSource:
             cur[2] += int(v.headless)
             cur[3] += int(v.headless_bytes)
             cur[4] += int(v.untracked)
+        raw.kvfree_misses = _program_misses(b)  # before the counters: never more than them
         raw.kvfree_stats = _percpu_rows(b["kv_stats"], km.ST_MAX)
         raw.kvfree_lat_hist, raw.kvfree_gp_hist = hist_lat, hist_gp
         raw.kvfree_by_task = tasks

@@ -278,9 +278,15 @@ def test_cpu_offline_mid_stress_loses_nothing(guest):
     out = run["out"]
     kv = out["measured"]["kvfree_rcu"]
     n = out["expected"]["kvfree_rcu"]["enqueued"]
-    assert n == 30000 and kv["by_stress"]["enqueued"] == n and out["match"] is True
+    assert n == 30000 and out["accounted"] is True
+    # With CPU 1 offline both workers share CPU 0. A preemptible kernel (6.17+: PREEMPT_LAZY)
+    # may preempt one inside the fentry program (migrate_disable, not preempt_disable) and
+    # run the other's kvfree_call_rcu() there: the kernel skips that run and counts a
+    # recursion miss. Every object not counted is such a counted miss (7.3: 1 of 30000).
+    missed = n - kv["by_stress"]["enqueued"]
+    assert 0 <= missed <= kv["misses"]["enqueue"], (kv["by_stress"], kv["misses"])
     assert kv["conservation"]["ok"] is True, kv["conservation"]
-    assert kv["by_stress"]["freed"] == n, kv["by_stress"]
+    assert kv["by_stress"]["freed"] == kv["by_stress"]["enqueued"], kv["by_stress"]
 
 
 def test_sampling_follows_a_share_and_keeps_enqueue_counts_exact(guest):
