@@ -31,9 +31,10 @@ PLAN = {
     "debian:6.12": [*BASE, *CONTROLS, "trickle", "headless", "cpu_offline", "sampled"],
     "debian:6.17": [*BASE, "headless"],
     "debian:6.18": [*BASE, "headless"],
-    # 7.3's CPU-offline run (29999 of 30000) disagrees with its truth by one object: open in
-    # issue 3, out of CI until explained. (Its headless 2001 was one 32 B object with a head
-    # the worker enqueued besides the 2000 renames: by_stress now splits headless.)
+    # 7.3's CPU-offline run counts 30000 minus the entry program's recursion misses (a
+    # preemptible kernel: measured 29945 + 55 misses), which the test accepts; it stays out of
+    # CI's plan for time (6.12 runs it). Its headless 2001 was one 32 B object with a head the
+    # worker enqueued besides the 2000 renames: by_stress splits headless.
     "debian:7.3": [*BASE, "trickle", "headless"],
 }
 ALL = [*BASE, *CONTROLS, "trickle", "headless", "cpu_offline", "sampled"]
