@@ -98,6 +98,9 @@ def _prepare_tree(recipe: Recipe, apt: PrivateApt | None, pkg: PkgVer, progress:
             return top
     except (OSError, ValueError):
         pass
+    repatched = _repatch(recipe, pkg, base, work, progress)
+    if repatched is not None:
+        return repatched
     if apt is None:
         raise UserError(f"no source tree for {pkg.name} {pkg.version} and no mirror to fetch it")
     for old in base.glob("tree-*"):  # one tree at a time: each is ~1.5 GB once built
@@ -122,19 +125,101 @@ def _prepare_tree(recipe: Recipe, apt: PrivateApt | None, pkg: PkgVer, progress:
     src.rmdir()
     shutil.rmtree(work / "deb")
     shutil.rmtree(work / "debs")
-    env = dict(os.environ, GIT_CEILING_DIRECTORIES=str(work))  # never an outer repository
-    for patch in recipe.patches:
-        progress(f"applying {patch.name}")
-        r = subprocess.run(
-            ["git", "apply", "--whitespace=nowarn", str(patch)],
-            cwd=top, env=env, capture_output=True, text=True,
-        )  # fmt: skip
-        if r.returncode != 0:
-            raise UserError(f"{patch.name} does not apply to {pkg.version}: {r.stderr.strip()}")
-    marker = {"key": key, "source": pkg.__dict__, "patches": [p.name for p in recipe.patches]}
-    (work / TREE_MARKER).write_text(json.dumps(marker, indent=1) + "\n")
+    _apply_series(recipe.patches, top, work, pkg, progress)
+    _save_series(recipe, pkg, key, work)
     progress(f"source tree ready in {time.monotonic() - t0:.0f} s: {top}")
     return top
+
+
+def _git_apply(patch: Path, top: Path, work: Path, reverse: bool = False) -> str | None:
+    """None on success, else git's complaint (never looks at an outer repository)."""
+    env = dict(os.environ, GIT_CEILING_DIRECTORIES=str(work))
+    argv = ["git", "apply", "--whitespace=nowarn", *(["-R"] if reverse else []), str(patch)]
+    r = subprocess.run(argv, cwd=top, env=env, capture_output=True, text=True)
+    return None if r.returncode == 0 else r.stderr.strip()
+
+
+def _apply_series(patches: list[Path], top: Path, work: Path, pkg: PkgVer,
+                  progress: Progress) -> None:  # fmt: skip
+    for patch in patches:
+        progress(f"applying {patch.name}")
+        err = _git_apply(patch, top, work)
+        if err is not None:
+            raise UserError(f"{patch.name} does not apply to {pkg.version}: {err}")
+
+
+def _save_series(recipe: Recipe, pkg: PkgVer, key: str, work: Path) -> None:
+    """Keep copies of the applied patches (to take them back out) and the tree's marker."""
+    applied = work / "applied"
+    if applied.exists():
+        shutil.rmtree(applied)
+    applied.mkdir()
+    names = []
+    for i, p in enumerate(recipe.patches):
+        name = f"{i:03d}-{p.name}"
+        shutil.copy2(p, applied / name)
+        names.append(name)
+    marker = {"key": key, "source": pkg.__dict__, "patches": names}
+    (work / TREE_MARKER).write_text(json.dumps(marker, indent=1) + "\n")
+
+
+def patched_paths(patch_text: str) -> set[str]:
+    """Every path a git-format patch touches (both sides of renames)."""
+    out: set[str] = set()
+    for line in patch_text.splitlines():
+        if line.startswith("diff --git a/"):
+            a, _, b = line[len("diff --git a/") :].partition(" b/")
+            out.update((a, b))
+    return out
+
+
+def _repatch(recipe: Recipe, pkg: PkgVer, base: Path, work: Path,
+             progress: Progress) -> Path | None:  # fmt: skip
+    """Turn an existing tree of the same source version into this patch series in place:
+    take the old series out, put the new one in, and give every file whose content ends up
+    unchanged its old mtime back, so make rebuilds only what the new series changed."""
+    for old in sorted(base.glob("tree-*")):
+        try:
+            marker = json.loads((old / TREE_MARKER).read_text())
+        except (OSError, ValueError):
+            continue
+        if marker.get("source", {}).get("version") != pkg.version:
+            continue
+        top = old / "linux"
+        old_patches = [old / "applied" / n for n in marker.get("patches", [])]
+        if not top.is_dir() or not all(p.is_file() for p in old_patches):
+            continue
+        paths = set()
+        for p in [*old_patches, *recipe.patches]:
+            paths |= patched_paths(p.read_text(errors="replace"))
+        before = {}
+        for rel in paths:
+            f = top / rel
+            if f.is_file():
+                before[rel] = (f.read_bytes(), f.stat().st_mtime_ns)
+        progress(f"re-patching {top}: {len(old_patches)} old patches out, "
+                 f"{len(recipe.patches)} in")  # fmt: skip
+        (old / TREE_MARKER).unlink()  # a failure below leaves no valid tree behind
+        for p in reversed(old_patches):
+            err = _git_apply(p, top, old, reverse=True)
+            if err is not None:
+                progress(f"cannot take {p.name} back out ({err}); extracting afresh")
+                return None
+        _apply_series(recipe.patches, top, old, pkg, progress)
+        kept = 0
+        for rel, (data, mtime) in before.items():
+            f = top / rel
+            if f.is_file() and f.read_bytes() == data:
+                os.utime(f, ns=(mtime, mtime))
+                kept += 1
+        if old != work:
+            if work.exists():
+                shutil.rmtree(work)
+            old.rename(work)
+        _save_series(recipe, pkg, tree_key(recipe, pkg.version), work)
+        progress(f"re-patched: {len(before) - kept} file(s) changed, {kept} kept their mtime")
+        return work / "linux"
+    return None
 
 
 # ---------------------------------------------------------------- configure and make

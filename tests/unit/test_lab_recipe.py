@@ -158,3 +158,12 @@ def test_install_dirs_resolve_as_lab_specs(tmp_path, monkeypatch):
     (d / "bzImage").write_bytes(b"")
     (d / "config").write_text("CONFIG_IKHEADERS=y\n")
     assert "lab:6.12-rcupending" in kernels.known_specs()
+
+
+def test_patched_paths_of_the_series():
+    r = parse_recipe(REPO_RECIPE)
+    paths = set().union(*(build.patched_paths(p.read_text()) for p in r.patches))
+    assert {"fs/bcachefs/rcu_pending.c", "kernel/rcu/pending.c", "include/linux/rcu_pending.h",
+            "fs/bcachefs/darray.c", "lib/darray.c", "include/linux/darray.h",
+            "kernel/rcu/tree.c", "kernel/rcu/Kconfig"} <= paths  # fmt: skip
+    assert build.patched_paths("diff --git a/x/y.c b/x/z.c\n--- a/x/y.c\n") == {"x/y.c", "x/z.c"}
