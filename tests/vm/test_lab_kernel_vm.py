@@ -5,7 +5,9 @@ tests/vm/guest_lab_kernel.py. Builds the lab kernels first when they are not cac
 from __future__ import annotations
 
 import json
+import os
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -51,6 +53,9 @@ def guest(request, lab_kernels) -> dict:
     )
     result = json.loads(lines[-1].split(" ", 1)[1])
     result["variant"] = variant
+    out = Path(os.environ.get("RCUPENDING_VM_RESULTS", "build/vm-results"))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"lab-6.12-{variant}.json").write_text(json.dumps(result, indent=1))
     return result
 
 
