@@ -11,7 +11,6 @@ import re
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -132,21 +131,28 @@ def wait_processed(flavor: str, timeout: float = 60) -> dict[str, int]:
         time.sleep(0.2)
 
 
+def _reader_in(pid: int, flavor: str) -> bool:
+    """Is the knob writer inside its read-side critical section? SRCU: asleep in write(2);
+    RCU: busy in the kernel (mdelay loop) for 0.3 s of system time already."""
+    try:
+        if flavor == "srcu":
+            return Path(f"/proc/{pid}/syscall").read_text().startswith("1 ")
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return int(stat.rsplit(")", 1)[1].split()[12]) >= 30  # stime, in USER_HZ ticks
+    except (OSError, ValueError, IndexError):
+        return False
+
+
 def held_dequeue(flavor: str, n_enq: int, n_deq: int, hold_ms: int) -> dict:
     """Enqueue and dequeue on CPU 0 while a reader of the flavor is held (on CPU 1 for RCU),
     so no grace period ends in between: the dequeue must get exactly n_deq objects."""
     knob("reset", "1")
-    ready = threading.Event()
-
-    def hold() -> None:
-        pin = ["taskset", "-c", "1"] if flavor == "rcu" else []
-        ready.set()
-        subprocess.run([*pin, "sh", "-c", f"echo {hold_ms} > {DBG}/hold_{flavor}_ms"], check=True)
-
-    t = threading.Thread(target=hold)
-    t.start()
-    ready.wait()
-    time.sleep(0.3)  # the reader is in
+    pin = ["taskset", "-c", "1"] if flavor == "rcu" else []  # taskset execs sh: same pid
+    holder = subprocess.Popen([*pin, "sh", "-c", f"echo {hold_ms} > {DBG}/hold_{flavor}_ms"])
+    t_wait = time.monotonic()
+    while not _reader_in(holder.pid, flavor) and time.monotonic() - t_wait < hold_ms / 2000:
+        time.sleep(0.02)
+    waited = time.monotonic() - t_wait
     os.sched_setaffinity(0, {0})
     t0 = time.monotonic()
     knob(f"enqueue_{flavor}", str(n_enq))
@@ -154,9 +160,10 @@ def held_dequeue(flavor: str, n_enq: int, n_deq: int, hold_ms: int) -> dict:
     inside = time.monotonic() - t0
     mid = counters()
     os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
-    t.join()
+    holder.wait()
     done = wait_processed(flavor)
-    return {"mid": mid, "done": done, "enq_deq_seconds": round(inside, 2), "hold_ms": hold_ms}
+    return {"mid": mid, "done": done, "enq_deq_seconds": round(inside, 2), "hold_ms": hold_ms,
+            "waited_for_reader_s": round(waited, 2), "rc": holder.returncode}  # fmt: skip
 
 
 def module_checks(ko: str) -> dict:
@@ -164,8 +171,8 @@ def module_checks(ko: str) -> dict:
     if r.returncode != 0:
         return {"insmod": r.stderr.strip()}
     out: dict = {"insmod": "ok"}
-    out["rcu_held"] = held_dequeue("rcu", 1000, 100, 3000)
-    out["srcu_held"] = held_dequeue("srcu", 1000, 100, 3000)
+    out["rcu_held"] = held_dequeue("rcu", 1000, 100, 5000)
+    out["srcu_held"] = held_dequeue("srcu", 1000, 100, 5000)
     # plain flows: slab and vmalloc objects, both flavors, processed by the module's callback
     knob("reset", "1")
     knob("size", "64")
@@ -191,6 +198,26 @@ def module_checks(ko: str) -> dict:
     r = subprocess.run(["rmmod", "rcupending_lab"], capture_output=True, text=True)
     out["rmmod"] = r.returncode == 0 or r.stderr.strip()
     return out
+
+
+def failslab_stress(b, probed: list[str]) -> dict:
+    """The same stress with failslab failing half of this task's non-sleeping slab
+    allocations (rcu_pending's radix nodes and darray: GFP_ATOMIC), so rcu_pending must
+    take its list fallback (rcu_pending_enqueue_list); krc's pages are not slab."""
+    f = Path("/sys/kernel/debug/failslab")
+    if not f.is_dir():
+        return {"error": "no failslab in debugfs"}
+    for k, v in (("probability", "50"), ("interval", "1"), ("times", "-1"), ("verbose", "0"),
+                 ("task-filter", "Y"), ("ignore-gfp-wait", "Y")):  # fmt: skip
+        (f / k).write_text(v + "\n")
+    before = read_counts(b, probed)
+    Path("/proc/self/make-it-fail").write_text("1\n")
+    try:
+        ip_options_stress(N_SETS)
+    finally:
+        Path("/proc/self/make-it-fail").write_text("0\n")
+    after = read_counts(b, probed)
+    return {k: after[k] - before[k] for k in probed}
 
 
 def main() -> int:
@@ -221,6 +248,7 @@ def main() -> int:
     res["stress_counts"] = {k: after[k] - before[k] for k in probed}
     res["slab_kmalloc64"] = {"before": slab0, "after_stress": slab1, "after_barrier": slab2,
                              "barrier_via_module": knob_ok}  # fmt: skip
+    res["failslab_counts"] = failslab_stress(b, probed)
     b.cleanup()
     res["module"] = module_checks(ko)
     print("RCUPENDING-RESULT " + json.dumps(res), flush=True)

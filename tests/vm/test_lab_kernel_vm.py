@@ -117,3 +117,16 @@ def test_module_counters_exact(guest):
     kv = m["kvfree"]
     assert kv["kvfree_mightsleep_queued"] == 1000 and kv["kfree_rcu_queued"] == 1000, kv
     assert kv["alloc_failed"] == 0 and kv["kvfree_rcu_barriers"] == 1, kv
+
+
+def test_failslab_forces_the_list_fallback(guest):
+    """failslab (50% of the stress task's GFP_ATOMIC slab allocations): on the patched kernel
+    rcu_pending falls back to its lists; every object still goes through it."""
+    c = guest["failslab_counts"]
+    assert "error" not in c, c
+    assert c["kvfree_call_rcu"] >= N_SETS // 2, c
+    if guest["variant"] == "rcupending":
+        assert c["kvfree_call_rcu_pending"] == c["kvfree_call_rcu"], c
+        assert c["rcu_pending_enqueue_list"] > 0, c
+    else:
+        assert c["rcu_pending_enqueue_list"] == 0, c
