@@ -528,6 +528,34 @@ def fetch(
         print(f"{k.spec}\t{k.release}\t{k.image}")
 
 
+@app.command("lab-build")
+def lab_build(
+    variant: Annotated[
+        list[str] | None,
+        typer.Option("--variant", help="variant to build (repeatable; default/all: every one)"),
+    ] = None,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, max=256, help="make -j")] = 3,
+    recipe: Annotated[
+        Path | None, typer.Option(help="recipe dir or recipe.toml (default kernel/lab-6.12)")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="rebuild even when the recipe is unchanged")] = False,
+) -> None:
+    """Build the lab kernels of a recipe (Debian source + config fragment + patches, one tree,
+    variants flipped incrementally) and its module into the lab cache, as lab:NAME-VARIANT.
+
+    Skips variants already built from the same recipe hash. A fresh full build of
+    kernel/lab-6.12 takes ~15 min on 2 cores (-j3); each further variant a few minutes."""
+    from .lab import build
+
+    def progress(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    names = None if not variant or "all" in variant else list(variant)
+    for r in build.build(recipe, names, jobs=jobs, force=force, progress=progress):
+        took = "cached" if r.cached else f"built in {r.seconds:.0f} s"
+        print(f"lab:{r.label}\t{r.release}\t{r.dest}\t{took}")
+
+
 surfaces.register(app)
 
 

@@ -5,7 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 apt_pkgs=(python3-bpfcc python3-venv qemu-system-x86 kmod udev iproute2 procps busybox-static
-          tmux bpftool gcc libc6-dev clang libbpf-dev)
+          tmux bpftool gcc libc6-dev clang libbpf-dev
+          # `rcupending lab-build` (kernel/lab-6.12): kernel build, BTF (pahole), IKHEADERS (cpio)
+          make flex bison bc libelf-dev libssl-dev dwarves cpio xz-utils git perl)
 missing=()
 for p in "${apt_pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
