@@ -52,7 +52,7 @@ def test_backend_is_recognised(guest):
     assert kv["facts"]["backend"] == VARIANTS[guest["spec"]]
     pending = probe(guest, "rcu_pending_enqueue")
     assert pending["status"] == "attached", pending
-    assert "lab_process" in pending["facts"]["process_callbacks"]
+    assert "rcupending_lab_process" in pending["facts"]["process_callbacks"].split(",")
 
 
 def test_kvfree_flood_is_freed_on_the_backend_path(guest):
@@ -97,6 +97,7 @@ def test_module_enqueues_dequeues_and_processing_are_exact(guest):
 @pytest.mark.parametrize("flavor", ["rcu", "srcu"])
 def test_a_held_reader_delays_every_object_enqueued_during_it(guest, flavor):
     hold = guest[f"hold_{flavor}"]
+    assert hold["reader_was_inside"], hold
     buckets = hold["latency_ns"]
     assert sum(n for _, _, n in buckets) == hold["enqueued"], buckets
     # every object's enqueue -> process latency is in a log2 bucket starting at >= 2 s

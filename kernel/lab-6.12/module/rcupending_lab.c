@@ -67,6 +67,7 @@ static atomic_long_t kvfree_mightsleep_queued;
 static atomic_long_t kfree_rcu_queued;
 static atomic_long_t alloc_failed;
 static atomic_long_t barriers;
+static atomic_t holding[LAB_NR_FLAVORS]; /* 1 while a hold_*_ms reader is inside */
 
 static struct lab_obj *lab_alloc(void)
 {
@@ -78,7 +79,9 @@ static struct lab_obj *lab_alloc(void)
 	return obj;
 }
 
-static void lab_process(struct rcu_pending *pending, struct rcu_head *rcu)
+/* The process callback: a global name observers can hook (rcupending's layout.PROCESS_CALLBACKS). */
+void rcupending_lab_process(struct rcu_pending *pending, struct rcu_head *rcu);
+noinline void rcupending_lab_process(struct rcu_pending *pending, struct rcu_head *rcu)
 {
 	struct lab_flavor *f = container_of(pending, struct lab_flavor, pending);
 
@@ -176,15 +179,19 @@ static ssize_t lab_write(struct file *file, const char __user *ubuf, size_t len,
 		if (n > 10000)
 			return -ERANGE;
 		rcu_read_lock();
+		atomic_set(&holding[LAB_RCU], 1);
 		for (unsigned long ms = 0; ms < n; ms++)
 			mdelay(1);
+		atomic_set(&holding[LAB_RCU], 0);
 		rcu_read_unlock();
 		break;
 	case OP_HOLD_SRCU:
 		if (n > 60000)
 			return -ERANGE;
 		idx = srcu_read_lock(&lab_srcu);
+		atomic_set(&holding[LAB_SRCU], 1);
 		msleep(n);
+		atomic_set(&holding[LAB_SRCU], 0);
 		srcu_read_unlock(&lab_srcu, idx);
 		break;
 	case OP_KVFREE_BARRIER:
@@ -241,6 +248,7 @@ static int counters_show(struct seq_file *m, void *v)
 		seq_printf(m, "%s_dequeued %ld\n", flavor_names[i], deq);
 		seq_printf(m, "%s_processed %ld\n", flavor_names[i], done);
 		seq_printf(m, "%s_outstanding %ld\n", flavor_names[i], enq - deq - done);
+		seq_printf(m, "%s_holding %d\n", flavor_names[i], atomic_read(&holding[i]));
 		seq_printf(m, "%s_enqueue_failed %ld\n", flavor_names[i],
 			   atomic_long_read(&f->enqueue_failed));
 	}
@@ -276,10 +284,10 @@ static int __init rcupending_lab_init(void)
 
 	if (ret)
 		return ret;
-	ret = rcu_pending_init(&flavors[LAB_RCU].pending, NULL, lab_process);
+	ret = rcu_pending_init(&flavors[LAB_RCU].pending, NULL, rcupending_lab_process);
 	if (ret)
 		goto err_srcu;
-	ret = rcu_pending_init(&flavors[LAB_SRCU].pending, &lab_srcu, lab_process);
+	ret = rcu_pending_init(&flavors[LAB_SRCU].pending, &lab_srcu, rcupending_lab_process);
 	if (ret)
 		goto err_rcu;
 
@@ -303,7 +311,7 @@ err_srcu:
 static void __exit rcupending_lab_exit(void)
 {
 	debugfs_remove_recursive(lab_dir);
-	/* processes (frees) everything still pending, through lab_process */
+	/* processes (frees) everything still pending, through rcupending_lab_process */
 	rcu_pending_exit(&flavors[LAB_RCU].pending);
 	rcu_pending_exit(&flavors[LAB_SRCU].pending);
 	cleanup_srcu_struct(&lab_srcu);
