@@ -83,9 +83,12 @@ def measure(count: int, threads: int, drain: float, interval: float) -> dict[str
     from rcupending_tools.collector import Collector, provenance
     from rcupending_tools.kvfree_metrics import percentile_bounds
     from rcupending_tools.live import LiveSource
+    from rcupending_tools.probes import KVFREE_CALL_RCU, RCU_PENDING_ENQUEUE
     from rcupending_tools.stress import kvfree
 
-    src = LiveSource()
+    # kvfree_rcu and rcu_pending only: the nolock allocator plays no part in a kvfree flood,
+    # and each program is one more compile in the guest
+    src = LiveSource(probes=(KVFREE_CALL_RCU, RCU_PENDING_ENQUEUE))
     t0 = time.monotonic()
     src.attach()
     log(f"attached in {time.monotonic() - t0:.1f}s")
