@@ -214,8 +214,14 @@ def main() -> None:
             before = snap(True)
             knob("enqueue_rcu", N_RCU)
             knob("enqueue_srcu", N_SRCU)
+            # dequeue while an RCU reader is held (so the objects are still waiting): this
+            # CPU's objects, as many as are still there; the module counts what it got back
+            holder = threading.Thread(target=knob, args=("hold_rcu_ms", 2000))
+            holder.start()
+            wait_until(counters, lambda c: c["rcu_holding"] == 1, 10)
             knob("enqueue_rcu", N_DEQ)
-            knob("dequeue_rcu", N_DEQ)  # this CPU's: as many as are still there
+            knob("dequeue_rcu", N_DEQ)
+            holder.join()
             mod = wait_until(counters, lambda c: c["rcu_outstanding"] == 0
                              and c["srcu_outstanding"] == 0, 60)
             after = wait_until(lambda: snap(True), lambda s: all(
