@@ -112,8 +112,11 @@ def test_forced_list_fallback_equals_the_independent_kfree_count(guest):
         kv, base = guest["kvfree"]["snapshot"], guest["kvfree"]["baseline"]
         listed = kv["freed"]["by_path"]["list"]["objects"] - base["freed"]["by_path"]["list"][
             "objects"]
+        # channel 3 also frees objects enqueued before the tool was armed (pre_attach)
+        early = kv["freed"]["pre_attach"]["list"] - base["freed"]["pre_attach"]["list"]
         assert listed > 0
-        assert listed == guest["kvfree"]["kfree_list_sites"]["kvfree_rcu_list"], guest["kvfree"]
+        assert listed + early == guest["kvfree"]["kfree_list_sites"]["kvfree_rcu_list"], (
+            listed, early, guest["kvfree"]["kfree_list_sites"])
         return
     forced = guest["forced"]
     listed = (forced["after"]["freed"]["by_path"]["list"]["objects"]
