@@ -31,18 +31,23 @@ class Layout:
 TRACK_MAX_ENV = "RCUPENDING_TRACK_MAX"  # per-object tracking map size (loss tests, tiny hosts)
 
 
-def track_max() -> int | None:
-    """RCUPENDING_TRACK_MAX as an int (None when unset): one line when it is not 1..2^24."""
-    text = os.environ.get(TRACK_MAX_ENV)
+def _env_int(name: str, ok, what: str) -> int | None:  # noqa: ANN001
+    """Environment variable `name` as an int (None when unset); one line unless ok(value)."""
+    text = os.environ.get(name)
     if text is None:
         return None
     try:
         value = int(text)
     except ValueError:
         value = 0
-    if not 1 <= value <= 1 << 24:
-        raise UserError(f"{TRACK_MAX_ENV}={text!r}: give a number of objects, 1..16777216")
+    if not ok(value):
+        raise UserError(f"{name}={text!r}: give {what}")
     return value
+
+
+def track_max() -> int | None:
+    """RCUPENDING_TRACK_MAX as an int (None when unset): one line when it is not 1..2^24."""
+    return _env_int(TRACK_MAX_ENV, lambda v: 1 <= v <= 1 << 24, "a number of objects, 1..16777216")
 
 
 SAMPLE_ENV = "RCUPENDING_SAMPLE"  # follow 1 in N objects per address (N a power of two)
@@ -50,16 +55,9 @@ SAMPLE_ENV = "RCUPENDING_SAMPLE"  # follow 1 in N objects per address (N a power
 
 def sample_one_in() -> int | None:
     """RCUPENDING_SAMPLE as an int (None when unset or 1): one line unless a power of two."""
-    text = os.environ.get(SAMPLE_ENV)
-    if text is None:
-        return None
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if not 1 <= value <= 1 << 16 or value & (value - 1):
-        raise UserError(f"{SAMPLE_ENV}={text!r}: give a power of two, 1..65536 (1: every object)")
-    return value if value > 1 else None
+    value = _env_int(SAMPLE_ENV, lambda v: 1 <= v <= 1 << 16 and not v & (v - 1),
+                     "a power of two, 1..65536 (1: every object)")
+    return value if value is not None and value > 1 else None
 
 
 def tracking_defines(lay: Layout) -> None:

@@ -46,16 +46,8 @@ def _recursion_misses(b: Any) -> int | None:
     """Runs the kernel skipped because a BPF program was already running on that CPU (fentry's
     per-program recursion check; kprobe programs while another BPF program runs, 6.7+), summed
     over the module's programs from /proc/self/fdinfo; None when the kernel does not say."""
-    total, seen = 0, False
-    for fn in b.funcs.values():
-        try:
-            with open(f"/proc/self/fdinfo/{fn.fd}") as f:
-                info = selfcost.parse_fdinfo(f.read())
-        except OSError:
-            continue
-        if "recursion_misses" in info:
-            total, seen = total + int(info["recursion_misses"]), True
-    return total if seen else None
+    per_program = _program_misses(b)
+    return sum(per_program.values()) if per_program else None
 
 
 def _cgroup_path(cgroup_id: int, root: str = "/sys/fs/cgroup") -> str | None:
