@@ -28,4 +28,26 @@ struct task_key {
 	char comm[TASK_COMM_LEN];
 };
 
+/* A level (objects, bytes) with its high-water mark since attach. The
+ * peak is taken from the value this add produced; concurrent adds on other CPUs can make it
+ * miss a peak by their in-flight share, never invent one that did not exist. */
+struct gauge {
+	s64 objects;
+	s64 bytes;
+	s64 peak_objects;
+	s64 peak_bytes;
+};
+
+static __always_inline void gauge_add(struct gauge *g, s64 objects, s64 bytes)
+{
+	if (!g)
+		return;
+	s64 o = __sync_fetch_and_add(&g->objects, objects) + objects;
+	s64 b = __sync_fetch_and_add(&g->bytes, bytes) + bytes;
+	if (o > g->peak_objects)
+		g->peak_objects = o;
+	if (b > g->peak_bytes)
+		g->peak_bytes = b;
+}
+
 #endif

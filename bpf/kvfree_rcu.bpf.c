@@ -138,6 +138,13 @@ BPF_TABLE("lru_hash", u64, u64, kv_batch_queued, 1024);  /* rcu_work -> queue ti
 BPF_HASH(kv_work, u64, struct batch_mark, 1024);          /* pid_tgid in kfree_rcu_work */
 BPF_HASH(kv_barrier_start, u64, u64, 1024);               /* pid_tgid -> call time */
 BPF_ARRAY(kv_gp_start, u64, 1);
+BPF_ARRAY(kv_pending_gauge, struct gauge, 1);  /* tracked pending now, and its peak */
+
+static __always_inline void pending_add(s64 objects, s64 bytes)
+{
+	u32 zero = 0;
+	gauge_add(kv_pending_gauge.lookup(&zero), objects, bytes);
+}
 
 static __always_inline void stat_add(u32 idx, u64 n)
 {
@@ -191,9 +198,13 @@ static __always_inline bool on_enqueue(u64 ptr, bool headless)
 	if (ptr && !sampled(ptr)) {
 		ev_add(EV_UNSAMPLED, 1);
 	} else if (ptr) {
-		if (kv_inflight.lookup(&ptr))
+		struct inflight *old = kv_inflight.lookup(&ptr);
+		s64 old_bytes = old ? old->bytes : 0;
+		if (old)
 			stat_add(ST_REPLACED, 1);
 		tracked = kv_inflight.update(&ptr, &val) == 0;
+		if (tracked)  /* a replaced entry was pending already: only its size changes */
+			pending_add(old ? 0 : 1, (s64)bytes - old_bytes);
 	}
 	if (!tracked) {
 		stat_add(ST_UNTRACKED, 1);
@@ -329,6 +340,7 @@ static __always_inline void on_free(u64 ptr, u32 path, bool count_unmatched,
 	stat_add(ST_FREED + path, 1);
 	stat_add(ST_FREED_BYTES + path, bytes);
 	kv_inflight.delete(&ptr);
+	pending_add(-1, -(s64)bytes);
 
 	struct freed_sum zero = {};
 	struct freed_sum *f = kv_freed_by_tgid.lookup_or_try_init(&tgid, &zero);

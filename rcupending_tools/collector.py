@@ -38,6 +38,8 @@ class RawSample:
     kvfree_events: list[int] | None = None  # [kvfree_metrics.EVENTS], summed over CPUs
     kvfree_dur_hist: list[int] | None = None  # [kvfree_metrics.DURATIONS * 64 + log2 slot]
     kvfree_misses: dict[str, int] | None = None  # recursion_misses per BPF program
+    # tracked pending [objects, bytes, peak objects, peak bytes], kept by the kernel side
+    kvfree_pending_gauge: list[int] | None = None
     pending_enqueued: list[int] | None = None  # [cpu]
     pending_by_task: dict[TaskKey, int] | None = None
     pending_stats: list[list[int]] | None = None  # [pending_metrics.PS * NFL + flavor][cpu]
@@ -74,6 +76,7 @@ class RawSample:
             "kvfree_events": self.kvfree_events,
             "kvfree_dur_hist": self.kvfree_dur_hist,
             "kvfree_misses": self.kvfree_misses,
+            "kvfree_pending_gauge": self.kvfree_pending_gauge,
             "pending_enqueued": self.pending_enqueued,
             "pending_by_task": tasks(self.pending_by_task),
             "pending_stats": self.pending_stats,
@@ -109,6 +112,7 @@ class RawSample:
             kvfree_events=d.get("kvfree_events"),
             kvfree_dur_hist=d.get("kvfree_dur_hist"),
             kvfree_misses=d.get("kvfree_misses"),
+            kvfree_pending_gauge=d.get("kvfree_pending_gauge"),
             pending_enqueued=d.get("pending_enqueued"),
             pending_by_task=tasks(d.get("pending_by_task")),
             pending_stats=d.get("pending_stats"),

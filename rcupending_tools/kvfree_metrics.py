@@ -136,6 +136,11 @@ def kvfree_family(raw: Any, stress_tgids: set[int]) -> dict[str, Any] | None:
         "conservation": conservation(enq, freed, untracked, replaced, raw.kvfree_in_map),
         "by_process": _by_process(tasks, freed_tgid),
     }
+    if raw.kvfree_pending_gauge:
+        # high-water mark kept by the kernel side at every enqueue and free (tracked objects):
+        # a peak between two reads that sampling the pending level would miss
+        _, _, peak_objects, peak_bytes = raw.kvfree_pending_gauge
+        out["pending"]["peak"] = {"objects": peak_objects, "bytes": peak_bytes}
     out.update(_kernel_events(raw))
     if raw.kvfree_misses is not None:
         # runs the kernel skipped: fentry's per-program recursion check (a preempted program

@@ -187,6 +187,9 @@ class LiveSource:
         raw.kvfree_by_task = tasks
         raw.kvfree_freed_by_tgid = freed_by_tgid
         raw.kvfree_freed_by_enq_cpu = freed_by_cpu
+        g = b["kv_pending_gauge"][ctypes.c_int(0)]
+        raw.kvfree_pending_gauge = [int(g.objects), int(g.bytes), int(g.peak_objects),
+                                    int(g.peak_bytes)]
         if count_map:
             raw.kvfree_in_map = self._count_inflight(b, raw.kvfree_stats)
 

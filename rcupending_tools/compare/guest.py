@@ -80,7 +80,9 @@ def hist_diff(before: dict, after: dict, name: str) -> list[int]:
 
 
 def measure(count: int, threads: int, drain: float, interval: float) -> dict[str, Any]:
+    from rcupending_tools.bpfload import LoadError
     from rcupending_tools.collector import Collector, provenance
+    from rcupending_tools.compare.cost import CostProbe, cost_delta
     from rcupending_tools.kvfree_metrics import percentile_bounds
     from rcupending_tools.live import LiveSource
     from rcupending_tools.probes import KVFREE_CALL_RCU, RCU_PENDING_ENQUEUE
@@ -90,22 +92,31 @@ def measure(count: int, threads: int, drain: float, interval: float) -> dict[str
     # and each program is one more compile in the guest
     src = LiveSource(probes=(KVFREE_CALL_RCU, RCU_PENDING_ENQUEUE))
     t0 = time.monotonic()
-    src.attach()
+    cost: CostProbe | None = CostProbe()
+    cost_error = None
+    try:
+        cost.attach()
+    except LoadError as e:
+        cost, cost_error = None, e.reason
+        log(f"backend cost probe: {e.reason}")
+    try:
+        src.attach()
+    except BaseException:
+        if cost is not None:
+            cost.close()
+        raise
     log(f"attached in {time.monotonic() - t0:.1f}s")
     try:
         col = Collector(provenance(command="compare"), src.probe_dicts(), source="lab-vm")
         probes = src.probe_dicts()
+        cost0 = cost.read() if cost is not None else None
         base = col.update(src.read(count_map=True))
         kv0 = base["kvfree_rcu"]
         mem0 = mem_available_kb()
-        peak = {"objects": 0, "bytes": 0, "mem_drop_kb": 0}
+        peak = {"mem_drop_kb": 0}
 
         def sample() -> dict:
             snap = col.update(src.read())
-            kv = snap["kvfree_rcu"]
-            grown = kv["pending"]["objects"] - kv0["pending"]["objects"]
-            peak["objects"] = max(peak["objects"], grown)
-            peak["bytes"] = max(peak["bytes"], kv["pending"]["bytes"] - kv0["pending"]["bytes"])
             peak["mem_drop_kb"] = max(peak["mem_drop_kb"], mem0 - mem_available_kb())
             return snap
 
@@ -125,9 +136,12 @@ def measure(count: int, threads: int, drain: float, interval: float) -> dict[str
             snap = sample()
         drained_s = round(time.monotonic() - (deadline - drain), 2)
         final = col.update(src.read(count_map=True))
+        cost1 = cost.read() if cost is not None else None
         run.finish()
     finally:
         src.close()
+        if cost is not None:
+            cost.close()
     kv = final["kvfree_rcu"]
     lat = hist_diff(base, final, "kvfree_rcu.latency_ns")
     gps = hist_diff(base, final, "kvfree_rcu.latency_gps")
@@ -149,6 +163,9 @@ def measure(count: int, threads: int, drain: float, interval: float) -> dict[str
         return (fl.get("runs") or {}).get("kvfree_rcu", 0)
 
     kv_probe = next((p for p in probes if p["name"] == "kvfree_call_rcu"), {})
+    # the kernel side's high-water mark of tracked pending (sampling every `interval` misses
+    # rcu_pending's: its objects wait milliseconds), over the level at the start
+    kv_peak = kv["pending"].get("peak") or {}
     freed = delta("freed", "objects") or 0
     def kv_list_enqueued(snap: dict) -> int:
         fl = (snap.get("flavors") or {}).get("rcu") or {}
@@ -163,8 +180,8 @@ def measure(count: int, threads: int, drain: float, interval: float) -> dict[str
         "freed": kv["by_stress"]["freed"],
         "drain_s": drained_s,
         "conservation_ok": kv["conservation"]["ok"],
-        "pending_peak_objects": peak["objects"],
-        "pending_peak_bytes": peak["bytes"],
+        "pending_peak_objects": max(0, kv_peak.get("objects", 0) - kv0["pending"]["objects"]),
+        "pending_peak_bytes": max(0, kv_peak.get("bytes", 0) - kv0["pending"]["bytes"]),
         "mem_available_drop_kb": peak["mem_drop_kb"],
         "latency_ns": percentile_bounds(lat),
         "latency_gps": percentile_bounds(gps),
@@ -181,6 +198,9 @@ def measure(count: int, threads: int, drain: float, interval: float) -> dict[str
             "backend") != "rcu_pending" else pending_runs(pend) - pending_runs(pend0),
         "shrinker_scans": delta("events", "shrinker", "scans"),
         "page_refills": delta("events", "page_refill"),
+        # callbacks queued and backend metadata (bulk pages / radix nodes) during the run
+        "cost": cost_delta(cost0, cost1) if cost0 is not None and cost1 is not None
+        else {"error": cost_error},
     }
 
 

@@ -24,14 +24,25 @@ METRICS: dict[str, tuple[str, str, Any]] = {
                        lambda r: _get(r, "flood", "latency_ns", "max", scale=1e-6)),
     "latency_gps_p50": ("grace periods waited p50 (+1)", "GPs",
                         lambda r: _get(r, "flood", "latency_gps", "p50")),
-    "pending_peak_kb": ("pending peak over the start", "KiB",
+    "pending_peak_kb": ("pending peak over the start (kernel-side high-water mark)", "KiB",
                         lambda r: _get(r, "flood", "pending_peak_bytes", scale=1 / 1024)),
+    "metadata_peak_kb": ("backend metadata live peak over the start (krc bulk pages / "
+                         "rcu_pending radix nodes)", "KiB",
+                         lambda r: _get(r, "flood", "cost", "metadata_peak_bytes",
+                                        scale=1 / 1024)),
+    "metadata_alloc_kb": ("backend metadata allocated during the run", "KiB",
+                          lambda r: _get(r, "flood", "cost", "metadata_alloc_bytes",
+                                         scale=1 / 1024)),
     "mem_available_drop_mb": ("MemAvailable drop, peak", "MB",
                               lambda r: _get(r, "flood", "mem_available_drop_kb", scale=1 / 1024)),
     "grace_periods": ("RCU grace periods during the run", "",
                       lambda r: _get(r, "flood", "grace_periods")),
     "batches": ("batches (krc kfree_rcu_work / rcu_pending runs)", "",
                 lambda r: _get(r, "flood", "batches")),
+    "callbacks": ("RCU/SRCU callbacks queued during the run, all", "",
+                  lambda r: _get(r, "flood", "cost", "callbacks")),
+    "backend_callbacks": ("of those, the backend's (rcu_work_rcufn / rcu_pending_rcu_cb)", "",
+                          lambda r: _get(r, "flood", "cost", "backend_callbacks")),
     "list_fallback": ("objects freed from the linked list", "",
                       lambda r: _get(r, "flood", "list_fallback")),
     "shrinker_scans": ("krc shrinker scans (9/9 drops the shrinker)", "",
@@ -42,7 +53,9 @@ CAVEAT = (
     "Timings come from QEMU TCG (no KVM here): compare kernels with each other within one run "
     "of this command, never with real hardware. Runs alternate A/B/A/B; spread is min-max. "
     "The rcu_pending variant has no kvfree_rcu shrinker (patch 9/9 drops krc's): shrinker "
-    "counts exist only on the stock kernel."
+    "counts exist only on the stock kernel. Callbacks count every call_rcu/call_srcu in the "
+    "guest during the run; backend metadata is krc's bulk pages or rcu_pending's radix nodes "
+    "(not its per-CPU darray of sequence numbers), from allocation to free."
 )
 
 
@@ -118,8 +131,8 @@ def plots(df: Any, outdir: Path, kernels: list[str]) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = ["rcuscale_ms", "latency_p50_ms", "pending_peak_kb", "mem_available_drop_mb",
-            "grace_periods", "batches"]
+    keys = ["rcuscale_ms", "latency_p50_ms", "pending_peak_kb", "metadata_peak_kb",
+            "mem_available_drop_mb", "grace_periods", "backend_callbacks", "batches"]
     out = []
     for variant, part in df.groupby("variant", sort=False):
         present = [m for m in keys if (part["metric"] == m).any()]

@@ -64,3 +64,9 @@ def test_rcu_pending_program_compiles(sample):
     if sample:
         defines["SAMPLE_MASK"] = sample
     compile_ok("rcu_pending.bpf.c", defines, "kprobe")
+
+
+def test_backend_cost_program_compiles_and_its_tracepoints_load():
+    """bpf/backend_cost.bpf.c (compare's callbacks and metadata): bcc loads its kmem
+    tracepoint programs at compile time, so the verifier sees the site-range loop here."""
+    compile_ok("backend_cost.bpf.c", {}, "kprobe")

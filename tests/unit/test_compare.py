@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rcupending_tools.compare import guest, runner, table
+from rcupending_tools.compare import cost, guest, runner, table
 
 LINE = ("[   41.2] Total time taken by all kfree'ers: 2315501904 ns, loops: 10, batches: 233, "
         "memory footprint: 37MB")
@@ -65,3 +65,29 @@ def test_bad_lists_are_one_line_errors():
         runner.parse_list("base,fast", "variants", tuple(runner.VARIANTS))
     with pytest.raises(UserError, match="twice"):
         runner.parse_list("a,a", "kernels")
+
+
+def cost_reading(cb: dict, allocs: int, live: int, peak: int) -> dict:
+    kinds = {k: {"allocs": 0, "alloc_bytes": 0, "frees": 0, "free_bytes": 0, "live_bytes": 0,
+                 "peak_bytes": 0} for k in cost.KINDS}
+    kinds["rcu_pending_radix_nodes"] = {"allocs": allocs, "alloc_bytes": 512 * allocs,
+                                        "frees": allocs - live // 512, "free_bytes": 0,
+                                        "live_bytes": live, "peak_bytes": peak}
+    return {"callbacks": cb, "metadata": kinds, "lost": 0, "sites": ["rcu_pending_enqueue"]}
+
+
+def test_cost_delta_counts_the_run_only():
+    before = cost_reading({"rcu_pending_rcu_cb": 5, "file_free_rcu": 2}, 4, 1024, 2048)
+    after = cost_reading({"rcu_pending_rcu_cb": 25, "file_free_rcu": 2, "rcu_work_rcufn": 1},
+                         14, 1024, 1024 + 3 * 512)
+    d = cost.cost_delta(before, after)
+    assert d["callbacks"] == 21 and d["backend_callbacks"] == 21
+    assert d["callbacks_by_function"] == {"rcu_pending_rcu_cb": 20, "rcu_work_rcufn": 1}
+    radix = d["metadata"]["rcu_pending_radix_nodes"]
+    assert radix["allocs"] == 10 and radix["alloc_bytes"] == 5120
+    # the peak over the level at the start, not the all-time peak (2048 came before the run)
+    assert radix["peak_bytes"] == 1536 and d["metadata_peak_bytes"] == 1536
+    result = {"flood": {"cost": d}}
+    assert table.METRICS["backend_callbacks"][2](result) == 21
+    assert table.METRICS["metadata_peak_kb"][2](result) == 1.5
+    assert table.METRICS["callbacks"][2]({"flood": {"cost": {"error": "kprobes"}}}) is None

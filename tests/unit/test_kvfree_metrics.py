@@ -92,6 +92,18 @@ def test_pending_fallback_and_conservation():
     assert bad["kvfree_rcu"]["conservation"]["ok"] is False
 
 
+def test_pending_peak_comes_from_the_kernel_gauge():
+    """The high-water mark the kernel kept is reported as is (sampling would see 30 here);
+    a raw sample without the gauge (older recordings) has no peak."""
+    col = Collector(provenance("6.12.1"), [], source="synthetic")
+    raw = full_raw(1.0, 100, 60, 10, in_map=None)
+    assert "peak" not in col.update(raw)["kvfree_rcu"]["pending"]
+    raw.kvfree_pending_gauge = [30, 30 * 64, 95, 95 * 64]
+    s = col.update(RawSample.from_json(raw.to_json()))
+    assert validation_errors(s) == []
+    assert s["kvfree_rcu"]["pending"]["peak"] == {"objects": 95, "bytes": 95 * 64}
+
+
 def test_event_and_duration_enums_match_the_bpf_source():
     events = c_enum("kv_event")
     assert [k for k in events if k != "NEV"] == [f"EV_{e.upper()}" for e in km.EVENTS]

@@ -57,3 +57,26 @@ def test_one_table_plots_and_csvs(compared):
     assert md.count("Total time taken by all kfree'ers") == 6
     assert (out / "compare-base.png").stat().st_size > 1000
     assert (out / "compare.csv").read_text().startswith("kernel,variant,repeat,metric,value")
+
+
+def test_work_counts_metadata_and_pending_peak(compared):
+    """Each backend's own callbacks and metadata show up during the flood, and only its own:
+    krc hands batches to queue_rcu_work() (rcu_work_rcufn) and holds bulk pages; rcu_pending
+    queues rcu_pending_rcu_cb and holds radix nodes. The kernel-side pending peak sees
+    rcu_pending's millisecond waits that 0.5 s sampling read as 0."""
+    mine = {"lab:6.12-stock": ("rcu_work_rcufn", "krc_bulk_pages"),
+            "lab:6.12-rcupending": ("rcu_pending_rcu_cb", "rcu_pending_radix_nodes")}
+    for r in compared["runs"]:
+        flood = r["result"]["flood"]
+        c = flood["cost"]
+        assert "error" not in c and c["lost"] == 0, c
+        callback, kind = mine[r["kernel"]]
+        other_cb, other_kind = mine[next(k for k in mine if k != r["kernel"])]
+        assert c["callbacks_by_function"].get(callback, 0) > 0, c
+        assert c["callbacks_by_function"].get(other_cb, 0) == 0, c
+        assert c["backend_callbacks"] <= c["callbacks"], c
+        meta = c["metadata"][kind]
+        assert meta["allocs"] > 0 and 0 < meta["peak_bytes"] <= meta["alloc_bytes"], c
+        assert c["metadata"][other_kind]["allocs"] == 0, c
+        assert 64 <= flood["pending_peak_bytes"] <= 64 * COUNT + 4096, flood
+        assert 1 <= flood["pending_peak_objects"] <= COUNT + 64, flood
