@@ -5,7 +5,10 @@
  *   - metadata memory: slab objects (kmem:kmalloc call_site) and pages (get_free_pages_noprof,
  *     caller from the return address) allocated by the backend's own code, followed to their
  *     kfree() / free_pages() by address. The code ranges and their kinds are in `cost_sites`,
- *     filled from kallsyms by rcupending_tools/compare/cost.py.
+ *     filled from kallsyms by rcupending_tools/compare/cost.py;
+ *   - krc's bulk pages in use: distinct pages handed to kvfree_rcu_bulk() after their grace
+ *     period. krc keeps its pages in a per-CPU cache between batches, so a warm cache
+ *     allocates nothing during a run: this is the memory it holds for them.
  * Defines: none. Kernel code only counts; which range is which lives in Python. */
 
 #define MAX_SITES 16
@@ -36,6 +39,7 @@ BPF_HASH(cost_page_call, u64, struct meta, 1024);    /* pid_tgid -> page request
 BPF_ARRAY(cost_gauge, struct gauge, MAX_KINDS);      /* live metadata per kind, and peak */
 BPF_PERCPU_ARRAY(cost_counts, struct kind_counts, MAX_KINDS);
 BPF_PERCPU_ARRAY(cost_lost, u64, 1);                 /* metadata not followed: map full */
+BPF_HASH(cost_bulk_pages, u64, u64, 8192);           /* krc bulk page -> batches it held */
 
 /* The kind of the backend code range holding `ip`, or -1. */
 static __always_inline int site_kind(u64 ip)
@@ -148,5 +152,14 @@ int kretprobe_get_free_pages(struct pt_regs *ctx)
 int kprobe_free_pages(struct pt_regs *ctx)
 {
 	meta_free(PT_REGS_PARM1(ctx));
+	return 0;
+}
+
+int kprobe_kvfree_rcu_bulk(struct pt_regs *ctx)
+{
+	u64 page = PT_REGS_PARM2(ctx), zero = 0;
+	u64 *n = cost_bulk_pages.lookup_or_try_init(&page, &zero);
+	if (n)
+		__sync_fetch_and_add(n, 1);
 	return 0;
 }

@@ -26,6 +26,7 @@ METADATA_SITES: dict[str, tuple[str, ...]] = {
 }
 KINDS = tuple(METADATA_SITES)
 MAX_SITES = 16  # bpf/backend_cost.bpf.c
+PAGE_SIZE = 4096  # krc bulk pages are order-0 pages (x86-64)
 # callbacks a backend queues for its own batches: krc hands each batch to queue_rcu_work()
 # (rcu_work_rcufn); rcu_pending queues one rcu_pending_rcu_cb per CPU and grace period
 BACKEND_CALLBACKS = ("rcu_work_rcufn", "rcu_pending_rcu_cb")
@@ -57,6 +58,8 @@ class CostProbe:
 
     def attach(self) -> CostProbe:
         attach = [("kprobe", sym, fn) for sym, fn in CALLBACK_HOOKS if self.kernel.symbol(sym)]
+        if self.kernel.symbol("kvfree_rcu_bulk"):
+            attach.append(("kprobe", "kvfree_rcu_bulk", "kprobe_kvfree_rcu_bulk"))
         attach += [("kprobe", "get_free_pages_noprof", "kprobe_get_free_pages"),
                    ("kretprobe", "get_free_pages_noprof", "kretprobe_get_free_pages"),
                    ("kprobe", "free_pages", "kprobe_free_pages")]
@@ -95,8 +98,9 @@ class CostProbe:
                 "peak_bytes": int(g.peak_bytes),
             }
         lost = sum(int(x) for x in b["cost_lost"][ctypes.c_int(0)])
+        bulk = {int(k.value): int(v.value) for k, v in b["cost_bulk_pages"].items()}
         return {"callbacks": callbacks, "metadata": metadata, "lost": lost,
-                "sites": [name for *_, name in self.sites]}
+                "bulk_pages": bulk, "sites": [name for *_, name in self.sites]}
 
 
 def cost_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
@@ -113,6 +117,14 @@ def cost_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
             "frees": a["frees"] - b["frees"],
             "peak_bytes": max(0, a["peak_bytes"] - b["live_bytes"]),
         }
+    # krc: the distinct bulk pages that carried a batch during the run (its cache keeps them
+    # between batches, so they are held whether or not the run allocated them)
+    bulk_before = before.get("bulk_pages", {})
+    used = [p for p, n in after.get("bulk_pages", {}).items() if n > bulk_before.get(p, 0)]
+    if "krc_bulk_pages" in meta:
+        meta["krc_bulk_pages"]["pages_in_use"] = len(used)
+    held = {kind: max(m["peak_bytes"], PAGE_SIZE * m.get("pages_in_use", 0))
+            for kind, m in meta.items()}
     top = sorted(cb.items(), key=lambda kv: (-kv[1], kv[0]))[:10]
     return {
         "callbacks": sum(cb.values()),
@@ -120,6 +132,8 @@ def cost_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
         "callbacks_by_function": dict(top),
         "metadata": meta,
         "metadata_peak_bytes": sum(m["peak_bytes"] for m in meta.values()),
+        # held for the run: krc's pages in use, rcu_pending's radix nodes at their peak
+        "metadata_held_bytes": sum(held.values()),
         "metadata_alloc_bytes": sum(m["alloc_bytes"] for m in meta.values()),
         "lost": after["lost"] - before["lost"],
         "sites": after["sites"],

@@ -26,8 +26,11 @@ METRICS: dict[str, tuple[str, str, Any]] = {
                         lambda r: _get(r, "flood", "latency_gps", "p50")),
     "pending_peak_kb": ("pending peak over the start (kernel-side high-water mark)", "KiB",
                         lambda r: _get(r, "flood", "pending_peak_bytes", scale=1 / 1024)),
-    "metadata_peak_kb": ("backend metadata live peak over the start (krc bulk pages / "
-                         "rcu_pending radix nodes)", "KiB",
+    "metadata_held_kb": ("backend metadata held: krc bulk pages in use / rcu_pending radix "
+                         "nodes at their peak", "KiB",
+                         lambda r: _get(r, "flood", "cost", "metadata_held_bytes",
+                                        scale=1 / 1024)),
+    "metadata_peak_kb": ("backend metadata allocated during the run, live peak", "KiB",
                          lambda r: _get(r, "flood", "cost", "metadata_peak_bytes",
                                         scale=1 / 1024)),
     "metadata_alloc_kb": ("backend metadata allocated during the run", "KiB",
@@ -131,7 +134,7 @@ def plots(df: Any, outdir: Path, kernels: list[str]) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = ["rcuscale_ms", "latency_p50_ms", "pending_peak_kb", "metadata_peak_kb",
+    keys = ["rcuscale_ms", "latency_p50_ms", "pending_peak_kb", "metadata_held_kb",
             "mem_available_drop_mb", "grace_periods", "backend_callbacks", "batches"]
     out = []
     for variant, part in df.groupby("variant", sort=False):

@@ -73,7 +73,8 @@ def cost_reading(cb: dict, allocs: int, live: int, peak: int) -> dict:
     kinds["rcu_pending_radix_nodes"] = {"allocs": allocs, "alloc_bytes": 512 * allocs,
                                         "frees": allocs - live // 512, "free_bytes": 0,
                                         "live_bytes": live, "peak_bytes": peak}
-    return {"callbacks": cb, "metadata": kinds, "lost": 0, "sites": ["rcu_pending_enqueue"]}
+    return {"callbacks": cb, "metadata": kinds, "lost": 0, "sites": ["rcu_pending_enqueue"],
+            "bulk_pages": {}}
 
 
 def test_cost_delta_counts_the_run_only():
@@ -87,6 +88,13 @@ def test_cost_delta_counts_the_run_only():
     assert radix["allocs"] == 10 and radix["alloc_bytes"] == 5120
     # the peak over the level at the start, not the all-time peak (2048 came before the run)
     assert radix["peak_bytes"] == 1536 and d["metadata_peak_bytes"] == 1536
+    assert d["metadata_held_bytes"] == 1536  # radix nodes: their peak
+    # krc with a warm cache: nothing allocated, two pages carried batches during the run
+    before["bulk_pages"], after["bulk_pages"] = {0x1000: 3, 0x2000: 1}, {0x1000: 5, 0x2000: 1,
+                                                                        0x3000: 2}
+    krc = cost.cost_delta(before, after)
+    assert krc["metadata"]["krc_bulk_pages"]["pages_in_use"] == 2
+    assert krc["metadata_held_bytes"] == 2 * 4096 + 1536
     result = {"flood": {"cost": d}}
     assert table.METRICS["backend_callbacks"][2](result) == 21
     assert table.METRICS["metadata_peak_kb"][2](result) == 1.5

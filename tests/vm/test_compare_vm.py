@@ -61,7 +61,7 @@ def test_one_table_plots_and_csvs(compared):
 
 def test_work_counts_metadata_and_pending_peak(compared):
     """Each backend's own callbacks and metadata show up during the flood, and only its own:
-    krc hands batches to queue_rcu_work() (rcu_work_rcufn) and holds bulk pages; rcu_pending
+    krc hands batches to queue_rcu_work() (rcu_work_rcufn) and fills bulk pages; rcu_pending
     queues rcu_pending_rcu_cb and holds radix nodes. The kernel-side pending peak sees
     rcu_pending's millisecond waits that 0.5 s sampling read as 0."""
     mine = {"lab:6.12-stock": ("rcu_work_rcufn", "krc_bulk_pages"),
@@ -76,7 +76,12 @@ def test_work_counts_metadata_and_pending_peak(compared):
         assert c["callbacks_by_function"].get(other_cb, 0) == 0, c
         assert c["backend_callbacks"] <= c["callbacks"], c
         meta = c["metadata"][kind]
-        assert meta["allocs"] > 0 and 0 < meta["peak_bytes"] <= meta["alloc_bytes"], c
         assert c["metadata"][other_kind]["allocs"] == 0, c
+        if kind == "rcu_pending_radix_nodes":  # allocated and freed around every batch
+            assert meta["allocs"] > 0 and 0 < meta["peak_bytes"] <= meta["alloc_bytes"], c
+            assert c["metadata_held_bytes"] == meta["peak_bytes"], c
+        else:  # a warm per-CPU page cache: pages in use, often none allocated
+            assert meta["pages_in_use"] > 0, c
+            assert c["metadata_held_bytes"] >= 4096 * meta["pages_in_use"], c
         assert 64 <= flood["pending_peak_bytes"] <= 64 * COUNT + 4096, flood
         assert 1 <= flood["pending_peak_objects"] <= COUNT + 64, flood
