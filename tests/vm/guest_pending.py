@@ -10,8 +10,10 @@ kernel; stock or with kvfree_rcu() behind rcu_pending). One attach of every prob
 - forced fallback, independently counted by kmem:kfree per call site (tests/vm/
   kmalloc_count.bpf.c): on rcu_pending, failslab fails this task's atomic slab allocations
   (radix nodes, the darray) during a flood, so objects go to rcu_pending's lists (freed by
-  kvfree() in __process_finished_items); on stock, the boot argument
-  rcutree.rcu_min_cached_objs=0 leaves krc no bulk pages (channel 3, kvfree_rcu_list).
+  kvfree() in __process_finished_items); on stock, with every batch done
+  (kvfree_rcu_barrier) and krc's page cache drained (drop_caches runs its shrinker),
+  fail_page_alloc fails every page allocation with fill_page_cache_func on the stack (the
+  refill worker), so krc has no bulk page and objects take channel 3 (kvfree_rcu_list).
 
 Prints one line `RCUPENDING-RESULT <json>`. Argument: the module (.ko) to insmod."""
 
@@ -37,6 +39,8 @@ from rcupending_tools.live import LiveSource  # noqa: E402
 N_KVFREE = 20000
 N_FORCED = 5000
 FAILSLAB = Path("/sys/kernel/debug/failslab")
+FAIL_PAGE_ALLOC = Path("/sys/kernel/debug/fail_page_alloc")
+PAGE_FAIL_TIMES = 1_000_000  # counts down at each injected failure
 LIST_FREE_SITES = ("kvfree_rcu_list", "__process_finished_items")
 N_RCU, N_SRCU, N_DEQ = 5000, 3000, 1000
 HOLD_MS, N_HOLD = 3000, 200  # enqueued as soon as the reader is inside: >= 2.5 s each
@@ -146,6 +150,45 @@ def failslab(on: bool) -> None:
         (FAILSLAB / name).write_text(value)
 
 
+def fail_page_alloc(within: tuple[int, int] | None) -> None:
+    """Fail every page allocation, in any task, whose stack holds an address in `within`
+    ([start, end) of a function); None: stop."""
+    if within is None:
+        (FAIL_PAGE_ALLOC / "probability").write_text("0")
+        return
+    settings = {"task-filter": "N", "ignore-gfp-wait": "N", "ignore-gfp-highmem": "N",
+                "min-order": "0", "verbose": "0", "interval": "1", "space": "0",
+                "times": str(PAGE_FAIL_TIMES), "stacktrace-depth": "32",
+                "require-start": str(within[0]), "require-end": str(within[1]),
+                "probability": "100"}
+    for name, value in settings.items():
+        (FAIL_PAGE_ALLOC / name).write_text(value)
+
+
+def forced_krc(snap, col, counter, kernel: KernelInfo, sites1: dict) -> dict:  # noqa: ANN001
+    """Stock: krc without bulk pages, by fault injection on its page-cache refill."""
+    from rcupending_tools.layout import symbol_range
+
+    refill = symbol_range(kernel, "fill_page_cache_func")
+    fail_page_alloc(refill)  # first: no refill between the drain and the flood
+    try:
+        knob("kvfree_rcu_barrier")  # every batch done: its bulk pages are back in the cache
+        Path("/proc/sys/vm/drop_caches").write_text("2\n")  # krc's shrinker drains the cache
+        before = snap(True)
+        sites_b = kfree_sites(counter, kernel)
+        child = kvfree_flood(N_FORCED, col)
+    finally:
+        fail_page_alloc(None)
+    injected = PAGE_FAIL_TIMES - int((FAIL_PAGE_ALLOC / "times").read_text())
+    wait_until(snap, lambda s: s["kvfree_rcu"]["by_stress"]["pending"] <= 0, 60)
+    after = snap(True)
+    sites2 = kfree_sites(counter, kernel)
+    release(child)
+    return {"truth": N_FORCED, "before": before["kvfree_rcu"], "after": after["kvfree_rcu"],
+            "kfree_list_sites": {k: sites2[k] - sites_b[k] for k in sites_b},
+            "page_alloc_failures": injected, "refill_range": list(refill or ())}
+
+
 def main() -> None:
     module = sys.argv[1]
     result: dict = {"release": os.uname().release}
@@ -208,6 +251,11 @@ def main() -> None:
             release(child)
             log(f"forced: kfree at list sites {result['forced']['kfree_list_sites']}, kvfree from "
                 f"__process_finished_items {result['forced']['kvfree_from_process_finished']}")
+        elif (backend == "krc" and ins.returncode == 0
+              and (FAIL_PAGE_ALLOC / "require-start").exists()):
+            result["forced"] = forced_krc(snap, col, counter, kernel, sites1)
+            log(f"forced: {result['forced']['page_alloc_failures']} page allocations failed, "
+                f"kfree at list sites {result['forced']['kfree_list_sites']}")
 
         if ins.returncode == 0:
             knob("reset")

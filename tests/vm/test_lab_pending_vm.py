@@ -15,9 +15,9 @@ from rcupending_tools.lab.kernels import cache_dir
 from tests.conftest import run_cli
 
 VARIANTS = {"lab:6.12-stock": "krc", "lab:6.12-rcupending": "rcu_pending"}
-# stock: krc keeps no bulk pages, so its kvfree_rcu objects take channel 3 (the forced fallback
-# of the stock kernel); rcu_pending's is forced by failslab inside the guest.
-APPEND = {"lab:6.12-stock": ["rcutree.rcu_min_cached_objs=0"]}
+# the forced fallbacks are fault injection inside the guest: failslab on rcu_pending,
+# fail_page_alloc on krc's page-cache refill on stock
+APPEND: dict[str, list[str]] = {}
 MODULE = "rcupending_lab.ko"
 TWO_S_NS = 2_000_000_000
 
@@ -105,22 +105,23 @@ def test_a_held_reader_delays_every_object_enqueued_during_it(guest, flavor):
 
 
 def test_forced_list_fallback_equals_the_independent_kfree_count(guest):
-    """stock (rcu_min_cached_objs=0): channel 3 = kmem:kfree at kvfree_rcu_list; rcu_pending
-    (failslab on the flooding task): list fallbacks at enqueue = objects freed from the list
-    = kvfree() calls from __process_finished_items."""
-    if VARIANTS[guest["spec"]] == "krc":
-        kv, base = guest["kvfree"]["snapshot"], guest["kvfree"]["baseline"]
-        listed = kv["freed"]["by_path"]["list"]["objects"] - base["freed"]["by_path"]["list"][
-            "objects"]
-        # channel 3 also frees objects enqueued before the tool was armed (pre_attach)
-        early = kv["freed"]["pre_attach"]["list"] - base["freed"]["pre_attach"]["list"]
-        assert listed > 0
-        assert listed + early == guest["kvfree"]["kfree_list_sites"]["kvfree_rcu_list"], (
-            listed, early, guest["kvfree"]["kfree_list_sites"])
-        return
+    """stock (fail_page_alloc on krc's refill, cache drained): every flood object takes channel
+    3, and the list frees = kmem:kfree at kvfree_rcu_list; rcu_pending (failslab on the
+    flooding task): list fallbacks at enqueue = objects freed from the list = kvfree() calls
+    from __process_finished_items."""
     forced = guest["forced"]
     listed = (forced["after"]["freed"]["by_path"]["list"]["objects"]
               - forced["before"]["freed"]["by_path"]["list"]["objects"])
+    assert forced["after"]["by_stress"]["pending"] == 0, forced["after"]["by_stress"]
+    if VARIANTS[guest["spec"]] == "krc":
+        # channel 3 also frees objects enqueued before the tool was armed (pre_attach)
+        early = (forced["after"]["freed"]["pre_attach"]["list"]
+                 - forced["before"]["freed"]["pre_attach"]["list"])
+        assert forced["page_alloc_failures"] > 0, forced  # the injection did fire
+        assert listed >= forced["truth"], (listed, forced["truth"])
+        assert listed + early == forced["kfree_list_sites"]["kvfree_rcu_list"], (
+            listed, early, forced["kfree_list_sites"])
+        return
     enq_list = (forced["pending_after"]["flavors"]["rcu"]["list_fallback"]["kvfree_rcu"]
                 - forced["pending_before"]["flavors"]["rcu"]["list_fallback"]["kvfree_rcu"])
     assert listed > 0, forced
@@ -128,4 +129,3 @@ def test_forced_list_fallback_equals_the_independent_kfree_count(guest):
     # address); its kmem:kfree site count also holds the radix nodes genradix_free() frees
     assert enq_list == listed == forced["kvfree_from_process_finished"], forced
     assert forced["kfree_list_sites"]["__process_finished_items"] >= listed
-    assert forced["after"]["by_stress"]["pending"] == 0
