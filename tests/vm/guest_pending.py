@@ -165,8 +165,14 @@ def fail_page_alloc(within: tuple[int, int] | None) -> None:
         (FAIL_PAGE_ALLOC / name).write_text(value)
 
 
+def injected_page_failures() -> int:
+    return PAGE_FAIL_TIMES - int((FAIL_PAGE_ALLOC / "times").read_text())
+
+
 def forced_krc(snap, col, counter, kernel: KernelInfo, sites1: dict) -> dict:  # noqa: ANN001
-    """Stock: krc without bulk pages, by fault injection on its page-cache refill."""
+    """Stock: krc without bulk pages, by fault injection on its page-cache refill. After a
+    shrink krc backs its refill off for rcu_delay_page_cache_fill_msec (5 s), so the flood
+    comes in two halves: the second starts once the refill has run (and failed)."""
     from rcupending_tools.layout import symbol_range
 
     refill = symbol_range(kernel, "fill_page_cache_func")
@@ -176,17 +182,22 @@ def forced_krc(snap, col, counter, kernel: KernelInfo, sites1: dict) -> dict:  #
         Path("/proc/sys/vm/drop_caches").write_text("2\n")  # krc's shrinker drains the cache
         before = snap(True)
         sites_b = kfree_sites(counter, kernel)
-        child = kvfree_flood(N_FORCED, col)
+        first = kvfree_flood(N_FORCED // 2, col)
+        failed_between = wait_until(injected_page_failures, lambda n: n > 0, 20)
+        second = kvfree_flood(N_FORCED - N_FORCED // 2, col)
+        col.stress_tgids = {first[0].pid, second[0].pid}
+        wait_until(snap, lambda s: s["kvfree_rcu"]["by_stress"]["pending"] <= 0, 60)
     finally:
         fail_page_alloc(None)
-    injected = PAGE_FAIL_TIMES - int((FAIL_PAGE_ALLOC / "times").read_text())
-    wait_until(snap, lambda s: s["kvfree_rcu"]["by_stress"]["pending"] <= 0, 60)
+    injected = injected_page_failures()
     after = snap(True)
     sites2 = kfree_sites(counter, kernel)
-    release(child)
+    release(first)
+    release(second)
     return {"truth": N_FORCED, "before": before["kvfree_rcu"], "after": after["kvfree_rcu"],
             "kfree_list_sites": {k: sites2[k] - sites_b[k] for k in sites_b},
-            "page_alloc_failures": injected, "refill_range": list(refill or ())}
+            "page_alloc_failures": injected, "failures_between_halves": failed_between,
+            "refill_range": list(refill or ())}
 
 
 def main() -> None:
