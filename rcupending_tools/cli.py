@@ -423,7 +423,8 @@ def lab(
         typer.Option(help="host dir the guest may write (repeatable; the rest is copy-on-write)"),
     ] = None,
 ) -> None:
-    """Run CMD in a virtme-ng VM on a real kernel (QEMU TCG); exit with CMD's exit code.
+    """Run CMD in a virtme-ng VM on a real kernel (KVM where it works, else QEMU TCG); exit
+    with CMD's exit code.
 
     The run fails if the guest's dmesg shows WARN/BUG/RCU-stall splats."""
     from .lab import kernels, vm
@@ -489,7 +490,7 @@ def compare(
     summ.to_csv(outdir / "summary.csv", index=False)
     backends = {r["kernel"]: (r["result"] or {}).get("flood", {}).get("backend") for r in runs
                 if r["ok"]}
-    md = table.markdown(summ, kernel_list, backends)
+    md = table.markdown(summ, kernel_list, backends, {r["accel"] for r in runs})
     rcuscale = [f"{r['kernel']} {r['variant']} #{r['repeat'] + 1}: "
                 + ((r["result"] or {}).get("rcuscale") or {}).get("line", "(not run)")
                 for r in runs if r["ok"]]

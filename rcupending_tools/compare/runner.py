@@ -37,6 +37,7 @@ class RunResult:
     result: dict[str, Any] | None = None
     error: str = ""
     splats: list[str] = field(default_factory=list)
+    accel: str = "tcg"  # how the VM ran: "kvm" or "tcg"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -47,6 +48,7 @@ class RunResult:
             "seconds": round(self.seconds, 1),
             "error": self.error,
             "splats": self.splats,
+            "accel": self.accel,
             "result": self.result,
         }
 
@@ -105,6 +107,7 @@ def run_all(
             error = f"guest rc {res.rc}: {' | '.join(tail)}"
         elif res.splats:
             error = f"kernel splat: {res.splats[0]}"
-        out.append(RunResult(spec, not error, res.seconds, parsed, error, list(res.splats)))
+        out.append(RunResult(spec, not error, res.seconds, parsed, error, list(res.splats),
+                             res.accel))
         progress(f"    {'ok' if not error else 'FAILED: ' + error} in {res.seconds:.0f} s")
     return out

@@ -52,9 +52,14 @@ METRICS: dict[str, tuple[str, str, Any]] = {
                        lambda r: _get(r, "flood", "shrinker_scans")),
     "drain_s": ("drain time", "s", lambda r: _get(r, "flood", "drain_s")),
 }
+TIMING = {
+    "tcg": "Timings come from QEMU TCG (KVM unusable here): compare kernels with each other "
+           "within one run of this command, never with real hardware.",
+    "kvm": "Runs under KVM: timings carry virtualisation overhead; compare kernels within one "
+           "run of this command.",
+}
 CAVEAT = (
-    "Timings come from QEMU TCG (no KVM here): compare kernels with each other within one run "
-    "of this command, never with real hardware. Runs alternate A/B/A/B; spread is min-max. "
+    "Runs alternate A/B/A/B; spread is min-max. "
     "The rcu_pending variant has no kvfree_rcu shrinker (patch 9/9 drops krc's): shrinker "
     "counts exist only on the stock kernel. Callbacks count every call_rcu/call_srcu in the "
     "guest during the run; backend metadata is krc's bulk pages or rcu_pending's radix nodes "
@@ -107,12 +112,20 @@ def _fmt(v: float) -> str:
     return f"{v:.3g}"
 
 
-def markdown(summ: Any, kernels: list[str], backends: dict[str, str]) -> str:
+def caveats(accels: set[str]) -> str:
+    """The timing caveat of the accelerators the runs used, then the rest."""
+    timing = " ".join(TIMING[a] for a in sorted(accels) if a in TIMING) or TIMING["tcg"]
+    return f"{timing} {CAVEAT}"
+
+
+def markdown(summ: Any, kernels: list[str], backends: dict[str, str],
+             accels: set[str] | None = None) -> str:
     """One table: a row per (variant, metric), a column per kernel: median [min-max] (n)."""
+    notes = caveats(accels or {"tcg"})
     head = " | ".join(f"{k} ({backends.get(k, '?')})" for k in kernels)
     lines = [f"| variant | metric | unit | {head} |", "|---|---|---|" + "---|" * len(kernels)]
     if summ.empty:
-        return "\n".join([*lines, "", "(no successful runs)", "", CAVEAT]) + "\n"
+        return "\n".join([*lines, "", "(no successful runs)", "", notes]) + "\n"
     for (variant, metric), part in summ.groupby(["variant", "metric"], sort=False):
         label, unit, _ = METRICS[metric]
         cells = []
@@ -124,7 +137,7 @@ def markdown(summ: Any, kernels: list[str], backends: dict[str, str]) -> str:
             r = row.iloc[0]
             cells.append(f"{_fmt(r['median'])} [{_fmt(r['min'])}–{_fmt(r['max'])}] ({r['count']})")
         lines.append(f"| {variant} | {label} | {unit} | {' | '.join(cells)} |")
-    return "\n".join([*lines, "", CAVEAT]) + "\n"
+    return "\n".join([*lines, "", notes]) + "\n"
 
 
 def plots(df: Any, outdir: Path, kernels: list[str]) -> list[Path]:
@@ -152,7 +165,7 @@ def plots(df: Any, outdir: Path, kernels: list[str]) -> list[Path]:
                 ax.scatter([i] * len(v), v, color="#1f4e79", s=14, zorder=3)
             ax.set_xticks(range(len(kernels)), [k.split(":")[-1] for k in kernels], fontsize=7)
             ax.set_title(f"{label}" + (f" ({unit})" if unit else ""), fontsize=7)
-        fig.suptitle(f"{variant}: A/B repeats (dots) and medians (bars), TCG", fontsize=8)
+        fig.suptitle(f"{variant}: A/B repeats (dots) and medians (bars)", fontsize=8)
         fig.tight_layout()
         path = outdir / f"compare-{variant}.png"
         fig.savefig(path, dpi=110)

@@ -1,4 +1,5 @@
-"""Run a command in a virtme-ng VM (QEMU TCG) on a LabKernel and collect rc, output, dmesg."""
+"""Run a command in a virtme-ng VM (KVM where it works, else QEMU TCG: lab/accel.py) on a
+LabKernel and collect rc, output, dmesg."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ from pathlib import Path
 from typing import TextIO
 
 from ..errors import UserError
-from .kernels import LabKernel
+from . import accel
+from .kernels import LabKernel, cache_dir
 
 TAIL_LINES = 20
 
@@ -49,6 +51,7 @@ class VmResult:
     boot_ok: bool  # False if the command never ran to completion (no rc from the guest)
     seconds: float
     console: str = ""  # vng's stderr: kernel console and virtme messages
+    accel: str = "tcg"  # "kvm" or "tcg"
 
 
 def scan_splats(dmesg: str) -> list[str]:
@@ -98,8 +101,11 @@ def vng_command(
     memory: str,
     cpus: int,
     rwdirs: Sequence[Path] = (),
+    accel: str = "tcg",
 ) -> list[str]:
-    argv = [vng, "-v", "-r", str(kernel.image), "--disable-kvm"]
+    argv = [vng, "-v", "-r", str(kernel.image)]
+    if accel != "kvm":
+        argv.append("--disable-kvm")
     argv += ["--memory", memory, "--cpus", str(cpus)]
     for a in append:
         argv += ["--append", a]
@@ -132,7 +138,8 @@ def run_in_vm(
     check: bool = True,
     rwdirs: Sequence[Path] = (),
 ) -> VmResult:
-    """Boot `kernel` under QEMU TCG, run `cmd` as root in the host's cwd, stream its output.
+    """Boot `kernel` (KVM where it works, else TCG), run `cmd` as root in the host's cwd,
+    stream its output.
 
     Raises UserError (with the console tail) if the command never completed, unless
     check=False, which returns a VmResult with boot_ok=False instead.
@@ -147,16 +154,20 @@ def run_in_vm(
         for d in rwdirs:
             if not Path(d).is_dir():
                 raise UserError(f"--rwdir {d}: not a directory")
-        argv = vng_command(vng, kernel, xch, append=append, memory=memory, cpus=cpus, rwdirs=rwdirs)
         path = f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"
-        print(f"booting {kernel.spec} ({kernel.release}) under QEMU TCG…", file=sys.stderr)
+        vm_env = {**os.environ, "PATH": path}
+        how = accel.select(cache_dir(), lambda: accel.probe_kvm(vng, kernel.image, vm_env))
+        argv = vng_command(vng, kernel, xch, append=append, memory=memory, cpus=cpus,
+                           rwdirs=rwdirs, accel=how)
+        print(f"booting {kernel.spec} ({kernel.release}) under {accel.label(how)}…",
+              file=sys.stderr)
         start = time.monotonic()
         proc = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            env={**os.environ, "PATH": path},
+            env=vm_env,
             start_new_session=True,  # one process group to stop on timeout
         )
         out: list[str] = []
@@ -181,7 +192,7 @@ def run_in_vm(
         dmesg = (xch / "dmesg").read_text(errors="replace") if (xch / "dmesg").exists() else ""
         if rc_file.exists():
             rc = int(rc_file.read_text().strip() or 255)
-            return VmResult(rc, output, dmesg, scan_splats(dmesg), True, seconds, console)
+            return VmResult(rc, output, dmesg, scan_splats(dmesg), True, seconds, console, how)
         if check:
             why = f"timed out after {timeout:.0f} s" if timed_out else f"vng exit {proc.returncode}"
             tail = "\n".join((console + output).splitlines()[-TAIL_LINES:])
@@ -190,7 +201,7 @@ def run_in_vm(
                 f"console tail:\n{tail}"
             )
         rc = proc.returncode if proc.returncode is not None else -1
-        return VmResult(rc, output, dmesg, scan_splats(console), False, seconds, console)
+        return VmResult(rc, output, dmesg, scan_splats(console), False, seconds, console, how)
     finally:
         shutil.rmtree(xch, ignore_errors=True)
 

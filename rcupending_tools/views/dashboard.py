@@ -586,7 +586,7 @@ def lab_feed(spec: str, interval: float, seconds: float) -> Feed:
     done = object()
     k = kernels.resolve(spec, progress=lambda m: q.put(m))
     q.put(
-        f"booting {k.spec} ({k.release}) under QEMU TCG; the boot and bcc's compile take a "
+        f"booting {k.spec} ({k.release}) in a lab VM; the boot and bcc's compile take a "
         "minute or two"
     )
     cmd = [
@@ -679,7 +679,7 @@ def run(
     finally:
         src.close()  # detaches every program (also on q, Ctrl-C, SIGTERM)
     print(
-        f"showing a lab VM instead: real kernel {spec} under QEMU TCG running "
+        f"showing a lab VM instead: real kernel {spec} (KVM if usable, else QEMU TCG) running "
         f"`stress kvfree` for {lab_seconds:.0f}s (--no-lab to stay on this host)",
         file=sys.stderr,
     )

@@ -51,6 +51,9 @@ def test_table_medians_spread_and_plots(tmp_path):
         (1 << 24) / 1e6, (1 << 25) / 1e6, 3 * (1 << 24) / 1e6, 3)
     md = table.markdown(summ, ["lab:a", "lab:b"], {"lab:a": "krc", "lab:b": "rcu_pending"})
     assert "lab:b (rcu_pending)" in md and "TCG" in md and "shrinker" in md
+    assert table.CAVEAT in md and table.TIMING["kvm"] not in md
+    kvm = table.markdown(summ, ["lab:a", "lab:b"], {}, {"kvm"})
+    assert table.TIMING["kvm"] in kvm and "TCG" not in kvm
     assert "| base | krc shrinker scans (9/9 drops the shrinker) |  | 0 [0–0] (3) | n/a |" in md
     pngs = table.plots(df, tmp_path, ["lab:a", "lab:b"])
     assert [p.name for p in pngs] == ["compare-base.png"] and pngs[0].stat().st_size > 1000

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from rcupending_tools.errors import UserError
-from rcupending_tools.lab import vm
+from rcupending_tools.lab import accel, vm
 from rcupending_tools.lab.kernels import LabKernel
 from rcupending_tools.lab.vm import guest_script, scan_splats, vng_command
 
@@ -125,6 +125,37 @@ def test_vng_command():
     assert argv[argv.index("--memory") + 1] == "1G" and argv[argv.index("--cpus") + 1] == "1"
     assert argv[argv.index("--append") + 1] == "rcupdate.rcu_cpu_stall_timeout=60"
     assert argv[-4:] == ["--rwdir", "/x", "--", "sh /x/guest.sh"]
+    kvm = vng_command("/v/vng", K(), Path("/x"), append=[], memory="1G", cpus=1, accel="kvm")
+    assert "--disable-kvm" not in kvm and kvm[:4] == ["/v/vng", "-v", "-r", "/k/vmlinuz"]
+
+
+def test_accel_is_probed_once_per_host_boot_and_can_be_forced(tmp_path, monkeypatch):
+    monkeypatch.delenv(accel.ENV, raising=False)
+    monkeypatch.setattr(accel, "_memo", {})
+    monkeypatch.setattr(accel, "kvm_device_usable", lambda: True)
+    probes = []
+
+    def prober(ok: bool):
+        return lambda: probes.append(ok) or ok
+
+    assert accel.select(tmp_path, prober(False)) == "tcg"  # /dev/kvm opens, QEMU fails
+    assert accel.select(tmp_path, prober(True)) == "tcg" and probes == [False]  # memo
+    monkeypatch.setattr(accel, "_memo", {})
+    assert accel.select(tmp_path, prober(True)) == "tcg" and probes == [False]  # cached file
+    (tmp_path / "accel.json").write_text("{corrupt")
+    assert accel.select(tmp_path, prober(True)) == "tcg"  # memo still holds this boot's
+    monkeypatch.setattr(accel, "_memo", {})
+    assert accel.select(tmp_path, prober(True)) == "kvm" and probes == [False, True]
+    monkeypatch.setattr(accel, "kvm_device_usable", lambda: False)
+    monkeypatch.setattr(accel, "_memo", {})
+    (tmp_path / "accel.json").unlink()
+    assert accel.select(tmp_path, prober(True)) == "tcg"  # no device: no probe
+    assert probes == [False, True]
+    monkeypatch.setenv(accel.ENV, "kvm")
+    assert accel.select(tmp_path, prober(False)) == "kvm"
+    monkeypatch.setenv(accel.ENV, "fast")
+    with pytest.raises(UserError, match="RCUPENDING_VM_ACCEL"):
+        accel.select(tmp_path, prober(False))
 
 
 def test_missing_qemu_is_user_error(monkeypatch):
