@@ -495,6 +495,11 @@ def compare(
                 + ((r["result"] or {}).get("rcuscale") or {}).get("line", "(not run)")
                 for r in runs if r["ok"]]
     md += "\nrcuscale summary lines:\n\n" + "\n".join(f"- {ln}" for ln in rcuscale) + "\n"
+    retried = [f"{r['kernel']} {r['variant']} #{r['repeat'] + 1}: {f}"
+               for r in runs for f in r["boot_failures"]]
+    if retried:
+        md += ("\nBoots that failed before the run started, each retried once:\n\n"
+               + "\n".join(f"- {ln}" for ln in retried) + "\n")
     (outdir / "table.md").write_text(md)
     pngs = table.plots(df, outdir, kernel_list) if not df.empty else []
     print(md)

@@ -38,6 +38,7 @@ class RunResult:
     error: str = ""
     splats: list[str] = field(default_factory=list)
     accel: str = "tcg"  # how the VM ran: "kvm" or "tcg"
+    boot_failures: list[str] = field(default_factory=list)  # retried boots (lab/vm.py)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -49,6 +50,7 @@ class RunResult:
             "error": self.error,
             "splats": self.splats,
             "accel": self.accel,
+            "boot_failures": self.boot_failures,
             "result": self.result,
         }
 
@@ -108,6 +110,6 @@ def run_all(
         elif res.splats:
             error = f"kernel splat: {res.splats[0]}"
         out.append(RunResult(spec, not error, res.seconds, parsed, error, list(res.splats),
-                             res.accel))
+                             res.accel, list(res.boot_failures)))
         progress(f"    {'ok' if not error else 'FAILED: ' + error} in {res.seconds:.0f} s")
     return out

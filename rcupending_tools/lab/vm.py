@@ -15,7 +15,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
@@ -52,6 +52,11 @@ class VmResult:
     seconds: float
     console: str = ""  # vng's stderr: kernel console and virtme messages
     accel: str = "tcg"  # "kvm" or "tcg"
+    started: bool = True  # the guest script began (False: the boot itself failed)
+    # boots that failed before the command started and were retried: their first splat (or
+    # last console line); kept so that a retried boot is reported, never hidden
+    boot_failures: list[str] = field(default_factory=list)
+    why: str = ""  # when boot_ok is False: timeout or vng's exit
 
 
 def scan_splats(dmesg: str) -> list[str]:
@@ -79,6 +84,7 @@ def guest_script(kernel: LabKernel, cmd: Sequence[str], xch: Path, env: dict[str
     x = shlex.quote(str(xch))
     lines = ["#!/bin/sh"] + [f"export {k}={v}" for k, v in exports.items()]
     lines += [
+        f": > {x}/started",
         'mnt() { grep -q " $2 " /proc/mounts || mount -t $1 $1 $2 2>/dev/null; }',
         "mnt tracefs /sys/kernel/tracing",
         "mnt debugfs /sys/kernel/debug",
@@ -137,23 +143,62 @@ def run_in_vm(
     timeout: float = 1800,
     check: bool = True,
     rwdirs: Sequence[Path] = (),
+    boot_retries: int = 1,
 ) -> VmResult:
     """Boot `kernel` (KVM where it works, else TCG), run `cmd` as root in the host's cwd,
     stream its output.
 
-    Raises UserError (with the console tail) if the command never completed, unless
-    check=False, which returns a VmResult with boot_ok=False instead.
+    A boot that dies before the command starts (under TCG, e.g. an int3 Oops on a jump label
+    being patched while another vCPU runs it) is retried up to `boot_retries` times; the
+    failure is printed and kept in `boot_failures`. Raises UserError (with the console tail)
+    if the command never completed, unless check=False, which returns a VmResult with
+    boot_ok=False instead.
     """
     _tool("qemu-system-x86_64", "apt-get install qemu-system-x86")
     vng = _tool("vng", "pip install virtme-ng (in this venv)")
     if not kernel.image.is_file():
         raise UserError(f"kernel image {kernel.image} is missing")
+    for d in rwdirs:
+        if not Path(d).is_dir():
+            raise UserError(f"--rwdir {d}: not a directory")
+    failures: list[str] = []
+    while True:
+        res = _boot_and_run(kernel, cmd, vng, append=append, memory=memory, cpus=cpus,
+                            env=env or {}, stream=stream, timeout=timeout, rwdirs=rwdirs)
+        res.boot_failures = list(failures)
+        if res.boot_ok or res.started or len(failures) >= boot_retries:
+            break
+        what = (res.splats or [ln for ln in res.console.splitlines() if ln.strip()][-1:]
+                or [f"vng exit {res.rc}"])[0]
+        failures.append(what)
+        print(f"boot of {kernel.spec} failed before the command started ({what}): retrying",
+              file=sys.stderr)
+    if not res.boot_ok and check:
+        tail = "\n".join((res.console + res.output).splitlines()[-TAIL_LINES:])
+        raise UserError(
+            f"VM {kernel.spec} ({kernel.release}) did not complete the command "
+            f"({res.why}); console tail:\n{tail}"
+        )
+    return res
+
+
+def _boot_and_run(
+    kernel: LabKernel,
+    cmd: list[str],
+    vng: str,
+    *,
+    append: Sequence[str],
+    memory: str,
+    cpus: int,
+    env: dict[str, str],
+    stream: TextIO | None,
+    timeout: float,
+    rwdirs: Sequence[Path],
+) -> VmResult:
+    """One boot: the guest script's rc, output and dmesg, or boot_ok=False."""
     xch = Path(tempfile.mkdtemp(prefix="rcupending-vm-"))
     try:
-        (xch / "guest.sh").write_text(guest_script(kernel, cmd, xch, env or {}))
-        for d in rwdirs:
-            if not Path(d).is_dir():
-                raise UserError(f"--rwdir {d}: not a directory")
+        (xch / "guest.sh").write_text(guest_script(kernel, cmd, xch, env))
         path = f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"
         vm_env = {**os.environ, "PATH": path}
         how = accel.select(cache_dir(), lambda: accel.probe_kvm(vng, kernel.image, vm_env))
@@ -189,19 +234,17 @@ def run_in_vm(
         seconds = time.monotonic() - start
         output, console = "".join(out), "".join(con)
         rc_file = xch / "rc"
+        started = (xch / "started").exists()
         dmesg = (xch / "dmesg").read_text(errors="replace") if (xch / "dmesg").exists() else ""
         if rc_file.exists():
             rc = int(rc_file.read_text().strip() or 255)
-            return VmResult(rc, output, dmesg, scan_splats(dmesg), True, seconds, console, how)
-        if check:
-            why = f"timed out after {timeout:.0f} s" if timed_out else f"vng exit {proc.returncode}"
-            tail = "\n".join((console + output).splitlines()[-TAIL_LINES:])
-            raise UserError(
-                f"VM {kernel.spec} ({kernel.release}) did not complete the command ({why}); "
-                f"console tail:\n{tail}"
-            )
+            return VmResult(rc, output, dmesg, scan_splats(dmesg), True, seconds, console, how,
+                            started)
         rc = proc.returncode if proc.returncode is not None else -1
-        return VmResult(rc, output, dmesg, scan_splats(console), False, seconds, console, how)
+        res = VmResult(rc, output, dmesg, scan_splats(console), False, seconds, console, how,
+                       started)
+        res.why = f"timed out after {timeout:.0f} s" if timed_out else f"vng exit {rc}"
+        return res
     finally:
         shutil.rmtree(xch, ignore_errors=True)
 

@@ -162,3 +162,26 @@ def test_missing_qemu_is_user_error(monkeypatch):
     monkeypatch.setattr(vm.shutil, "which", lambda name: None)
     with pytest.raises(UserError, match="qemu-system-x86"):
         vm.run_in_vm(K(), ["true"])
+
+
+def test_a_boot_that_dies_before_the_command_is_retried_once_and_reported(tmp_path, monkeypatch):
+    image = tmp_path / "vmlinuz"
+    image.write_text("")
+    k = LabKernel("lab:x", "6.12-x", image, None, "test")
+    monkeypatch.setattr(vm, "_tool", lambda name, install: name)
+    oops = vm.VmResult(-1, "", "", ["Oops: int3: 0000 [#1]"], False, 9.0, "console",
+                       started=False, why="vng exit 255")
+    good = vm.VmResult(0, "out", "", [], True, 80.0)
+    boots = [oops, good]
+    monkeypatch.setattr(vm, "_boot_and_run", lambda *a, **kw: boots.pop(0))
+    res = vm.run_in_vm(k, ["true"], stream=None)
+    assert res.boot_ok and res.boot_failures == ["Oops: int3: 0000 [#1]"]
+    # twice in a row: the second failure stands (one line, the console tail)
+    boots[:] = [oops, oops]
+    with pytest.raises(UserError, match="did not complete the command"):
+        vm.run_in_vm(k, ["true"], stream=None)
+    # a command that started and then lost its VM is not retried
+    crashed = vm.VmResult(-1, "", "", [], False, 30.0, "", started=True, why="vng exit 1")
+    boots[:] = [crashed, good]
+    res = vm.run_in_vm(k, ["true"], stream=None, check=False)
+    assert not res.boot_ok and res.boot_failures == [] and boots == [good]
