@@ -41,6 +41,8 @@ ALL = [*BASE, *CONTROLS, "trickle", "headless", "cpu_offline", "sampled"]
 # 7.3: objects wait in a per-CPU rcu_free sheaf until it is full (capacity ~60), so a few
 # stay pending after any drain: the bound is 1% of the stress.
 SHEAF_KMALLOC = {"debian:7.3"}
+# records in one krc bulk page: (PAGE_SIZE - header) / sizeof(void *), under 512
+BULK_RECORDS_MAX = 512
 
 
 @pytest.fixture(scope="module", params=KERNELS)
@@ -158,8 +160,15 @@ def test_drained_and_conserved(guest, scenario):
         assert stress["freed"] >= N * 0.99 and stress["pending"] <= N * 0.01, stress
         assert kv["freed"]["by_path"]["sheaf"]["objects"] >= stress["freed"]
     else:
-        assert stress["freed"] == N and stress["pending"] == 0, stress
-        assert stress["freed_bytes"] == stress["enqueued_bytes"]
+        # a free-side program run the kernel skipped (fentry recursion check on a preemptible
+        # kernel: a kworker preempted inside kvfree_rcu_bulk's program) loses that call's
+        # frees, at most one bulk page of records each; counted in `misses`, never silent
+        lost = sum(n for p, n in (kv.get("misses") or {}).get("by_program", {}).items()
+                   if "kvfree_call_rcu" not in p)
+        assert stress["pending"] <= BULK_RECORDS_MAX * lost, (stress, kv.get("misses"))
+        assert stress["freed"] + stress["pending"] == N, stress
+        if not lost:
+            assert stress["freed_bytes"] == stress["enqueued_bytes"]
     lat = kv["latency"]["ns"]
     assert lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"], lat
     gps = kv["latency"]["gps"]
