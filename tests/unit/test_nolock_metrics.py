@@ -113,6 +113,11 @@ def test_measure_checks_fail_on_a_mismatch():
     assert all(checks(forced).values())
     other_cg = {**forced, "driver": {"ok": 6, "failed": 4, "memcg": {"cgroup_id": 8}}}
     assert checks(other_cg)["cause_is_the_memcg"] is False
+    # 7.3: calls that failed before the allocator (kmalloc_nolock of the page array)
+    early = {**forced, "driver": {"ok": 2, "failed": 18, "memcg": {"cgroup_id": 7}}}
+    assert all(checks(early).values()) and "attempts_cover_driver" not in checks(early)
+    none_seen = {**forced, "driver": {"ok": 6, "failed": 3, "memcg": {"cgroup_id": 7}}}
+    assert checks(none_seen)["failures_within_driver"] is False  # more than the driver's
 
 
 def test_dashboard_detail_line_names_orders_contexts_and_the_top_caller():

@@ -129,10 +129,13 @@ def test_arena_forced_failures_are_the_memcg(guest):
     m, ind, drv = _measured(scenario(guest, "arena_forced"))
     assert drv["failed"] > 0 and drv["ok"] > 0, drv  # the limit bit after some pages
     assert (m["attempts"], m["failures"]) == (ind["attempts"], ind["failures"]), (m, ind)
-    assert m["attempts"] >= drv["ok"] + drv["failed"] and m["failures"] == drv["failed"]
-    assert m["failures_by_cause"] == {"memcg_charge": drv["failed"], "other": 0}
+    # under the limit a driver call can also fail before the page allocator (7.3's
+    # arena_alloc_pages() takes its page array from kmalloc_nolock(__GFP_ACCOUNT) first), so
+    # the allocator sees at most the driver's failures, and every one it sees is the memcg's
+    assert 0 < m["failures"] <= drv["failed"], (m["failures"], drv)
+    assert m["failures_by_cause"] == {"memcg_charge": m["failures"], "other": 0}
     assert m["memcg_failures"][0]["cgroup_id"] == drv["memcg"]["cgroup_id"], m["memcg_failures"]
     site = next(r for r in m["by_caller"] if r["caller"] == "bpf_map_alloc_pages")
-    assert site["failures"] == drv["failed"], m["by_caller"]
+    assert site["failures"] == m["failures"], m["by_caller"]
     order0 = next(r for r in m["by_order"] if r["order"] == 0)
-    assert order0["attempts"] >= drv["calls"]
+    assert order0["attempts"] >= site["attempts"]
