@@ -38,7 +38,7 @@ BPF_HASH(cost_meta, u64, struct meta, 65536);        /* live metadata address ->
 BPF_HASH(cost_page_call, u64, struct meta, 1024);    /* pid_tgid -> page request in flight */
 BPF_ARRAY(cost_gauge, struct gauge, MAX_KINDS);      /* live metadata per kind, and peak */
 BPF_PERCPU_ARRAY(cost_counts, struct kind_counts, MAX_KINDS);
-BPF_PERCPU_ARRAY(cost_lost, u64, 1);                 /* metadata not followed: map full */
+BPF_PERCPU_ARRAY(cost_lost, u64, 1);                 /* not counted or followed: a map full */
 BPF_HASH(cost_bulk_pages, u64, u64, 8192);           /* krc bulk page -> batches it held */
 
 /* The kind of the backend code range holding `ip`, or -1. */
@@ -54,12 +54,28 @@ static __always_inline int site_kind(u64 ip)
 	return -1;
 }
 
+static __always_inline void lost_one(void)
+{
+	u32 zero = 0;
+	u64 *l = cost_lost.lookup(&zero);
+	if (l)
+		(*l)++;
+}
+
+/* +1 on a counter found by map.lookup_or_try_init() (NULL: the map is full, counted lost).
+ * bcc rewrites map calls only outside macros, so callers do the lookup themselves. */
+static __always_inline void count_one(u64 *n)
+{
+	if (n)
+		__sync_fetch_and_add(n, 1);
+	else
+		lost_one();
+}
+
 static __always_inline void callback_queued(u64 func)
 {
 	u64 zero = 0;
-	u64 *n = cost_callbacks.lookup_or_try_init(&func, &zero);
-	if (n)
-		__sync_fetch_and_add(n, 1);
+	count_one(cost_callbacks.lookup_or_try_init(&func, &zero));
 }
 
 int kprobe_call_rcu(struct pt_regs *ctx)
@@ -78,10 +94,7 @@ static __always_inline void meta_alloc(u64 addr, u64 bytes, u32 kind)
 {
 	struct meta m = {.bytes = bytes, .kind = kind};
 	if (cost_meta.update(&addr, &m) != 0) {
-		u32 zero = 0;
-		u64 *l = cost_lost.lookup(&zero);
-		if (l)
-			(*l)++;
+		lost_one();
 		return;
 	}
 	struct kind_counts *c = cost_counts.lookup(&kind);
@@ -158,8 +171,6 @@ int kprobe_free_pages(struct pt_regs *ctx)
 int kprobe_kvfree_rcu_bulk(struct pt_regs *ctx)
 {
 	u64 page = PT_REGS_PARM2(ctx), zero = 0;
-	u64 *n = cost_bulk_pages.lookup_or_try_init(&page, &zero);
-	if (n)
-		__sync_fetch_and_add(n, 1);
+	count_one(cost_bulk_pages.lookup_or_try_init(&page, &zero));
 	return 0;
 }
