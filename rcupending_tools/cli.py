@@ -498,7 +498,8 @@ def compare(
     retried = [f"{r['kernel']} {r['variant']} #{r['repeat'] + 1}: {f}"
                for r in runs for f in r["boot_failures"]]
     if retried:
-        md += ("\nBoots that failed before the run started, each retried once:\n\n"
+        md += ("\nVMs that died before the run started or of a TCG int3 Oops, each run "
+               "again once:\n\n"
                + "\n".join(f"- {ln}" for ln in retried) + "\n")
     (outdir / "table.md").write_text(md)
     pngs = table.plots(df, outdir, kernel_list) if not df.empty else []

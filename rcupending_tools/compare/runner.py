@@ -38,7 +38,7 @@ class RunResult:
     error: str = ""
     splats: list[str] = field(default_factory=list)
     accel: str = "tcg"  # how the VM ran: "kvm" or "tcg"
-    boot_failures: list[str] = field(default_factory=list)  # retried boots (lab/vm.py)
+    boot_failures: list[str] = field(default_factory=list)  # VMs run again (lab/vm.py)
 
     def to_json(self) -> dict[str, Any]:
         return {

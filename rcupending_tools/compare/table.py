@@ -121,7 +121,7 @@ def caveats(accels: set[str]) -> str:
 def markdown(summ: Any, kernels: list[str], backends: dict[str, str],
              accels: set[str] | None = None) -> str:
     """One table: a row per (variant, metric), a column per kernel: median [min-max] (n)."""
-    notes = caveats(accels or {"tcg"})
+    notes = caveats(accels or set())
     head = " | ".join(f"{k} ({backends.get(k, '?')})" for k in kernels)
     lines = [f"| variant | metric | unit | {head} |", "|---|---|---|" + "---|" * len(kernels)]
     if summ.empty:

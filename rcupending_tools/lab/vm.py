@@ -59,8 +59,8 @@ class VmResult:
     console: str = ""  # vng's stderr: kernel console and virtme messages
     accel: str = "tcg"  # "kvm" or "tcg"
     started: bool = True  # the guest script began (False: the boot itself failed)
-    # boots that failed before the command started and were retried: their first splat (or
-    # last console line); kept so that a retried boot is reported, never hidden
+    # VMs run again (died before the command started, or of a TCG int3 Oops): their first
+    # splat (or last console line); kept so that a rerun is reported, never hidden
     boot_failures: list[str] = field(default_factory=list)
     why: str = ""  # when boot_ok is False: timeout or vng's exit
 
