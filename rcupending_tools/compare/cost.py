@@ -9,9 +9,9 @@ import ctypes
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import bpfload
 from ..kernel import KernelInfo
-from ..layout import symbol_range
+from ..probes import bpfload
+from ..probes.layouts import symbol_range
 
 # metadata kind -> the functions whose allocations are that kind (absent ones are skipped).
 # krc: add_ptr_to_bulk_krc_lock() (inlined into kvfree_call_rcu on 6.12) and the page-cache

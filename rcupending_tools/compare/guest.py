@@ -80,12 +80,12 @@ def hist_diff(before: dict, after: dict, name: str) -> list[int]:
 
 
 def measure(count: int, threads: int, drain: float, interval: float) -> dict[str, Any]:
-    from rcupending_tools.bpfload import LoadError
-    from rcupending_tools.collector import Collector, provenance
     from rcupending_tools.compare.cost import CostProbe, cost_delta
-    from rcupending_tools.kvfree_metrics import percentile_bounds
-    from rcupending_tools.live import LiveSource
-    from rcupending_tools.probes import KVFREE_CALL_RCU, RCU_PENDING_ENQUEUE
+    from rcupending_tools.families.kvfree import percentile_bounds
+    from rcupending_tools.pipeline.collector import Collector, provenance
+    from rcupending_tools.pipeline.live import LiveSource
+    from rcupending_tools.probes.bpfload import LoadError
+    from rcupending_tools.probes.table import KVFREE_CALL_RCU, RCU_PENDING_ENQUEUE
     from rcupending_tools.stress import kvfree
 
     # kvfree_rcu and rcu_pending only: the nolock allocator plays no part in a kvfree flood,

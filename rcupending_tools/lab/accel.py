@@ -13,19 +13,13 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from ..errors import UserError
+from .. import config
 
-ENV = "RCUPENDING_VM_ACCEL"
-CHOICES = ("auto", "kvm", "tcg")
+ENV = config.VM_ACCEL_ENV
 PROBE_TIMEOUT = 120.0
 _memo: dict[str, str] = {}
 
 
-def choice() -> str:
-    value = os.environ.get(ENV, "auto").strip().lower() or "auto"
-    if value not in CHOICES:
-        raise UserError(f"{ENV}={value!r}: expected one of {', '.join(CHOICES)}")
-    return value
 
 
 def _boot_id() -> str:
@@ -57,7 +51,7 @@ def probe_kvm(vng: str, image: Path, env: dict[str, str]) -> bool:
 
 def select(cache: Path, prober: Callable[[], bool]) -> str:
     """"kvm" or "tcg" for this host boot: RCUPENDING_VM_ACCEL, else the cached or probed one."""
-    forced = choice()
+    forced = config.vm_accel()
     if forced != "auto":
         return forced
     boot = _boot_id()

@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UserError
+from ..paths import MARKER, REPO_ROOT, cache_dir, extract_debs, locked, read_marker
 from .apt import PrivateApt
 from .debver import PkgVer
-from .kernels import MARKER, _extract, _locked, bzimage_version, cache_dir, repo_root
+from .kernels import bzimage_version
 from .recipe import (
     Recipe,
     Variant,
@@ -39,7 +40,7 @@ PROGRESS_EVERY = 30.0  # seconds between progress lines of a running make
 
 
 def default_recipe() -> Path:
-    return repo_root() / "kernel" / "lab-6.12"
+    return REPO_ROOT / "kernel" / "lab-6.12"
 
 
 def build_root(recipe: Recipe) -> Path:
@@ -58,13 +59,6 @@ class VariantResult:
     release: str
     seconds: float  # wall time of this variant's kernel + module build (0 when cached)
     cached: bool
-
-
-def read_marker(d: Path) -> dict | None:
-    try:
-        return json.loads((d / MARKER).read_text())
-    except (OSError, ValueError):
-        return None
 
 
 # ---------------------------------------------------------------- source
@@ -110,7 +104,7 @@ def _prepare_tree(recipe: Recipe, apt: PrivateApt | None, pkg: PkgVer, progress:
     t0 = time.monotonic()
     progress(f"fetching {pkg.name} {pkg.version} ({pkg.suite}) with the private apt")
     debs = apt.download([pkg], work / "debs", progress)
-    _extract(debs, work / "deb", progress)
+    extract_debs(debs, work / "deb", progress)
     tarball = work / "deb" / recipe.tarball
     if not tarball.is_file():
         raise UserError(f"{pkg.name} {pkg.version} has no {recipe.tarball}")
@@ -356,7 +350,7 @@ def build(
     recipe = parse_recipe(recipe_path or default_recipe())
     chosen = [recipe.variant(n) for n in variants] if variants else list(recipe.variants)
     chosen = [v for v in recipe.variants if v in chosen]
-    with _locked(cache_dir() / "lab-build.lock"):
+    with locked(cache_dir() / "lab-build.lock"):
         apt, pkg = _resolve_source(recipe, progress)
         digest = recipe_hash(recipe, pkg.version)
         results: list[VariantResult] = []
@@ -386,8 +380,8 @@ def build(
             seconds = time.monotonic() - t0
             meta = {
                 "spec": f"lab:{v.label(recipe)}",
-                "recipe": str(recipe.root.relative_to(repo_root()))
-                if recipe.root.is_relative_to(repo_root()) else str(recipe.root),
+                "recipe": str(recipe.root.relative_to(REPO_ROOT))
+                if recipe.root.is_relative_to(REPO_ROOT) else str(recipe.root),
                 "recipe_hash": digest,
                 "variant": v.name,
                 "options": v.options,

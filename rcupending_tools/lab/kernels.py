@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
-import fcntl
-import json
 import os
 import re
 import shutil
 import struct
 import subprocess
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UserError
+from ..paths import (
+    REPO_ROOT,
+    cache_dir,
+    extract_debs,
+    locked,
+    read_marker,
+    shared_kernels_dir,
+    write_marker,
+)
 from .apt import SUITES, PrivateApt
 from .debver import KernelPick, PkgVer, parse_series, pick_headers, pick_kernel
 
@@ -22,7 +28,6 @@ DEBIAN_SERIES = ["6.1", "6.12", "6.16", "6.17", "6.18", "7.2", "7.3"]
 # bcc's clang (Debian bookworm, LLVM 14) cannot parse newer kernels' headers; the 6.1 ones
 # compile for every guest kernel, so all Debian and header-less kernels share them.
 HEADERS_SERIES = "6.1"
-MARKER = ".complete.json"
 FORMS = "debian:X.Y, lab:NAME, or a path to a bzImage/vmlinuz file"
 
 Progress = Callable[[str], None]
@@ -37,21 +42,10 @@ class LabKernel:
     source: str  # where it came from, for humans
 
 
-def cache_dir() -> Path:
-    """$RCUPENDING_CACHE, or $XDG_CACHE_HOME/rcupending-tools, or ~/.cache/rcupending-tools."""
-    if os.environ.get("RCUPENDING_CACHE"):
-        return Path(os.environ["RCUPENDING_CACHE"])
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "rcupending-tools"
 
 
-def repo_root() -> Path:
-    return Path(__file__).resolve().parents[2]
 
 
-def shared_kernels_dir() -> Path:
-    env = os.environ.get("RCUPENDING_SHARED_KERNELS")
-    return Path(env) if env else repo_root().parent / "shared" / "kernels"
 
 
 # ---------------------------------------------------------------- spec parsing
@@ -138,39 +132,12 @@ def _modules_release(root: Path, hint: str | None = None) -> str | None:
 # ---------------------------------------------------------------- locking and markers
 
 
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _read_marker(d: Path) -> dict | None:
-    try:
-        return json.loads((d / MARKER).read_text())
-    except (OSError, ValueError):
-        return None
 
 
-def _write_marker(d: Path, data: dict) -> None:
-    tmp = d / (MARKER + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
-    tmp.replace(d / MARKER)
 
 
-def _extract(debs: list[Path], root: Path, progress: Progress) -> None:
-    exe = shutil.which("dpkg-deb")
-    if exe is None:
-        raise UserError("dpkg-deb not found: install dpkg")
-    for deb in debs:
-        progress(f"unpacking {deb.name}")
-        r = subprocess.run([exe, "-x", str(deb), str(root)], capture_output=True, text=True)
-        if r.returncode != 0:
-            raise UserError(f"dpkg-deb -x {deb.name} failed: {r.stderr.strip()}")
 
 
 # ---------------------------------------------------------------- Debian kernels
@@ -225,7 +192,7 @@ def _fetch_into(apt: PrivateApt, pkgs: list[PkgVer], d: Path, progress: Progress
         apt.ensure_lists(progress, force=True)
         raise UserError(f"{e} (package lists refreshed now: run again)") from None
     size = sum(x.stat().st_size for x in debs)
-    _extract(debs, d / "root", progress)
+    extract_debs(debs, d / "root", progress)
     shutil.rmtree(d / "debs")
     return size
 
@@ -233,14 +200,14 @@ def _fetch_into(apt: PrivateApt, pkgs: list[PkgVer], d: Path, progress: Progress
 def debian_headers(progress: Progress = print, apt: PrivateApt | None = None) -> Path:
     """The merged bookworm 6.1 headers dir (cached; any complete one is reused)."""
     base = cache_dir() / "headers"
-    done = sorted((d for d in base.glob("*") if _read_marker(d)), key=lambda d: d.stat().st_mtime)
+    done = sorted((d for d in base.glob("*") if read_marker(d)), key=lambda d: d.stat().st_mtime)
     if done:
         return done[-1] / "src"
     apt = apt or _apt()
-    with _locked(cache_dir() / "lab.lock"):
+    with locked(cache_dir() / "lab.lock"):
         abi, pkgs = _pick(apt, HEADERS_SERIES, pick_headers, progress)
         d = base / abi
-        if _read_marker(d):
+        if read_marker(d):
             return d / "src"
         progress(f"fetching kernel headers {abi} for bcc")
         size = _fetch_into(apt, list(pkgs), d, progress)
@@ -249,7 +216,7 @@ def debian_headers(progress: Progress = print, apt: PrivateApt | None = None) ->
         for p in (f"{abi}-common", f"{abi}-amd64"):  # common first, flavour overrides
             _merge_tree(d / "root" / "usr" / "src" / f"linux-headers-{p}", src)
         shutil.rmtree(d / "root")
-        _write_marker(d, {"abi": abi, "packages": [p.__dict__ for p in pkgs], "bytes": size})
+        write_marker(d, {"abi": abi, "packages": [p.__dict__ for p in pkgs], "bytes": size})
     return src
 
 
@@ -282,12 +249,12 @@ def _debian(spec: str, series: str, progress: Progress) -> LabKernel:
         apt = _apt()
         pick = _pick(apt, series, pick_kernel, progress)
     except UserError as e:  # offline or no mirror: a cached kernel still does
-        cached = _read_marker(d)
+        cached = read_marker(d)
         if cached is None:
             raise
         progress(f"warning: {e}; using the cached {cached['release']}")
-    with _locked(cache_dir() / "lab.lock"):
-        m = _read_marker(d)
+    with locked(cache_dir() / "lab.lock"):
+        m = read_marker(d)
         wanted = [p.__dict__ for p in pick.packages] if pick else m and m["packages"]
         if m is None or m["packages"] != wanted:
             assert apt is not None and pick is not None
@@ -305,7 +272,7 @@ def _debian(spec: str, series: str, progress: Progress) -> LabKernel:
                 "packages": wanted,
                 "bytes": size,
             }
-            _write_marker(d, m)  # last: an interrupted download is redone next time
+            write_marker(d, m)  # last: an interrupted download is redone next time
             progress(f"{spec}: cached {release} in {d} ({size / 1e6:.1f} MB downloaded)")
     headers = debian_headers(progress, apt)
     return LabKernel(spec, m["release"], d / m["image"], headers, m["source"])
@@ -335,7 +302,7 @@ def _lab(spec: str, name: str, progress: Progress) -> LabKernel:
         raise UserError(f"cannot tell the kernel release of {img}")
     config = next((c for c in (d / "config", d / ".config") if c.is_file()), None)
     try:
-        where = os.path.relpath(d, repo_root())
+        where = os.path.relpath(d, REPO_ROOT)
     except ValueError:
         where = str(d)
     return LabKernel(spec, release, img, _headers_for(config, progress), f"lab build {where}")

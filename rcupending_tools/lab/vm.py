@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import TextIO
 
 from ..errors import UserError
+from ..paths import cache_dir
 from . import accel
-from .kernels import LabKernel, cache_dir
+from .kernels import LabKernel
 
 TAIL_LINES = 20
 

@@ -20,15 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from ..paths import bin_dir
 
 SOURCE = Path(__file__).resolve().parent / "native" / "kvfree_flood.c"
 MAX_OPTLEN = 64  # the driver's option buffer (sets over 40 bytes fail: the negative control)
-
-
-def bin_dir() -> Path:
-    from ..lab.kernels import cache_dir
-
-    return cache_dir() / "bin"
 
 
 def binary_path() -> Path:

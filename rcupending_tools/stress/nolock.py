@@ -32,6 +32,7 @@ from typing import Any
 
 from ..errors import UserError
 from ..kernel import KernelInfo
+from ..paths import bin_dir
 
 HERE = Path(__file__).resolve().parent
 LOADER = HERE / "native" / "nolock_driver.c"
@@ -48,19 +49,13 @@ VARIANTS: dict[str, list[str]] = {
 }
 
 
-def _bin_dir() -> Path:
-    from ..lab.kernels import cache_dir
-
-    return cache_dir() / "bin"
-
-
 def _digest() -> str:
     h = hashlib.sha256(LOADER.read_bytes() + BPF_SOURCE.read_bytes())
     return h.hexdigest()[:12]
 
 
 def build_dir() -> Path:
-    return _bin_dir() / f"nolock-{_digest()}"
+    return bin_dir() / f"nolock-{_digest()}"
 
 
 def _tool(name: str, package: str) -> str:

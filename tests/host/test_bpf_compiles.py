@@ -9,8 +9,9 @@ import os
 
 import pytest
 
-from rcupending_tools import bpfload, layout
 from rcupending_tools.kernel import KernelInfo
+from rcupending_tools.probes import bpfload
+from rcupending_tools.probes import layouts as layout
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="host tier needs root")
 

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from rcupending_tools.schema import validation_errors
+from rcupending_tools.pipeline.schema import validation_errors
 from tests.conftest import run_cli
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="host tier needs root")

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from rcupending_tools import recording
+from rcupending_tools.pipeline import recording
 from tests.conftest import run_cli
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="host tier needs root")

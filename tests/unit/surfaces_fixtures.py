@@ -8,8 +8,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from rcupending_tools.recording import RecordingWriter
-from rcupending_tools.schema import validation_errors
+from rcupending_tools.pipeline.recording import RecordingWriter
+from rcupending_tools.pipeline.schema import validation_errors
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "recordings" / "debian-6.12-kvfree-stress.jsonl"

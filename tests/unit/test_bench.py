@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rcupending_tools import bench
+from rcupending_tools.bench import overhead as bench
 from rcupending_tools.errors import UserError
 
 

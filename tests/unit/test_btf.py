@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from rcupending_tools.btf import Btf, BtfError
+from rcupending_tools.kernel.btf import Btf, BtfError
 
 # BTF kinds (include/uapi/linux/btf.h)
 INT, PTR, ARRAY, STRUCT, UNION, ENUM, FWD, TYPEDEF = 1, 2, 3, 4, 5, 6, 7, 8

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from rcupending_tools import kvfree_metrics as km
-from rcupending_tools.collector import Collector, RawSample, provenance
-from rcupending_tools.schema import validation_errors
+from rcupending_tools.families import kvfree as km
+from rcupending_tools.pipeline.collector import Collector, RawSample, provenance
+from rcupending_tools.pipeline.schema import validation_errors
 
 PROBES = [
     {

@@ -8,9 +8,9 @@ import re
 import pandas as pd
 import pytest
 
-from rcupending_tools import recording
-from rcupending_tools.views import metrics
-from rcupending_tools.views.export import read_csv
+from rcupending_tools.pipeline import recording
+from rcupending_tools.surfaces import samples as metrics
+from rcupending_tools.surfaces.export import read_csv
 from tests.conftest import run_cli
 from tests.unit.surfaces_fixtures import REPO, SHIPPED, full_snapshots, write_recording
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from rcupending_tools import layout, leftovers
 from rcupending_tools.errors import UserError
 from rcupending_tools.kernel import KernelInfo
+from rcupending_tools.probes import layouts as layout
+from rcupending_tools.probes import leftovers
 
 EVENTS = """p:kprobes/p_kvfree_rcu_bulk_bcc_4242 kvfree_rcu_bulk
 r:kprobes/r_kvfree_call_rcu_bcc_4242 kvfree_call_rcu

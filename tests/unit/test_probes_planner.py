@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from rcupending_tools import planner
 from rcupending_tools.kernel import KernelInfo, parse_kallsyms, parse_version
-from rcupending_tools.probes import KVFREE_CALL_RCU, NOLOCK_ALLOC, PROBES, RCU_PENDING_ENQUEUE
+from rcupending_tools.probes import planner
+from rcupending_tools.probes.table import KVFREE_CALL_RCU, NOLOCK_ALLOC, PROBES, RCU_PENDING_ENQUEUE
 
 
 class FakeBtf:
@@ -165,7 +165,7 @@ class LayoutBtf(FakeBtf):
 
 
 def test_optional_metrics_name_their_reason(tmp_path):
-    from rcupending_tools import layout
+    from rcupending_tools.probes import layouts as layout
 
     funcs = ["kvfree_call_rcu", "queue_rcu_work", "kfree_rcu_work", "rcu_gp_init",
              "rcu_gp_cleanup", "kfree_rcu_shrink_scan"]
@@ -182,7 +182,7 @@ def test_optional_metrics_name_their_reason(tmp_path):
 
 
 def test_sampling_and_cap_defines(monkeypatch):
-    from rcupending_tools import layout
+    from rcupending_tools.probes import layouts as layout
 
     monkeypatch.setenv(layout.SAMPLE_ENV, "16")
     monkeypatch.setenv(layout.TRACK_MAX_ENV, "128")
@@ -245,7 +245,7 @@ class MaskBtf(FakeBtf):
     (None, None),
 ])
 def test_preempt_count_layout_follows_the_btf_type(tmp_path, var, masks):
-    from rcupending_tools import layout
+    from rcupending_tools.probes import layouts as layout
 
     k = kernel(tmp_path, "7.3.4", ["__preempt_count", "__per_cpu_offset"], {})
     k.__dict__["btf"] = MaskBtf(var)

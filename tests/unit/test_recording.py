@@ -11,9 +11,9 @@ import time
 
 import pytest
 
-from rcupending_tools import recording
 from rcupending_tools.errors import UserError
-from rcupending_tools.schema import validation_errors
+from rcupending_tools.pipeline import recording
+from rcupending_tools.pipeline.schema import validation_errors
 from tests.conftest import run_cli
 from tests.unit.surfaces_fixtures import REPO, full_snapshots, write_recording
 
@@ -124,7 +124,7 @@ def test_missing_file_is_one_line():
 WRITER = """
 import sys, time
 from tests.unit.surfaces_fixtures import full_snapshots
-from rcupending_tools.recording import RecordingWriter
+from rcupending_tools.pipeline.recording import RecordingWriter
 snaps = full_snapshots(3)
 w = RecordingWriter(sys.argv[1], snaps[0]["provenance"])
 i = 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from rcupending_tools import recording
+from rcupending_tools.pipeline import recording
 from tests.conftest import run_cli
 from tests.unit.surfaces_fixtures import SHIPPED, full_snapshots, write_recording
 

@@ -9,11 +9,11 @@ import time
 
 import pytest
 
-from rcupending_tools import selfcost
-from rcupending_tools.collector import Collector, RawSample, provenance
-from rcupending_tools.live import LiveSource
-from rcupending_tools.schema import validation_errors
-from rcupending_tools.views import metrics
+from rcupending_tools.pipeline import selfcost
+from rcupending_tools.pipeline.collector import Collector, RawSample, provenance
+from rcupending_tools.pipeline.live import LiveSource
+from rcupending_tools.pipeline.schema import validation_errors
+from rcupending_tools.surfaces import samples as metrics
 from tests.socket_filter import load_socket_filter
 from tests.unit.surfaces_fixtures import full_snapshots
 from tests.unit.test_surfaces_top import frame

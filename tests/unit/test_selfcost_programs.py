@@ -10,11 +10,11 @@ import struct
 
 import pytest
 
-from rcupending_tools import selfcost
-from rcupending_tools.collector import Collector, RawSample, provenance
-from rcupending_tools.live import LiveSource
-from rcupending_tools.schema import validation_errors
-from rcupending_tools.views.text import program_lines
+from rcupending_tools.pipeline import selfcost
+from rcupending_tools.pipeline.collector import Collector, RawSample, provenance
+from rcupending_tools.pipeline.live import LiveSource
+from rcupending_tools.pipeline.schema import validation_errors
+from rcupending_tools.surfaces.text import program_lines
 from tests.socket_filter import load_socket_filter
 from tests.unit.test_selfcost import PROG_FDINFO
 

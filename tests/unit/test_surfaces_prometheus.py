@@ -13,8 +13,9 @@ import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from rcupending_tools import recording
-from rcupending_tools.views import metrics, prom
+from rcupending_tools.pipeline import recording
+from rcupending_tools.surfaces import prom
+from rcupending_tools.surfaces import samples as metrics
 from tests.unit.surfaces_fixtures import REPO, SHIPPED, full_snapshots
 
 DASHBOARD = REPO / "dashboards" / "rcupending.json"

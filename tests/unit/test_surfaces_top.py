@@ -13,8 +13,8 @@ import time
 import pytest
 from rich.console import Console
 
-from rcupending_tools import recording
-from rcupending_tools.views import dashboard
+from rcupending_tools.pipeline import recording
+from rcupending_tools.surfaces.dashboard import app as dashboard
 from tests.unit.surfaces_fixtures import REPO, SHIPPED, full_snapshots, write_recording
 
 
@@ -227,7 +227,7 @@ def test_tmux_replay_of_a_recording_with_every_family(tmux, tmp_path):
 
 
 def test_top_csv_writes_the_shown_snapshots_as_tidy_rows(tmp_path):
-    from rcupending_tools.views.export import read_csv
+    from rcupending_tools.surfaces.export import read_csv
 
     snaps = full_snapshots(4)
     path = write_recording(tmp_path / "r.jsonl", snaps)

@@ -32,9 +32,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # this checkout's package first
 
 from rcupending_tools import bpfload  # noqa: E402
-from rcupending_tools.collector import Collector, provenance  # noqa: E402
 from rcupending_tools.kernel import KernelInfo  # noqa: E402
-from rcupending_tools.live import LiveSource  # noqa: E402
+from rcupending_tools.pipeline.collector import Collector, provenance  # noqa: E402
+from rcupending_tools.pipeline.live import LiveSource  # noqa: E402
 
 N_KVFREE = 20000
 N_FORCED = 5000
@@ -173,7 +173,7 @@ def forced_krc(snap, col, counter, kernel: KernelInfo, sites1: dict) -> dict:  #
     """Stock: krc without bulk pages, by fault injection on its page-cache refill. After a
     shrink krc backs its refill off for rcu_delay_page_cache_fill_msec (5 s), so the flood
     comes in two halves: the second starts once the refill has run (and failed)."""
-    from rcupending_tools.layout import symbol_range
+    from rcupending_tools.probes.layouts import symbol_range
 
     refill = symbol_range(kernel, "fill_page_cache_func")
     fail_page_alloc(refill)  # first: no refill between the drain and the flood

@@ -16,9 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
+from .. import config
+from ..errors import UserError
+from ..paths import cache_dir
 
-BPF_DIR = Path(os.environ.get("RCUPENDING_BPF_DIR", Path(__file__).resolve().parent.parent / "bpf"))
+BPF_DIR = config.bpf_dir()
 TRACEFS = Path("/sys/kernel/tracing")
 
 
@@ -46,13 +48,11 @@ def find_headers() -> Path | None:
 
     The cached copy comes before kheaders: bcc unpacks /sys/kernel/kheaders.tar.xz at every
     boot, seconds of xz under TCG, and any recent tree compiles (layouts come from BTF)."""
-    if env := os.environ.get("BCC_KERNEL_SOURCE"):
-        return Path(env)
+    if env := config.headers_dir():
+        return env
     release = os.uname().release
     if Path(f"/lib/modules/{release}/build/include").is_dir():
         return Path(f"/lib/modules/{release}/build")
-    from .lab.kernels import cache_dir
-
     # scripts/setup.sh caches Debian's headers there (lab.kernels.debian_headers).
     for candidate in sorted((cache_dir() / "headers").glob("*/src/include/linux"), reverse=True):
         return candidate.parent.parent
@@ -186,7 +186,7 @@ def load(
     bcc = import_bcc()
     headers = find_headers()
     if headers is not None:
-        os.environ["BCC_KERNEL_SOURCE"] = str(headers)
+        config.set_headers_dir(headers)
     cflags = [f"-I{BPF_DIR}", "-Wno-macro-redefined"]
     cflags += [f"-D{k}" if v is None else f"-D{k}={v}" for k, v in defines.items()]
     text = program_text(bpf_file)

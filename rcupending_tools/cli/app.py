@@ -16,13 +16,13 @@ try:  # typer >= 0.2x vendors click
 except ImportError:  # pragma: no cover
     from click import exceptions as click_exc
 
-from . import __version__
-from .cliutil import command_line as _command_line
-from .cliutil import emit_json as _emit_json
-from .cliutil import terminate_as_interrupt as _terminate_as_interrupt
-from .commands import bench, surfaces
-from .commands import nolock as nolock_command
-from .errors import UserError
+from .. import __version__
+from ..errors import UserError
+from . import bench, surfaces
+from . import nolock as nolock_command
+from .common import command_line as _command_line
+from .common import emit_json as _emit_json
+from .common import terminate_as_interrupt as _terminate_as_interrupt
 
 app = typer.Typer(
     add_completion=False,
@@ -57,7 +57,7 @@ def _options(
 ) -> None:
     """Measure memory queued behind RCU grace periods with eBPF."""
     if sample is not None:
-        from .layout import SAMPLE_ENV, sample_one_in
+        from ..probes.layouts import SAMPLE_ENV, sample_one_in
 
         os.environ[SAMPLE_ENV] = str(sample)
         try:
@@ -77,8 +77,8 @@ def check(json_out: Annotated[bool, typer.Option("--json", help="JSON output")] 
     """Load and attach each probe for real, detach it, and say what works on this kernel.
 
     Exit 0 iff no probe is `blocked`."""
-    from . import bpfload, planner
-    from .kernel import KernelInfo
+    from ..kernel import KernelInfo
+    from ..probes import bpfload, planner
 
     bpfload.require_root()
     kernel = KernelInfo()
@@ -112,9 +112,9 @@ def _live_collector(source_kind: str | None = None, self_cost: bool = False):  #
     holds a BPF_ENABLE_STATS fd while attached."""
     import os
 
-    from . import bpfload
-    from .collector import Collector, provenance
-    from .live import LiveSource
+    from ..pipeline.collector import Collector, provenance
+    from ..pipeline.live import LiveSource
+    from ..probes import bpfload
 
     bpfload.require_root()
     src = LiveSource(self_cost=self_cost).attach()
@@ -133,8 +133,8 @@ def collect(
     self_cost: Annotated[bool, typer.Option("--self-cost", help=SELF_COST_HELP)] = False,
 ) -> None:
     """Attach all probes, collect for DURATION seconds of any workload, print snapshots."""
-    from .views.export import CsvAppender
-    from .views.text import summary
+    from ..surfaces.export import CsvAppender
+    from ..surfaces.text import summary
 
     _terminate_as_interrupt()
     src, col = _live_collector(self_cost=self_cost)
@@ -233,10 +233,10 @@ def stress_kvfree(
     (a flood, or a trickle with --rate); --headless: kfree_rcu_mightsleep() by cgroup renames.
 
     With --measure, exit 1 when the stress workers' measured enqueues differ from the truth."""
-    from .kernel import KernelInfo
-    from .stress import headless as headless_stress
-    from .stress import kvfree
-    from .views.text import summary
+    from ..kernel import KernelInfo
+    from ..stress import headless as headless_stress
+    from ..stress import kvfree
+    from ..surfaces.text import summary
 
     if count is None and duration is None:
         count = 20000
@@ -257,7 +257,7 @@ def stress_kvfree(
     if driver == "native":
         if rate is not None or headless:
             raise UserError("--driver native floods: no --rate or --headless")
-        from .stress import native
+        from ..stress import native
 
         native.binary()  # build it now (once), not inside the measured window
     _terminate_as_interrupt()
@@ -346,7 +346,7 @@ def _drain(src, col, seconds: float, flush: bool = False, flushed: dict | None =
     also counts the tracking map, so the conservation invariant is checked. `flush`: after
     half the time, if sheaf-route objects still wait, flush the rcu_free sheaves once (they
     are freed only when a sheaf fills, or on a flush) and say so in `flushed`."""
-    from .stress import sheaves
+    from ..stress import sheaves
 
     start = time.monotonic()
     deadline = start + seconds
@@ -365,7 +365,7 @@ def _drain(src, col, seconds: float, flush: bool = False, flushed: dict | None =
 
 
 def _print_stress(result: dict) -> None:
-    from .views.text import program_lines
+    from ..surfaces.text import program_lines
 
     exp = result["expected"]
     print(
@@ -427,7 +427,7 @@ def lab(
     with CMD's exit code.
 
     The run fails if the guest's dmesg shows WARN/BUG/RCU-stall splats."""
-    from .lab import kernels, vm
+    from ..lab import kernels, vm
 
     k = kernels.resolve(kernel, progress=lambda m: print(m, file=sys.stderr))
     res = vm.run_in_vm(
@@ -471,7 +471,7 @@ def compare(
 
     Each run boots the kernel, runs the kernel's rcuscale kfree test with no BPF attached, then
     attaches the probes and measures a kvfree_rcu flood. Exit 1 if any run failed."""
-    from .compare import runner, table
+    from ..compare import runner, table
 
     kernel_list = runner.parse_list(kernels, "kernels")
     variant_list = runner.parse_list(variants, "variants", tuple(runner.VARIANTS))
@@ -523,7 +523,7 @@ def fetch(
     headers: Annotated[bool, typer.Option(help="the headers tree bcc compiles with")] = False,
 ) -> None:
     """Download and cache lab kernels (and bcc's headers tree) ahead of time."""
-    from .lab import kernels
+    from ..lab import kernels
 
     def progress(message: str) -> None:
         print(message, file=sys.stderr)
@@ -552,7 +552,7 @@ def lab_build(
 
     Skips variants already built from the same recipe hash. A fresh full build of
     kernel/lab-6.12 takes ~15 min on 2 cores (-j3); each further variant a few minutes."""
-    from .lab import build
+    from ..lab import build
 
     def progress(message: str) -> None:
         print(message, file=sys.stderr, flush=True)

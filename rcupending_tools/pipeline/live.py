@@ -10,14 +10,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import bpfload, leftovers, planner, selfcost
-from . import kvfree_metrics as km
-from . import nolock_metrics as nm
-from . import pending_metrics as pm
-from .bpfload import Loaded
+from ..families import kvfree as km
+from ..families import nolock as nm
+from ..families import pending as pm
+from ..kernel import KernelInfo
+from ..probes import bpfload, leftovers, planner
+from ..probes.bpfload import Loaded
+from ..probes.table import PROBES, Probe
+from . import selfcost
 from .collector import LOST_REASONS, RawSample, TaskKey
-from .kernel import KernelInfo
-from .probes import PROBES, Probe
 
 
 def _percpu_rows(table: Any, n: int) -> list[list[int]]:

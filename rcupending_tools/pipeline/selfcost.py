@@ -21,7 +21,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import UserError
+from ..errors import UserError
 
 PROC = "/proc/self"
 STATS_SYSCTL = "/proc/sys/kernel/bpf_stats_enabled"

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from ..schema import Snapshot
+from ..pipeline.schema import Snapshot
 
 PREFIX = "rcupending_"
 

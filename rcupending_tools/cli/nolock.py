@@ -8,14 +8,15 @@ from typing import Annotated, Any
 
 import typer
 
-from ..cliutil import emit_json
 from ..errors import UserError
+from .common import emit_json
 
 
 def _independent(kernel: Any, symbol: str) -> Any:
     """The kretprobe counter of bpf/nolock_count.bpf.c (a bpfload.Loaded, or why not): on
     `symbol` and, 6.18+, on the inner function (calls returning into the wrapper skipped)."""
-    from .. import bpfload, layout
+    from ..probes import bpfload
+    from ..probes import layouts as layout
 
     attach = [("kretprobe", symbol, "kretprobe_nolock_count")]
     defines: dict[str, str | int | None] = {}
@@ -33,7 +34,7 @@ def _indep_read(loaded: Any) -> list[int]:
     """[attempts, failures, wrapper program's recursion misses, inner program's]: a kretprobe's
     BPF program is skipped while another BPF program runs on its CPU (e.g. a perf-event
     program that calls the allocator in hard IRQ), counted in its fdinfo since 6.7."""
-    from .. import selfcost
+    from ..pipeline import selfcost
 
     table = loaded.bpf["nolock_indep"]
     out = [sum(int(v) for v in table[ctypes.c_int(i)]) for i in range(2)]
@@ -88,13 +89,14 @@ def register(stress_app: typer.Typer) -> None:
         """BPF programs (libbpf, run by BPF_PROG_TEST_RUN) that make the kernel call the nolock
         page allocator. With --measure, exit 1 when the collector's attempts or failures
         differ from the independent kretprobe count over the same window."""
-        from .. import bpfload, layout, planner
-        from ..cliutil import command_line
-        from ..collector import Collector, provenance
         from ..kernel import KernelInfo
-        from ..live import LiveSource
-        from ..probes import NOLOCK_ALLOC
+        from ..pipeline.collector import Collector, provenance
+        from ..pipeline.live import LiveSource
+        from ..probes import bpfload, planner
+        from ..probes import layouts as layout
+        from ..probes.table import NOLOCK_ALLOC
         from ..stress import nolock
+        from .common import command_line
 
         if scenario not in ("stream", "arena"):
             raise UserError(f"stress nolock {scenario!r}: choose stream or arena")

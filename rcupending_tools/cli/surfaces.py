@@ -14,8 +14,8 @@ from typing import Annotated
 
 import typer
 
-from ..cliutil import terminate_as_interrupt
 from ..errors import UserError
+from .common import terminate_as_interrupt
 
 
 def _log(message: str) -> None:
@@ -58,14 +58,14 @@ def top(
     scenario on a real kernel (said plainly on screen), or a recording with --replay.
 
     Keys: q quits, p pauses; Ctrl-C detaches every BPF program."""
-    from ..views import dashboard
-    from ..views.export import CsvAppender
+    from ..surfaces.dashboard import app as dashboard
+    from ..surfaces.export import CsvAppender
 
     terminate_as_interrupt()
     sink = CsvAppender(csv) if csv else None
     try:
         if replay is not None:
-            from .. import recording
+            from ..pipeline import recording
 
             rec = recording.read(replay)
             dashboard.show(
@@ -110,8 +110,8 @@ def record(
     header line, flushed per line: a kill -9 loses at most the last, partial, line).
 
     Ctrl-C or SIGTERM ends the recording cleanly (exit 0)."""
-    from .. import cli
-    from ..recording import RecordingWriter
+    from ..pipeline.recording import RecordingWriter
+    from . import app as cli
 
     if output != "-" and os.path.exists(output) and not force:
         raise UserError(f"{output} exists; a recording is never overwritten (or pass --force)")
@@ -147,8 +147,8 @@ def export(
 ) -> None:
     """Export a recording as tidy CSV (timestamp, seq, metric, labels..., value; see README)
     and/or JSON lines of its snapshots."""
-    from .. import recording
-    from ..views.export import write_csv, write_jsonl
+    from ..pipeline import recording
+    from ..surfaces.export import write_csv, write_jsonl
 
     if not csv and not jsonl:
         raise UserError("nothing to export: give --csv FILE and/or --jsonl FILE")
@@ -168,8 +168,8 @@ def report(
     outdir: Annotated[Path, typer.Option("--output", "-o", help="directory to write")],
 ) -> None:
     """PNG plots of a recording and an index.html that shows them with its provenance."""
-    from .. import recording
-    from ..views import report as rep
+    from ..pipeline import recording
+    from ..surfaces import report as rep
 
     rec = recording.read(recording_file)
     result = rep.build(rec, outdir)
@@ -192,7 +192,7 @@ def serve(
     Metric families: rcupending_* (see README; dashboards/ has the Grafana dashboard)."""
     from prometheus_client import start_http_server
 
-    from ..views import prom
+    from ..surfaces import prom
 
     terminate_as_interrupt()
     exporter = prom.SnapshotExporter()
@@ -200,7 +200,7 @@ def serve(
     src = None
     worker: threading.Thread | None = None
     if replay is not None:
-        from .. import recording
+        from ..pipeline import recording
 
         rec = recording.read(replay)
 
@@ -212,7 +212,7 @@ def serve(
             _log(f"replay of {replay} finished; serving its last snapshot (seq {rec.last['seq']})")
 
     else:
-        from .. import cli
+        from . import app as cli
 
         src, col = cli._live_collector()
 
@@ -224,7 +224,7 @@ def serve(
 
     try:
         if src is not None:
-            from .. import cli
+            from . import app as cli
 
             cli._require_something_attached(src)
         try:

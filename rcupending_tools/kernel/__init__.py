@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from .errors import UserError
+from ..errors import UserError
 
 VMLINUX_BTF = Path("/sys/kernel/btf/vmlinux")
 

@@ -17,9 +17,9 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from ..schema import Snapshot
-from . import metrics
-from .metrics import PREFIX
+from ..pipeline.schema import Snapshot
+from . import samples as metrics
+from .samples import PREFIX
 
 
 class SnapshotExporter(Collector):

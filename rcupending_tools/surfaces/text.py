@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..schema import Snapshot
+from ..pipeline.schema import Snapshot
 
 
 def summary(snap: Snapshot | None) -> str:

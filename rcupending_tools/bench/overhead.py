@@ -17,13 +17,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import bpfload, planner, selfcost
-from . import kvfree_metrics as km
-from .errors import UserError
-from .kernel import KernelInfo
-from .live import LiveSource
-from .probes import KVFREE_CALL_RCU
-from .stress import kvfree, native
+from ..errors import UserError
+from ..families import kvfree as km
+from ..kernel import KernelInfo
+from ..pipeline import selfcost
+from ..pipeline.live import LiveSource
+from ..probes import bpfload, planner
+from ..probes.table import KVFREE_CALL_RCU
+from ..stress import kvfree, native
 
 PHASES = ("unprobed", "empty", "full")
 

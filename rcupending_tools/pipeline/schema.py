@@ -15,7 +15,7 @@ Snapshot = dict[str, Any]
 
 @cache
 def schema() -> dict[str, Any]:
-    text = resources.files("rcupending_tools").joinpath("schema/snapshot.schema.json").read_text()
+    text = resources.files(__package__).joinpath("schema/snapshot.schema.json").read_text()
     return json.loads(text)
 
 

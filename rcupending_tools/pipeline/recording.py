@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from .errors import UserError
+from ..errors import UserError
 from .schema import Snapshot, is_snapshot, validation_errors
 
 FORMAT = "rcupending-recording"

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import IO
 
 from ..errors import UserError
-from ..schema import Snapshot
-from . import metrics
+from ..pipeline.schema import Snapshot
+from . import samples as metrics
 
 
 def _open(path: str, mode: str = "w") -> IO[str]:

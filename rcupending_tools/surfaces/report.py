@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from ..recording import Recording
-from . import metrics
+from ..pipeline.recording import Recording
+from . import samples as metrics
 
 MISSING = {
     "pending": "pending bytes over time: this recording's snapshots have no kvfree_rcu.pending "

@@ -9,9 +9,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 
-from . import bpfload, layout
-from .kernel import KernelInfo
-from .probes import PROBES, AttachKind, Candidate, Probe
+from ..kernel import KernelInfo
+from . import bpfload
+from . import layouts as layout
+from .table import PROBES, AttachKind, Candidate, Probe
 
 
 class Status(StrEnum):

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from ..cliutil import emit_json, terminate_as_interrupt
+from .common import emit_json, terminate_as_interrupt
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -28,7 +28,7 @@ def overhead(
 ) -> None:
     """Calls/s of the native kvfree driver unprobed, under an empty fentry program and under
     the full collector, alternating; ns per run from BPF stats; the python loop once."""
-    from .. import bench
+    from ..bench import overhead as bench
 
     terminate_as_interrupt()
     start = time.monotonic()

@@ -11,8 +11,8 @@ import bisect
 import os
 from dataclasses import dataclass, field
 
-from .errors import UserError
-from .kernel import KernelInfo
+from ...errors import UserError
+from ...kernel import KernelInfo
 
 Defines = dict[str, str | int | None]
 

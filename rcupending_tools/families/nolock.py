@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .probes import NOLOCK_SYMBOLS
+from ..probes.table import NOLOCK_SYMBOLS
 
 # Index order of bpf/nolock.bpf.c's enums.
 STATS = ("attempts", "failures", "pages", "memcg_failures")

@@ -28,8 +28,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from ..schema import Snapshot, is_snapshot
-from . import metrics
+from ...pipeline.schema import Snapshot, is_snapshot
+from .. import samples as metrics
 
 SPARK = " ▁▂▃▄▅▆▇█"
 TICK = 0.1  # seconds between key polls while a feed waits
@@ -520,7 +520,7 @@ def show(
         if close is not None:
             close()
     if interactive and state.cur is not None:  # the full-screen frame is gone: keep a summary
-        from .text import summary
+        from ..text import summary
 
         print(summary(state.cur))
     return state
@@ -535,7 +535,7 @@ def _sleep_ticks(seconds: float) -> Iterator[None]:
 
 def replay_feed(snapshots: list[Snapshot], speed: float) -> Feed:
     """The recording at its recorded pace divided by `speed` (0: as fast as it renders)."""
-    from ..recording import paced
+    from ...pipeline.recording import paced
 
     for delay, snap in paced(snapshots, speed):
         yield from _sleep_ticks(delay)
@@ -580,7 +580,7 @@ class _LineSink:
 
 def lab_feed(spec: str, interval: float, seconds: float) -> Feed:
     """Boot `spec` and run the kvfree stress there with snapshots every `interval`."""
-    from ..lab import kernels, vm
+    from ...lab import kernels, vm
 
     q: queue.Queue = queue.Queue()
     done = object()
@@ -649,8 +649,8 @@ def run(
 ) -> None:
     """Live: this host when it allows the kvfree_call_rcu probe; else say why, then a lab VM
     (or, with `no_lab`, whatever does attach here)."""
-    from .. import cli
-    from ..errors import UserError
+    from ...cli import app as cli
+    from ...errors import UserError
 
     src, col = cli._live_collector(self_cost=self_cost)
     try:

@@ -12,7 +12,10 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import __version__, kvfree_metrics, nolock_metrics, pending_metrics
+from .. import __version__
+from ..families import kvfree as kvfree_metrics
+from ..families import nolock as nolock_metrics
+from ..families import pending as pending_metrics
 from .schema import SCHEMA_NAME, SCHEMA_VERSION, Snapshot
 
 # Index order of the BPF side's enums (bpf/common.bpf.h, bpf/*.bpf.c).

@@ -1,0 +1,5 @@
+"""`python -m rcupending_tools.cli`: the same entry point as the `rcupending` command."""
+
+from .app import main
+
+main()
