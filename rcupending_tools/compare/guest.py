@@ -81,8 +81,8 @@ def hist_diff(before: dict, after: dict, name: str) -> list[int]:
 
 def measure(count: int, threads: int, drain: float, interval: float) -> dict[str, Any]:
     from rcupending_tools.compare.cost import CostProbe, cost_delta
-    from rcupending_tools.families.kvfree import percentile_bounds
     from rcupending_tools.pipeline.collector import Collector, provenance
+    from rcupending_tools.pipeline.derive import percentile_bounds
     from rcupending_tools.pipeline.live import LiveSource
     from rcupending_tools.probes.bpfload import LoadError
     from rcupending_tools.probes.table import KVFREE_CALL_RCU, RCU_PENDING_ENQUEUE

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..pipeline.derive import log2_buckets, percentile_bounds
+
 # Mirrors of the BPF enums (tests/unit/test_kvfree_metrics.py checks them against the C file).
 PATHS = ("bulk", "list", "inline", "sheaf", "other")
 NPATH = len(PATHS)
@@ -14,35 +16,12 @@ ST_FREED = 10
 ST_FREED_BYTES = ST_FREED + NPATH
 ST_UNMATCHED = ST_FREED_BYTES + NPATH
 ST_MAX = ST_UNMATCHED + NPATH
-PERCENTILES = (50, 90, 99)
 EVENTS = ("gp", "barrier", "shrink_scan", "shrink_freed", "refill", "reclaim_work", "phased",
           "ready", "nolock_enq", "nolock_defer", "unsampled", "unarmed")
 NEV = len(EVENTS)
 DURATIONS = ("batch", "gp", "reclaim", "ready", "rcu_gp", "barrier")
 NDUR = len(DURATIONS)
 PHASES = DURATIONS[:4]
-
-
-def log2_buckets(counts: list[int]) -> list[list[int]]:
-    """Non-empty log2 slots as [low, high, count]: slot s holds values in [2^s, 2^(s+1))."""
-    return [[0 if s == 0 else 1 << s, 1 << (s + 1), n] for s, n in enumerate(counts) if n]
-
-
-def percentile_bounds(counts: list[int]) -> dict[str, int | None]:
-    """Upper bounds of the log2 buckets holding p50/p90/p99 and the maximum."""
-    total = sum(counts)
-    out: dict[str, int | None] = {f"p{p}": None for p in PERCENTILES} | {"max": None}
-    if not total:
-        return out
-    cum = 0
-    for s, n in enumerate(counts):
-        cum += n
-        for p in PERCENTILES:
-            if out[f"p{p}"] is None and cum * 100 >= p * total:
-                out[f"p{p}"] = 1 << (s + 1)
-        if n:
-            out["max"] = 1 << (s + 1)
-    return out
 
 
 def _sum_rows(stats: list[list[int]], idx: int) -> int:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .kvfree import HIST_SLOTS, log2_buckets, percentile_bounds
+from ..pipeline.derive import log2_buckets, percentile_bounds
+from .kvfree import HIST_SLOTS
 
 # Mirrors of the BPF enums (tests/unit/test_pending_metrics.py checks them against the C file).
 FLAVORS = ("rcu", "srcu")

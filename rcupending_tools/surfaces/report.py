@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from ..pipeline import derive
 from ..pipeline.recording import Recording
 from . import samples as metrics
 
@@ -46,11 +47,6 @@ def _series(df: Any, metric: str, label: str | None = None) -> Any:
     if label is None:
         return sub.set_index("elapsed_s")["value"]
     return sub.pivot_table(index="elapsed_s", columns=label, values="value", aggfunc="sum")
-
-
-def _rate(s: Any) -> Any:
-    dt = s.index.to_series().diff()
-    return s.diff().div(dt, axis=0).iloc[1:]
 
 
 def build(rec: Recording, outdir: str | Path) -> Report:
@@ -122,7 +118,7 @@ def build(rec: Recording, outdir: str | Path) -> Report:
         name, _tot, cpu = present[0]
         per_cpu = _series(df, cpu, "cpu")
         if per_cpu is not None and len(per_cpu) > 1:
-            rates = _rate(per_cpu)
+            rates = derive.rates(per_cpu)
             ax2.stackplot(rates.index, rates.T.values, labels=[f"CPU {c}" for c in rates.columns])
             ax2.legend(loc="upper left", fontsize="small", ncol=4)
         ax2.set_ylabel(f"{name} enqueues / s")
@@ -137,7 +133,7 @@ def build(rec: Recording, outdir: str | Path) -> Report:
     # 3. fallback rates: frees per path per second, and the fallback share of all frees
     by_path = _series(df, "kvfree_rcu_freed_objects_by_path_total", "path")
     if by_path is not None and len(by_path) > 1:
-        rates = _rate(by_path)
+        rates = derive.rates(by_path)
         fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
         for path in rates.columns:
             if by_path[path].iloc[-1]:
@@ -180,8 +176,8 @@ def build(rec: Recording, outdir: str | Path) -> Report:
     if att is not None and len(att) > 1:
         fail = _series(df, "nolock_failures_total")
         fig, ax = plt.subplots(figsize=(9, 3.5))
-        ax.plot(_rate(att), label="attempts / s")
-        ax.plot(_rate(fail), label="failures / s")
+        ax.plot(derive.rates(att), label="attempts / s")
+        ax.plot(derive.rates(fail), label="failures / s")
         standin = any(
             p["name"] == "alloc_pages_nolock" and p["status"] == "stand-in" for p in last["probes"]
         )
@@ -209,9 +205,9 @@ def build(rec: Recording, outdir: str | Path) -> Report:
                 range(len(b)), [f"≤{fmt(x[1])}" for x in b], rotation=45, fontsize="small"
             )
             ps = ", ".join(
-                f"p{int(q * 100)} ≤{fmt(v)}"
-                for q in (0.5, 0.9, 0.99)
-                if (v := metrics.percentile(h, q)) is not None
+                f"p{p} ≤{fmt(v)}"
+                for p in derive.PERCENTILES
+                if (v := derive.percentile(h.get("buckets", []), p)) is not None
             )
             ax.set_ylabel("objects")
             ax.set_title(f"{hname} ({unit}) · {ps}", fontsize="medium")

@@ -324,20 +324,6 @@ def histogram_buckets(h: dict[str, Any], scale: float = 1.0) -> tuple[list[tuple
     return out, cum
 
 
-def percentile(h: dict[str, Any], q: float) -> float | None:
-    """The upper bound (recorded unit) of the log2 bucket holding quantile q (0..1)."""
-    buckets = sorted(h.get("buckets", []), key=lambda b: b[1])
-    total = sum(b[2] for b in buckets)
-    if total <= 0:
-        return None
-    need, cum = q * total, 0
-    for _low, high, count in buckets:
-        cum += count
-        if cum >= need:
-            return high
-    return buckets[-1][1]
-
-
 def _c(out: list[Sample], fam: str, value: float, **labels: Any) -> None:
     f = BY_NAME[fam]
     out.append(Sample(fam, f.sample_name, {k: str(v) for k, v in labels.items()}, value))

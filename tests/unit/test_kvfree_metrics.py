@@ -29,14 +29,6 @@ def test_enums_match_the_bpf_source():
         assert env[k] == getattr(km, k), k
 
 
-def test_percentile_bounds():
-    counts = [0] * 64
-    counts[10], counts[20] = 90, 10  # 90 values in [1024, 2048), 10 in [2^20, 2^21)
-    b = km.percentile_bounds(counts)
-    assert b == {"p50": 2048, "p90": 2048, "p99": 1 << 21, "max": 1 << 21}
-    assert km.percentile_bounds([0] * 64)["p50"] is None
-
-
 def full_raw(t: float, enq: int, freed_bulk: int, freed_list: int, in_map: int | None):
     stats = [[0, 0] for _ in range(km.ST_MAX)]
     stats[km.ST_ENQ_HEAD] = [enq, 0]

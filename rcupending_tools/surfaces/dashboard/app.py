@@ -28,8 +28,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from ...pipeline import derive
 from ...pipeline.schema import Snapshot, is_snapshot
-from .. import samples as metrics
 
 SPARK = " ▁▂▃▄▅▆▇█"
 TICK = 0.1  # seconds between key polls while a feed waits
@@ -46,16 +46,6 @@ def sparkline(values: list[float], width: int = 24) -> str:
         return SPARK[0] * len(vals)
     n = len(SPARK) - 1
     return "".join(SPARK[max(0, min(n, int(v / top * n)))] for v in vals)
-
-
-def _rate(prev: Snapshot | None, cur: Snapshot, get: Callable[[Snapshot], Any]) -> float | None:
-    if prev is None:
-        return None
-    dt = cur["time"] - prev["time"]
-    a, b = get(prev), get(cur)
-    if dt <= 0 or a is None or b is None:
-        return None
-    return (b - a) / dt
 
 
 def _kv_objects(s: Snapshot) -> int | None:
@@ -127,12 +117,12 @@ class DashboardState:
                 self.trend_is_pending = True
             self.trend.append(pending)
             return
-        r = _rate(self.prev, snap, _kv_objects)
+        r = derive.rate(self.prev, snap, _kv_objects)
         if r is not None:
             self.trend.append(r)
 
     def rate(self, get: Callable[[Snapshot], Any]) -> float | None:
-        return _rate(self.prev, self.cur, get) if self.cur is not None else None
+        return derive.rate(self.prev, self.cur, get)
 
 
 def _n(v: int | float) -> str:
@@ -387,10 +377,10 @@ def render(state: DashboardState, width: int = 80, height: int = 24) -> Group:
     for name, h in sorted((s.get("histograms") or {}).items()):
         if spare <= 3 or (kv is not None and name.startswith("kvfree_rcu.")):
             continue
-        ps = [metrics.percentile(h, q) for q in (0.5, 0.9, 0.99)]
+        ps = [derive.percentile(h.get("buckets", []), p) for p in derive.PERCENTILES]
         count = sum(b[2] for b in h.get("buckets", []))
         pct = "  ".join(
-            f"p{q} ≤{v:,}" for q, v in zip((50, 90, 99), ps, strict=True) if v is not None
+            f"p{p} ≤{v:,}" for p, v in zip(derive.PERCENTILES, ps, strict=True) if v is not None
         )
         middle.append(Text(f"{name} ({h.get('unit', '')}, n={count:,})  {pct}"[:width]))
         spare -= 1

@@ -1,0 +1,63 @@
+"""Numbers derived from snapshots, in one place: rates (a difference of two cumulative readings
+over their time difference) and percentiles (from log2 histograms).
+
+Histograms come in two shapes: the kernel side's slot counts (slot s holds values in
+[2^s, 2^(s+1)), slot 0 also 0) and the snapshot's `buckets` ([low, high, count], empty slots
+left out). Percentiles are computed on the latter; slot counts are converted first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from .schema import Snapshot
+
+PERCENTILES = (50, 90, 99)
+Buckets = list[list[int]]  # [low, high, count] per non-empty bucket
+
+
+def log2_buckets(counts: list[int]) -> Buckets:
+    """Non-empty log2 slots as [low, high, count]: slot s holds values in [2^s, 2^(s+1))."""
+    return [[0 if s == 0 else 1 << s, 1 << (s + 1), n] for s, n in enumerate(counts) if n]
+
+
+def percentile(buckets: Buckets, p: float) -> int | float | None:
+    """The upper bound of the bucket holding the p-th percentile (p in 0..100); None when
+    empty. Exact in integers: the first bucket where count so far * 100 >= p * total."""
+    ordered = sorted(buckets, key=lambda b: b[1])
+    total = sum(b[2] for b in ordered)
+    if total <= 0:
+        return None
+    cum = 0
+    for _low, high, count in ordered:
+        cum += count
+        if cum * 100 >= p * total:
+            return high
+    return ordered[-1][1]
+
+
+def percentile_bounds(counts: list[int]) -> dict[str, int | None]:
+    """p50/p90/p99 and the maximum of log2 slot counts, as upper bucket bounds."""
+    buckets = log2_buckets(counts)
+    out: dict[str, int | None] = {f"p{p}": percentile(buckets, p) for p in PERCENTILES}
+    out["max"] = buckets[-1][1] if buckets else None
+    return out
+
+
+def rate(prev: Snapshot | None, cur: Snapshot | None,
+         get: Callable[[Snapshot], Any]) -> float | None:
+    """Per-second change of `get(snapshot)` between two snapshots (None when not derivable)."""
+    if prev is None or cur is None:
+        return None
+    dt = cur["time"] - prev["time"]
+    a, b = get(prev), get(cur)
+    if dt <= 0 or a is None or b is None:
+        return None
+    return (b - a) / dt
+
+
+def rates(series: Any) -> Any:
+    """Per-second rates of a pandas Series/DataFrame of cumulative values indexed by time (s)."""
+    dt = series.index.to_series().diff()
+    return series.diff().div(dt, axis=0).iloc[1:]

@@ -1,0 +1,34 @@
+"""pipeline.derive: the one place rates and percentiles are computed."""
+
+import pandas as pd
+
+from rcupending_tools.pipeline import derive
+
+
+def test_percentile_bounds():
+    counts = [0] * 64
+    counts[10], counts[20] = 90, 10  # 90 values in [1024, 2048), 10 in [2^20, 2^21)
+    b = derive.percentile_bounds(counts)
+    assert b == {"p50": 2048, "p90": 2048, "p99": 1 << 21, "max": 1 << 21}
+    assert derive.percentile_bounds([0] * 64)["p50"] is None
+
+
+def test_percentile_is_exact_at_the_boundary():
+    # 90 of 100 values in the first bucket: p90 is that bucket, p91 the next
+    buckets = [[1, 2, 90], [2, 4, 10]]
+    assert derive.percentile(buckets, 90) == 2
+    assert derive.percentile(buckets, 91) == 4
+    assert derive.percentile([], 50) is None
+
+
+def test_rate_between_snapshots():
+    a, b = {"time": 10.0, "n": 5}, {"time": 12.0, "n": 9}
+    assert derive.rate(a, b, lambda s: s["n"]) == 2.0
+    assert derive.rate(None, b, lambda s: s["n"]) is None
+    assert derive.rate(b, b, lambda s: s["n"]) is None  # no time passed
+    assert derive.rate(a, b, lambda s: None) is None
+
+
+def test_rates_of_a_series():
+    s = pd.Series([0, 10, 30], index=[0.0, 1.0, 3.0])
+    assert derive.rates(s).tolist() == [10.0, 10.0]
