@@ -17,11 +17,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from .. import config
 from ..errors import UserError
-from ..families import kvfree as km
 from ..kernel import KernelInfo
 from ..pipeline import selfcost
-from ..pipeline.live import LiveSource
+from ..pipeline.schema import Snapshot
+from ..pipeline.session import open_live
 from ..probes import bpfload, planner
 from ..probes.table import KVFREE_CALL_RCU
 from ..stress import kvfree, native
@@ -100,12 +101,13 @@ def overhead(
         empty = bpfload.load("bench_empty.bpf.c", {"KVFREE_SYM": bound.symbol}, "fentry")
     except bpfload.LoadError as e:
         raise UserError(f"bench overhead: the empty fentry program failed: {e.reason}") from e
-    src = LiveSource()
+    session = None
     try:
         empty_switch = Switch(empty.bpf)
         empty_switch.pause()
         progress("compiling and loading the collector")
-        src.attach()
+        session = open_live()
+        src = session.source
         kv = src.loaded.get("kvfree_call_rcu")
         if kv is None or kv.kind != "fentry":
             why = next((s.detail for s in src.statuses if s.name == "kvfree_call_rcu"), "")
@@ -145,20 +147,20 @@ def overhead(
                 stats_runs[phase] = _stats_delta(before, _stats_by_program(progs), rate)
         finally:
             selfcost.disable_stats(fd)
-        tracking = _tracking(src)
+        tracking = _tracking(session.read())
     finally:
-        src.close()
+        if session is not None:
+            session.close()
         empty.close()
     result = _result(kernel, threads, repeats, seconds, rates, stats_runs, python)
     result["full_tracking"] = tracking
     return result
 
 
-def _tracking(src: LiveSource) -> dict[str, int]:
+def _tracking(snap: Snapshot) -> dict[str, int]:
     """Enqueues the full phases saw and how many the per-object map could not hold."""
-    stats = src.read().kvfree_stats or [[0]] * km.ST_MAX
-    enq = sum(stats[km.ST_ENQ_HEAD]) + sum(stats[km.ST_ENQ_HEADLESS])
-    return {"enqueued": enq, "untracked": sum(stats[km.ST_UNTRACKED])}
+    kv = snap["kvfree_rcu"] or {"enqueued": {"objects": 0}, "untracked": {"objects": 0}}
+    return {"enqueued": kv["enqueued"]["objects"], "untracked": kv["untracked"]["objects"]}
 
 
 def _python_rate(workers: int, seconds: float, progress: Callable[[str], None]) -> dict:
@@ -212,7 +214,7 @@ def _result(
     return {
         "benchmark": "overhead",
         "kernel_release": kernel.release,
-        "lab": os.environ.get("RCUPENDING_LAB_SPEC"),
+        "lab": (config.lab() or {}).get("spec"),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "driver": "native",
         "threads": threads,

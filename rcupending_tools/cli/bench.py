@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from typing import Annotated
 
 import typer
 
-from .common import emit_json, terminate_as_interrupt
+from ..bench import overhead as bench_overhead
+from .common import emit_json, log, terminate_as_interrupt
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -28,19 +28,21 @@ def overhead(
 ) -> None:
     """Calls/s of the native kvfree driver unprobed, under an empty fentry program and under
     the full collector, alternating; ns per run from BPF stats; the python loop once."""
-    from ..bench import overhead as bench
-
     terminate_as_interrupt()
     start = time.monotonic()
 
     def progress(message: str) -> None:
-        print(f"bench: +{time.monotonic() - start:5.1f}s {message}", file=sys.stderr, flush=True)
+        log(f"bench: +{time.monotonic() - start:5.1f}s {message}")
 
     try:
-        result = bench.overhead(repeats, seconds, threads, progress)
+        result = bench_overhead.overhead(repeats, seconds, threads, progress)
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
     if json_out:
         emit_json(result)
     else:
-        print(bench.text(result))
+        print(bench_overhead.text(result))
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="bench")

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-import shlex
 import signal
 import sys
 
+SELF_COST_HELP = "enable BPF run-time stats while running; per-program cost in self_cost"
 
-def command_line() -> str:
-    return shlex.join(["rcupending", *sys.argv[1:]])
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def emit_json(obj: object) -> None:

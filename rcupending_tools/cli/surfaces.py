@@ -1,12 +1,9 @@
-"""User surfaces: the dashboard, record/replay, CSV/JSON export, report plots, Prometheus.
-
-Registered on the main typer app by cli.py; these commands read collector snapshots only (live
-through cli's collector path, or from a recording: rcupending_tools/recording.py)."""
+"""`top`, `record`, `export`, `report`, `serve`: the surfaces, fed by a live session, a lab VM
+or a recording (pipeline/feeds.py); they read snapshots only."""
 
 from __future__ import annotations
 
 import os
-import sys
 import threading
 import time
 from pathlib import Path
@@ -15,16 +12,12 @@ from typing import Annotated
 import typer
 
 from ..errors import UserError
-from .common import terminate_as_interrupt
-
-
-def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def _replay_banner(rec) -> str:  # noqa: ANN001
-    """The header of a replay (the info line below it names the kernel and lab spec)."""
-    return f" REPLAY · {Path(rec.path).name} · recorded {rec.header.get('created', '?')} "
+from ..pipeline import feeds, recording
+from ..pipeline.session import open_live
+from ..surfaces import dashboard, prom
+from ..surfaces import report as report_surface
+from ..surfaces.export import CsvAppender, write_csv, write_jsonl
+from .common import SELF_COST_HELP, log, terminate_as_interrupt
 
 
 def top(
@@ -58,37 +51,25 @@ def top(
     scenario on a real kernel (said plainly on screen), or a recording with --replay.
 
     Keys: q quits, p pauses; Ctrl-C detaches every BPF program."""
-    from ..surfaces.dashboard import app as dashboard
-    from ..surfaces.export import CsvAppender
-
     terminate_as_interrupt()
     sink = CsvAppender(csv) if csv else None
+    chosen = None
     try:
         if replay is not None:
-            from ..pipeline import recording
-
             rec = recording.read(replay)
-            dashboard.show(
-                dashboard.replay_feed(rec.snapshots, speed),
-                _replay_banner(rec),
-                count,
-                total=len(rec.snapshots),
-                hold=True,
-                on_snapshot=sink,
-            )
+            banner = f" REPLAY · {Path(rec.path).name} · recorded {rec.header.get('created', '?')} "
+            chosen = feeds.Chosen(feeds.replay_feed(rec.snapshots, speed), banner, hold=True,
+                                  total=len(rec.snapshots))
         else:
-            dashboard.run(
-                interval,
-                count,
-                kernel,
-                lab_seconds,
-                no_lab=no_lab,
-                on_snapshot=sink,
-                self_cost=self_cost,
-            )
+            chosen = feeds.for_top(interval, kernel, lab_seconds, no_lab=no_lab,
+                                   self_cost=self_cost, log=log)
+        dashboard.show(chosen.feed, chosen.banner, count, total=chosen.total, hold=chosen.hold,
+                       on_snapshot=sink, note=chosen.note)
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
     finally:
+        if chosen is not None:
+            chosen.close()  # detaches every program (also on q, Ctrl-C, SIGTERM)
         if sink is not None:
             sink.close()
 
@@ -102,40 +83,34 @@ def record(
     ] = None,
     interval: Annotated[float, typer.Option(min=0.05, help="a snapshot every S s")] = 1.0,
     force: Annotated[bool, typer.Option(help="overwrite an existing FILE")] = False,
-    self_cost: Annotated[
-        bool, typer.Option("--self-cost", help="enable BPF run-time stats while recording")
-    ] = False,
+    self_cost: Annotated[bool, typer.Option("--self-cost", help=SELF_COST_HELP)] = False,
 ) -> None:
     """Attach every probe and append one snapshot per INTERVAL to FILE (JSON lines after a
     header line, flushed per line: a kill -9 loses at most the last, partial, line).
 
     Ctrl-C or SIGTERM ends the recording cleanly (exit 0)."""
-    from ..pipeline.recording import RecordingWriter
-    from . import app as cli
-
     if output != "-" and os.path.exists(output) and not force:
         raise UserError(f"{output} exists; a recording is never overwritten (or pass --force)")
     terminate_as_interrupt()
-    src, col = cli._live_collector(self_cost=self_cost)
+    session = open_live(self_cost=self_cost, require=True)
     writer = None
     try:
-        cli._require_something_attached(src)
-        writer = RecordingWriter(output, col.provenance, force=force)
+        writer = recording.RecordingWriter(output, session.provenance, force=force)
         start = time.monotonic()
-        writer.write(col.update(src.read()))  # seq 0: the baseline at attach
+        writer.write(session.read())  # seq 0: the baseline at attach
         while duration is None or (left := duration - (time.monotonic() - start)) > 0:
             time.sleep(interval if duration is None else min(interval, left))
-            writer.write(col.update(src.read()))
+            writer.write(session.read())
     except KeyboardInterrupt:
         pass  # the file is complete up to the last snapshot
     finally:
-        src.close()
+        session.close()
         if writer is not None:
             writer.close()
     if writer is not None:
         where = "stdout" if output == "-" else output
-        release = col.provenance["kernel_release"]
-        _log(f"recorded {writer.count} snapshots to {where} (kernel {release})")
+        log(f"recorded {writer.count} snapshots to {where} "
+            f"(kernel {session.provenance['kernel_release']})")
 
 
 def export(
@@ -147,9 +122,6 @@ def export(
 ) -> None:
     """Export a recording as tidy CSV (timestamp, seq, metric, labels..., value; see README)
     and/or JSON lines of its snapshots."""
-    from ..pipeline import recording
-    from ..surfaces.export import write_csv, write_jsonl
-
     if not csv and not jsonl:
         raise UserError("nothing to export: give --csv FILE and/or --jsonl FILE")
     if csv == "-" and jsonl == "-":
@@ -157,10 +129,10 @@ def export(
     rec = recording.read(recording_file)
     if csv:
         n = write_csv(rec.snapshots, csv)
-        _log(f"{'stdout' if csv == '-' else csv}: {n} rows from {len(rec.snapshots)} snapshots")
+        log(f"{'stdout' if csv == '-' else csv}: {n} rows from {len(rec.snapshots)} snapshots")
     if jsonl:
         n = write_jsonl(rec.snapshots, jsonl)
-        _log(f"{'stdout' if jsonl == '-' else jsonl}: {n} snapshots")
+        log(f"{'stdout' if jsonl == '-' else jsonl}: {n} snapshots")
 
 
 def report(
@@ -168,11 +140,8 @@ def report(
     outdir: Annotated[Path, typer.Option("--output", "-o", help="directory to write")],
 ) -> None:
     """PNG plots of a recording and an index.html that shows them with its provenance."""
-    from ..pipeline import recording
-    from ..surfaces import report as rep
-
     rec = recording.read(recording_file)
-    result = rep.build(rec, outdir)
+    result = report_surface.build(rec, outdir)
     print(result.index)
     for img in result.images:
         print(outdir / img)
@@ -190,18 +159,12 @@ def serve(
     """Prometheus /metrics of the latest snapshot: live (root) or a recording (--replay).
 
     Metric families: rcupending_* (see README; dashboards/ has the Grafana dashboard)."""
-    from prometheus_client import start_http_server
-
-    from ..surfaces import prom
-
     terminate_as_interrupt()
     exporter = prom.SnapshotExporter()
     stop = threading.Event()
-    src = None
+    session = None
     worker: threading.Thread | None = None
     if replay is not None:
-        from ..pipeline import recording
-
         rec = recording.read(replay)
 
         def feed() -> None:
@@ -209,33 +172,24 @@ def serve(
                 if stop.wait(delay):
                     return
                 exporter.update(snap)
-            _log(f"replay of {replay} finished; serving its last snapshot (seq {rec.last['seq']})")
+            log(f"replay of {replay} finished; serving its last snapshot (seq {rec.last['seq']})")
 
     else:
-        from . import app as cli
-
-        src, col = cli._live_collector()
+        session = open_live(require=True)
 
         def feed() -> None:
             while True:
-                exporter.update(col.update(src.read()))
+                exporter.update(session.read())
                 if stop.wait(interval):
                     return
 
     try:
-        if src is not None:
-            from . import app as cli
-
-            cli._require_something_attached(src)
-        try:
-            server, _thread = start_http_server(port, addr=host, registry=prom.registry(exporter))
-        except OSError as e:
-            raise UserError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+        server = prom.start_server(exporter, host, port)
         worker = threading.Thread(target=feed, daemon=True)
         worker.start()
         bound = server.server_address
-        what = f"replay of {replay}" if replay else "live"
-        _log(f"serving http://{bound[0]}:{bound[1]}/metrics ({what})")
+        log(f"serving http://{bound[0]}:{bound[1]}/metrics "
+            f"({f'replay of {replay}' if replay else 'live'})")
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
@@ -244,13 +198,10 @@ def serve(
         stop.set()
         if worker is not None:
             worker.join(timeout=interval + 10)  # no map read may race the detach below
-        if src is not None:
-            src.close()
+        if session is not None:
+            session.close()
 
 
 def register(app: typer.Typer) -> None:
-    app.command()(top)
-    app.command()(record)
-    app.command()(export)
-    app.command()(report)
-    app.command()(serve)
+    for command in (top, record, export, report, serve):
+        app.command()(command)

@@ -16,6 +16,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..pipeline.derive import percentile_bounds
+from ..pipeline.session import open_live
+from ..probes.bpfload import LoadError
+from ..probes.table import KVFREE_CALL_RCU, RCU_PENDING_ENQUEUE
+from ..stress import kvfree
+from .cost import CostProbe, cost_delta
+
 MARK = "RCUPENDING-COMPARE "
 RCUSCALE_LINE = re.compile(
     r"Total time taken by all kfree'ers: (?P<ns>\d+) ns, loops: (?P<loops>\d+), "
@@ -80,17 +87,6 @@ def hist_diff(before: dict, after: dict, name: str) -> list[int]:
 
 
 def measure(count: int, threads: int, drain: float, interval: float) -> dict[str, Any]:
-    from rcupending_tools.compare.cost import CostProbe, cost_delta
-    from rcupending_tools.pipeline.collector import Collector, provenance
-    from rcupending_tools.pipeline.derive import percentile_bounds
-    from rcupending_tools.pipeline.live import LiveSource
-    from rcupending_tools.probes.bpfload import LoadError
-    from rcupending_tools.probes.table import KVFREE_CALL_RCU, RCU_PENDING_ENQUEUE
-    from rcupending_tools.stress import kvfree
-
-    # kvfree_rcu and rcu_pending only: the nolock allocator plays no part in a kvfree flood,
-    # and each program is one more compile in the guest
-    src = LiveSource(probes=(KVFREE_CALL_RCU, RCU_PENDING_ENQUEUE))
     t0 = time.monotonic()
     cost: CostProbe | None = CostProbe()
     cost_error = None
@@ -100,23 +96,24 @@ def measure(count: int, threads: int, drain: float, interval: float) -> dict[str
         cost, cost_error = None, e.reason
         log(f"backend cost probe: {e.reason}")
     try:
-        src.attach()
+        # kvfree_rcu and rcu_pending only: the nolock allocator plays no part in a kvfree
+        # flood, and each program is one more compile in the guest
+        session = open_live((KVFREE_CALL_RCU, RCU_PENDING_ENQUEUE), command="compare")
     except BaseException:
         if cost is not None:
             cost.close()
         raise
     log(f"attached in {time.monotonic() - t0:.1f}s")
     try:
-        col = Collector(provenance(command="compare"), src.probe_dicts(), source="lab-vm")
-        probes = src.probe_dicts()
+        probes = session.source.probe_dicts()
         cost0 = cost.read() if cost is not None else None
-        base = col.update(src.read(count_map=True))
+        base = session.read(count_map=True)
         kv0 = base["kvfree_rcu"]
         mem0 = mem_available_kb()
         peak = {"mem_drop_kb": 0}
 
         def sample() -> dict:
-            snap = col.update(src.read())
+            snap = session.read()
             peak["mem_drop_kb"] = max(peak["mem_drop_kb"], mem0 - mem_available_kb())
             return snap
 
@@ -124,7 +121,7 @@ def measure(count: int, threads: int, drain: float, interval: float) -> dict[str
         # one socket each; each set after a socket's first hands the previous option to kfree_rcu
         t_start = time.monotonic()
         run = kvfree.start(count, 4, threads, threads)
-        col.stress_tgids = run.pids
+        session.follow(run.pids)
         while run.running(timeout=interval):
             sample()
         expected = run.wait()
@@ -135,11 +132,11 @@ def measure(count: int, threads: int, drain: float, interval: float) -> dict[str
             time.sleep(interval)
             snap = sample()
         drained_s = round(time.monotonic() - (deadline - drain), 2)
-        final = col.update(src.read(count_map=True))
+        final = session.read(count_map=True)
         cost1 = cost.read() if cost is not None else None
         run.finish()
     finally:
-        src.close()
+        session.close()
         if cost is not None:
             cost.close()
     kv = final["kvfree_rcu"]
@@ -213,7 +210,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rcuscale-loops", type=int, default=10, help="0: skip rcuscale")
     ap.add_argument("--rcuscale-alloc", type=int, default=8000)
     args = ap.parse_args(argv)
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     out: dict[str, Any] = {"release": os.uname().release,
                            "cmdline": Path("/proc/cmdline").read_text().strip()}
     if args.rcuscale_loops:

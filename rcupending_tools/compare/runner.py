@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import UserError
+from ..lab import kernels, vm
 from .guest import MARK
 
 # Boot-argument variants: lazy callbacks need offloaded CPUs (CONFIG_RCU_NOCB_CPU +
@@ -88,8 +89,6 @@ def run_all(
     memory: str = "2G",
     cpus: int = 2,
 ) -> list[RunResult]:
-    from ..lab import kernels, vm
-
     resolved = {k: kernels.resolve(k, progress=progress) for k in {s.kernel for s in specs}}
     out: list[RunResult] = []
     for i, spec in enumerate(specs, 1):
@@ -98,7 +97,7 @@ def run_all(
         cmd = [sys.executable, "-m", "rcupending_tools.compare.guest", *guest_args]
         res = vm.run_in_vm(
             k, cmd, append=VARIANTS[spec.variant], memory=memory, cpus=cpus, stream=None,
-            check=False, env={"RCUPENDING_LAB_SPEC": k.spec, "RCUPENDING_LAB_SOURCE": k.source},
+            check=False,
         )  # fmt: skip
         parsed = parse_output(res.output)
         error = ""

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from .. import config
 from ..errors import UserError
 from ..paths import cache_dir
 from . import accel
@@ -153,7 +154,7 @@ def run_in_vm(
     boot_retries: int = 1,
 ) -> VmResult:
     """Boot `kernel` (KVM where it works, else TCG), run `cmd` as root in the host's cwd,
-    stream its output.
+    stream its output. The guest's environment names the kernel (config.lab()) and adds `env`.
 
     A VM that dies before the command starts, or of a TCG int3 Oops at any time (an
     instruction being live-patched while another vCPU runs it), is run again up to
@@ -171,7 +172,8 @@ def run_in_vm(
     failures: list[str] = []
     while True:
         res = _boot_and_run(kernel, cmd, vng, append=append, memory=memory, cpus=cpus,
-                            env=env or {}, stream=stream, timeout=timeout, rwdirs=rwdirs)
+                            env={**config.lab_env(kernel.spec, kernel.source), **(env or {})},
+                            stream=stream, timeout=timeout, rwdirs=rwdirs)
         res.boot_failures = list(failures)
         if res.boot_ok or len(failures) >= boot_retries:
             break

@@ -8,11 +8,13 @@ make them up. `Collector.update()` turns each into a snapshot (schema.py).
 from __future__ import annotations
 
 import os
+import shlex
 import socket
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import __version__
+from .. import __version__, config
 from ..families import kvfree as kvfree_metrics
 from ..families import nolock as nolock_metrics
 from ..families import pending as pending_metrics
@@ -134,17 +136,20 @@ class RawSample:
         )
 
 
+def command_line() -> str:
+    """This process's command line as the user would type it."""
+    return shlex.join(["rcupending", *sys.argv[1:]])
+
+
 def provenance(kernel_release: str | None = None, command: str | None = None) -> dict[str, Any]:
-    """Who measured what: kernel, tool, command; a lab VM says so through the environment."""
-    lab = None
-    if spec := os.environ.get("RCUPENDING_LAB_SPEC"):
-        lab = {"spec": spec, "source": os.environ.get("RCUPENDING_LAB_SOURCE", "")}
+    """Who measured what: kernel, tool, command (default: this process's); a lab VM says so
+    through the environment."""
     return {
         "kernel_release": kernel_release or os.uname().release,
         "tool_version": __version__,
-        "command": command or "",
+        "command": command_line() if command is None else command,
         "hostname": socket.gethostname(),
-        "lab": lab,
+        "lab": config.lab(),
     }
 
 

@@ -33,13 +33,8 @@ def _program_misses(b: Any) -> dict[str, int]:
     """recursion_misses per program of a bcc module (fdinfo), for the kernels that report it."""
     out: dict[str, int] = {}
     for name, fn in b.funcs.items():
-        try:
-            with open(f"/proc/self/fdinfo/{fn.fd}") as f:
-                info = selfcost.parse_fdinfo(f.read())
-        except OSError:
-            continue
-        if "recursion_misses" in info:
-            out[name.decode(errors="replace")] = int(info["recursion_misses"])
+        if (n := selfcost.recursion_misses(fn.fd)) is not None:
+            out[name.decode(errors="replace")] = n
     return out
 
 

@@ -106,6 +106,17 @@ def parse_fdinfo(text: str) -> dict[str, str]:
     return out
 
 
+def recursion_misses(fd: int) -> int | None:
+    """Runs the kernel skipped for the BPF program behind `fd` (another BPF program was
+    running on that CPU): its fdinfo's recursion_misses; None when it does not say."""
+    try:
+        with open(f"{PROC}/fdinfo/{fd}") as f:
+            value = parse_fdinfo(f.read()).get("recursion_misses")
+    except OSError:
+        return None
+    return None if value is None else int(value)
+
+
 def bpf_prog_stats(fdinfos: list[str], stats_enabled: bool) -> tuple[int | None, int | None]:
     """(run_time_ns, run_cnt) summed over the fdinfo texts of BPF programs (`prog_type`), or
     (None, None) when none shows them or statistics are evidently off (all counts 0 and the

@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 
+from prometheus_client import generate_latest, start_http_server
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -17,6 +18,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from ..errors import UserError
 from ..pipeline.schema import Snapshot
 from . import samples as metrics
 from .samples import PREFIX
@@ -77,6 +79,15 @@ def _histogram(
     return h
 
 
+def start_server(exporter: SnapshotExporter, host: str, port: int):  # noqa: ANN201
+    """Serve /metrics of `exporter` on host:port in a thread; one line when it cannot listen."""
+    try:
+        server, _thread = start_http_server(port, addr=host, registry=registry(exporter))
+    except OSError as e:
+        raise UserError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    return server
+
+
 def registry(exporter: SnapshotExporter) -> CollectorRegistry:
     reg = CollectorRegistry(auto_describe=False)
     reg.register(exporter)
@@ -85,8 +96,6 @@ def registry(exporter: SnapshotExporter) -> CollectorRegistry:
 
 def exposition(snap: Snapshot) -> str:
     """The /metrics text of one snapshot (for tests and `export --prom`-style uses)."""
-    from prometheus_client import generate_latest
-
     exp = SnapshotExporter()
     exp.update(snap)
     return generate_latest(registry(exp)).decode()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from rcupending_tools import config
 from rcupending_tools.errors import UserError
 from rcupending_tools.kernel import KernelInfo
 from rcupending_tools.probes import layouts as layout
@@ -39,19 +40,19 @@ def test_clean_writes_removals(tmp_path, monkeypatch):
 
 
 def test_track_max_env(tmp_path, monkeypatch):
-    monkeypatch.delenv(layout.TRACK_MAX_ENV, raising=False)
-    assert layout.track_max() is None
+    monkeypatch.delenv(config.TRACK_MAX_ENV, raising=False)
+    assert config.track_max() is None
     ks = tmp_path / "kallsyms"
     ks.write_text("ffffffff81000000 T kvfree_call_rcu\n")
     (tmp_path / "btf").mkdir()
     k = KernelInfo(release="6.12.1", kallsyms_path=ks, btf_dir=tmp_path / "btf")
     assert "TRACK_MAX" not in layout.kvfree_layout(k, ["head", "ptr"], "fentry").defines
-    monkeypatch.setenv(layout.TRACK_MAX_ENV, "64")
+    monkeypatch.setenv(config.TRACK_MAX_ENV, "64")
     assert layout.kvfree_layout(k, ["head", "ptr"], "fentry").defines["TRACK_MAX"] == 64
     for bad in ("0", "lots", "-5", str((1 << 24) + 1)):
-        monkeypatch.setenv(layout.TRACK_MAX_ENV, bad)
+        monkeypatch.setenv(config.TRACK_MAX_ENV, bad)
         with pytest.raises(UserError, match="RCUPENDING_TRACK_MAX"):
-            layout.track_max()
+            config.track_max()
 
 
 def test_module_in_modules_dep():

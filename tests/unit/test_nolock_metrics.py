@@ -96,7 +96,7 @@ def test_stream_variant_follows_the_kernels_prototypes():
 
 
 def test_measure_checks_fail_on_a_mismatch():
-    from rcupending_tools.cli.nolock import checks
+    from rcupending_tools.stress.nolock_measure import checks
 
     probe = {"status": "attached"}
     ok = {"scenario": "stream", "probe": probe, "measured": {"attempts": 5, "failures": 0},
@@ -121,7 +121,7 @@ def test_measure_checks_fail_on_a_mismatch():
 
 
 def test_dashboard_detail_line_names_orders_contexts_and_the_top_caller():
-    from rcupending_tools.surfaces.dashboard.app import _nolock_detail
+    from rcupending_tools.surfaces.dashboard.render import _nolock_detail
 
     col = Collector(provenance("6.18.15"), [PROBE], source="synthetic")
     line = _nolock_detail(col.update(raw(1.0, 10))["nolock"])
@@ -131,7 +131,7 @@ def test_dashboard_detail_line_names_orders_contexts_and_the_top_caller():
 
 
 def test_measure_checks_allow_exactly_the_kretprobes_missed_runs():
-    from rcupending_tools.cli.nolock import checks
+    from rcupending_tools.stress.nolock_measure import checks
 
     probe = {"status": "attached"}
     run = {"scenario": "stream", "probe": probe, "measured": {"attempts": 294, "failures": 0},

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from rcupending_tools import config
 from rcupending_tools.kernel import KernelInfo, parse_kallsyms, parse_version
 from rcupending_tools.probes import planner
 from rcupending_tools.probes.table import KVFREE_CALL_RCU, NOLOCK_ALLOC, PROBES, RCU_PENDING_ENQUEUE
@@ -184,13 +185,13 @@ def test_optional_metrics_name_their_reason(tmp_path):
 def test_sampling_and_cap_defines(monkeypatch):
     from rcupending_tools.probes import layouts as layout
 
-    monkeypatch.setenv(layout.SAMPLE_ENV, "16")
-    monkeypatch.setenv(layout.TRACK_MAX_ENV, "128")
+    monkeypatch.setenv(config.SAMPLE_ENV, "16")
+    monkeypatch.setenv(config.TRACK_MAX_ENV, "128")
     lay = layout.Layout()
     layout.tracking_defines(lay)
     assert lay.defines == {"TRACK_MAX": 128, "SAMPLE_MASK": 15}
     assert lay.facts == {"sample_one_in": "16"}
-    monkeypatch.setenv(layout.SAMPLE_ENV, "1")  # every object: no sampling code at all
+    monkeypatch.setenv(config.SAMPLE_ENV, "1")  # every object: no sampling code at all
     lay = layout.Layout()
     layout.tracking_defines(lay)
     assert "SAMPLE_MASK" not in lay.defines

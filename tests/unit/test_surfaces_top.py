@@ -14,7 +14,7 @@ import pytest
 from rich.console import Console
 
 from rcupending_tools.pipeline import recording
-from rcupending_tools.surfaces.dashboard import app as dashboard
+from rcupending_tools.surfaces import dashboard
 from tests.unit.surfaces_fixtures import REPO, SHIPPED, full_snapshots, write_recording
 
 

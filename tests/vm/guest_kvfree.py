@@ -13,8 +13,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # this checkout's package first
 
-from rcupending_tools import bpfload  # noqa: E402
 from rcupending_tools.kernel import KernelInfo  # noqa: E402
+from rcupending_tools.probes import bpfload  # noqa: E402
 
 CLI = [sys.executable, "-m", "rcupending_tools.cli"]
 SCENARIOS = {

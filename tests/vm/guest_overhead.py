@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # this checkout's package first
 
-from rcupending_tools import selfcost  # noqa: E402
+from rcupending_tools.pipeline import selfcost  # noqa: E402
 from rcupending_tools.probes import leftovers
 from rcupending_tools.stress import native  # noqa: E402
 from tests.socket_filter import load_socket_filter  # noqa: E402

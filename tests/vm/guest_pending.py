@@ -31,10 +31,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # this checkout's package first
 
-from rcupending_tools import bpfload  # noqa: E402
 from rcupending_tools.kernel import KernelInfo  # noqa: E402
-from rcupending_tools.pipeline.collector import Collector, provenance  # noqa: E402
-from rcupending_tools.pipeline.live import LiveSource  # noqa: E402
+from rcupending_tools.pipeline.session import open_live  # noqa: E402
+from rcupending_tools.probes import bpfload  # noqa: E402
 
 N_KVFREE = 20000
 N_FORCED = 5000
@@ -76,7 +75,7 @@ def _flood_child(conn, n: int) -> None:  # noqa: ANN001
     s.close()
 
 
-def kvfree_flood(n: int, col, make_it_fail: bool = False):  # noqa: ANN001, ANN201
+def kvfree_flood(n: int, session, make_it_fail: bool = False):  # noqa: ANN001, ANN201
     """n + 1 sets of a 4-byte option (NOPs + end) on one UDP socket, in a forked child (the
     collector's stress tgid; forked, not exec'd: an exec frees a kernel object of its own
     through kfree_rcu): n objects handed to kfree_rcu. The socket stays open until release()."""
@@ -84,7 +83,7 @@ def kvfree_flood(n: int, col, make_it_fail: bool = False):  # noqa: ANN001, ANN2
     parent, child_end = ctx.Pipe()
     child = ctx.Process(target=_flood_child, args=(child_end, n), daemon=True)
     child.start()
-    col.stress_tgids = {child.pid}
+    session.follow({child.pid})
     if make_it_fail:
         Path(f"/proc/{child.pid}/make-it-fail").write_text("1")
     parent.send("go")
@@ -169,7 +168,7 @@ def injected_page_failures() -> int:
     return PAGE_FAIL_TIMES - int((FAIL_PAGE_ALLOC / "times").read_text())
 
 
-def forced_krc(snap, col, counter, kernel: KernelInfo, sites1: dict) -> dict:  # noqa: ANN001
+def forced_krc(snap, session, counter, kernel: KernelInfo, sites1: dict) -> dict:  # noqa: ANN001
     """Stock: krc without bulk pages, by fault injection on its page-cache refill. After a
     shrink krc backs its refill off for rcu_delay_page_cache_fill_msec (5 s), so the flood
     comes in two halves: the second starts once the refill has run (and failed)."""
@@ -182,10 +181,10 @@ def forced_krc(snap, col, counter, kernel: KernelInfo, sites1: dict) -> dict:  #
         Path("/proc/sys/vm/drop_caches").write_text("2\n")  # krc's shrinker drains the cache
         before = snap(True)
         sites_b = kfree_sites(counter, kernel)
-        first = kvfree_flood(N_FORCED // 2, col)
+        first = kvfree_flood(N_FORCED // 2, session)
         failed_between = wait_until(injected_page_failures, lambda n: n > 0, 20)
-        second = kvfree_flood(N_FORCED - N_FORCED // 2, col)
-        col.stress_tgids = {first[0].pid, second[0].pid}
+        second = kvfree_flood(N_FORCED - N_FORCED // 2, session)
+        session.follow({first[0].pid, second[0].pid})
         wait_until(snap, lambda s: s["kvfree_rcu"]["by_stress"]["pending"] <= 0, 60)
     finally:
         fail_page_alloc(None)
@@ -211,24 +210,22 @@ def main() -> None:
     kernel = KernelInfo()
     counter = bpfload.load(str(Path(__file__).resolve().with_name("kmalloc_count.bpf.c")), {},
                            "tracepoint")
-    src = LiveSource()
     t0 = time.monotonic()
-    src.attach()
+    session = open_live(command="guest_pending")
+    session.follow({0})
     log(f"attached in {time.monotonic() - t0:.1f}s")
     try:
-        col = Collector(provenance(command="guest_pending"), src.probe_dicts(), source="lab-vm",
-                        stress_tgids={0})
-        result["probes"] = src.probe_dicts()
+        result["probes"] = session.source.probe_dicts()
         for p in result["probes"]:
             log(f"{p['name']}: {p['status']} {p['mechanism']} {p.get('facts')} {p['tried']}")
-        snap = lambda count=False: col.update(src.read(count_map=count))  # noqa: E731
+        snap = lambda count=False: session.read(count_map=count)  # noqa: E731
         base = snap(True)
         result["baseline"] = {"kvfree_rcu": base["kvfree_rcu"], "rcu_pending": base["rcu_pending"]}
 
         # kvfree_rcu flood, drained
         sites0 = kfree_sites(counter, kernel)
         t0 = time.monotonic()
-        child = kvfree_flood(N_KVFREE, col)
+        child = kvfree_flood(N_KVFREE, session)
         log(f"kvfree flood of {N_KVFREE} in {time.monotonic() - t0:.1f}s")
         after = wait_until(snap, lambda s: s["kvfree_rcu"]["by_stress"]["pending"] <= 0, 60)
         after = snap(True)
@@ -245,7 +242,7 @@ def main() -> None:
             calls0 = caller_count(kvfree_calls)
             failslab(True)
             try:
-                child = kvfree_flood(N_FORCED, col, make_it_fail=True)
+                child = kvfree_flood(N_FORCED, session, make_it_fail=True)
             finally:
                 failslab(False)
             after = wait_until(snap, lambda s: s["kvfree_rcu"]["by_stress"]["pending"] <= 0, 60)
@@ -264,7 +261,7 @@ def main() -> None:
                 f"__process_finished_items {result['forced']['kvfree_from_process_finished']}")
         elif (backend == "krc" and ins.returncode == 0
               and (FAIL_PAGE_ALLOC / "require-start").exists()):
-            result["forced"] = forced_krc(snap, col, counter, kernel, sites1)
+            result["forced"] = forced_krc(snap, session, counter, kernel, sites1)
             log(f"forced: {result['forced']['page_alloc_failures']} page allocations failed, "
                 f"kfree at list sites {result['forced']['kfree_list_sites']}")
 
@@ -311,7 +308,7 @@ def main() -> None:
                 log(f"hold {flavor}: {result[f'hold_{flavor}']['latency_ns']}")
         result["final"] = snap(True)["rcu_pending"]
     finally:
-        src.close()
+        session.close()
         counter.close()
     rm = subprocess.run(["rmmod", "rcupending_lab"], capture_output=True, text=True)
     result["rmmod"] = rm.returncode

@@ -8,10 +8,9 @@ free paths exist to hook. Missing pieces become `unavailable` reasons, not guess
 from __future__ import annotations
 
 import bisect
-import os
 from dataclasses import dataclass, field
 
-from ...errors import UserError
+from ... import config
 from ...kernel import KernelInfo
 
 Defines = dict[str, str | int | None]
@@ -28,43 +27,11 @@ class Layout:
     facts: dict[str, str] = field(default_factory=dict)  # what was found, e.g. the backend
 
 
-TRACK_MAX_ENV = "RCUPENDING_TRACK_MAX"  # per-object tracking map size (loss tests, tiny hosts)
-
-
-def _env_int(name: str, ok, what: str) -> int | None:  # noqa: ANN001
-    """Environment variable `name` as an int (None when unset); one line unless ok(value)."""
-    text = os.environ.get(name)
-    if text is None:
-        return None
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if not ok(value):
-        raise UserError(f"{name}={text!r}: give {what}")
-    return value
-
-
-def track_max() -> int | None:
-    """RCUPENDING_TRACK_MAX as an int (None when unset): one line when it is not 1..2^24."""
-    return _env_int(TRACK_MAX_ENV, lambda v: 1 <= v <= 1 << 24, "a number of objects, 1..16777216")
-
-
-SAMPLE_ENV = "RCUPENDING_SAMPLE"  # follow 1 in N objects per address (N a power of two)
-
-
-def sample_one_in() -> int | None:
-    """RCUPENDING_SAMPLE as an int (None when unset or 1): one line unless a power of two."""
-    value = _env_int(SAMPLE_ENV, lambda v: 1 <= v <= 1 << 16 and not v & (v - 1),
-                     "a power of two, 1..65536 (1: every object)")
-    return value if value is not None and value > 1 else None
-
-
 def tracking_defines(lay: Layout) -> None:
     """The per-object map's size (TRACK_MAX) and sampling (SAMPLE_MASK) from the environment."""
-    if (cap := track_max()) is not None:
+    if (cap := config.track_max()) is not None:
         lay.defines["TRACK_MAX"] = cap  # objects over it count as untracked
-    if (n := sample_one_in()) is not None:
+    if (n := config.sample_one_in()) is not None:
         lay.defines["SAMPLE_MASK"] = n - 1  # others count as untracked (and unsampled)
         lay.facts["sample_one_in"] = str(n)
 

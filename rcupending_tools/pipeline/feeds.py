@@ -1,0 +1,164 @@
+"""Feeds: iterators of snapshots for the surfaces, from this host (live), a recording (replay)
+or a lab VM running a stress scenario. A feed yields a snapshot, a log line (str), or None
+(nothing new yet: the surface may poll its keys). Surfaces show a feed; they never pick one."""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from ..errors import UserError
+from ..lab import kernels, vm
+from .recording import paced
+from .schema import Snapshot, is_snapshot
+from .session import LiveSession, open_live
+
+TICK = 0.1  # seconds between yields of None while a feed waits
+Feed = Iterator[Snapshot | str | None]
+
+
+@dataclass
+class Chosen:
+    """A feed and how to introduce it: the header line, a note under it, and whether the last
+    frame stays up when the feed ends (replays and lab runs)."""
+
+    feed: Feed
+    banner: str
+    note: str = ""
+    hold: bool = False
+    total: int | None = None  # snapshots in a replayed recording
+    close: Callable[[], None] = lambda: None  # detaches a live feed's probes
+
+
+def _sleep_ticks(seconds: float) -> Iterator[None]:
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        time.sleep(min(TICK, left))
+        yield None
+
+
+def replay_feed(snapshots: list[Snapshot], speed: float) -> Feed:
+    """The recording at its recorded pace divided by `speed` (0: as fast as it renders)."""
+    for delay, snap in paced(snapshots, speed):
+        yield from _sleep_ticks(delay)
+        yield snap
+
+
+def live_feed(session: LiveSession, interval: float) -> Feed:
+    """Snapshots of an attached session every `interval` s; closing the feed detaches it."""
+    try:
+        yield session.read()
+        while True:
+            yield from _sleep_ticks(interval)
+            yield session.read()
+    finally:
+        session.close()
+
+
+class LineSink:
+    """A text stream for the VM runner: JSON snapshot lines go to a queue, others are log."""
+
+    def __init__(self, put: Callable[[Snapshot | str], None]) -> None:
+        self.put = put
+        self.buf = ""
+
+    def write(self, text: str) -> int:
+        self.buf += text
+        while "\n" in self.buf:
+            line, self.buf = self.buf.split("\n", 1)
+            line = line.strip()
+            if line.startswith("{"):
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if is_snapshot(obj):
+                    obj["source"] = "lab-vm"
+                    self.put(obj)
+            elif line:
+                self.put(line)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def lab_feed(spec: str, interval: float, seconds: float) -> Feed:
+    """Boot `spec` and run the kvfree stress there with snapshots every `interval`."""
+    q: queue.Queue = queue.Queue()
+    done = object()
+    k = kernels.resolve(spec, progress=q.put)
+    q.put(f"booting {k.spec} ({k.release}) in a lab VM; the boot and bcc's compile take a "
+          "minute or two")
+    cmd = ["rcupending", "stress", "kvfree", "--duration", str(seconds), "--workers", "2",
+           "--measure", "--json", "--interval", str(interval)]
+
+    def runner() -> None:
+        try:
+            vm.run_in_vm(k, cmd, stream=LineSink(q.put))
+        except Exception as e:  # shown in the log lines, then the feed ends
+            q.put(f"lab VM failed: {e}")
+        finally:
+            q.put(done)
+
+    threading.Thread(target=runner, daemon=True).start()
+    while True:
+        try:
+            item = q.get(timeout=TICK)
+        except queue.Empty:
+            yield None
+            continue
+        if item is done:
+            return
+        yield item
+
+
+def explain_refusal(statuses: list, release: str) -> str | None:
+    """Why this kernel cannot show kvfree_rcu live (None when kvfree_call_rcu attached)."""
+    kv = next((s for s in statuses if s.name == "kvfree_call_rcu"), None)
+    if kv is not None and kv.status == "attached":
+        return None
+    why = (kv.detail or kv.status) if kv is not None else "not in the probe table"
+    return f"this host's kernel {release} refuses the kvfree_call_rcu probe: {why}"
+
+
+def for_top(interval: float, spec: str, lab_seconds: float, *, no_lab: bool = False,
+            self_cost: bool = False, log: Callable[[str], None] = print) -> Chosen:
+    """The dashboard's live feed: this host when it allows the kvfree_call_rcu probe; else say
+    why (through `log`), then a lab VM on `spec`, or with `no_lab` whatever attaches here."""
+    session = open_live(self_cost=self_cost)
+    try:
+        release = session.release
+        why = explain_refusal(session.statuses, release)
+        if why is None:
+            return Chosen(live_feed(session, interval), f" LIVE · this host's kernel {release} ",
+                          close=session.close)
+        log(why)
+        for s in session.statuses:
+            if s.name != "kvfree_call_rcu":
+                log(f"  {s.name}: {s.status}: {s.detail}")
+        if no_lab:
+            if not session.attached:
+                raise UserError(f"nothing to show live on {release}: no probe attaches "
+                                "(--no-lab: not starting a lab VM)")
+            names = ", ".join(session.attached)
+            log(f"--no-lab: showing what does attach here ({names})")
+            banner = f" LIVE (degraded) · this host's kernel {release} · {names} only "
+            # kvfree_rcu's line says why it is missing
+            return Chosen(live_feed(session, interval), banner, close=session.close)
+    except BaseException:
+        session.close()
+        raise
+    session.close()  # detach before the VM boots
+    log(f"showing a lab VM instead: real kernel {spec} (KVM if usable, else QEMU TCG) running "
+        f"`stress kvfree` for {lab_seconds:.0f}s (--no-lab to stay on this host)")
+    return Chosen(
+        lab_feed(spec, interval, lab_seconds),
+        f" LAB VM · real kernel {spec} · stress kvfree (this host refuses the probes) ",
+        note="this host: " + why.split(" refuses the kvfree_call_rcu probe: ", 1)[-1],
+        hold=True,
+    )
