@@ -10,7 +10,7 @@
 #define TASK_MAP_SIZE 4096
 #endif
 
-/* Index of the per-CPU `lost` counters (keep in sync with collector.LOST_REASONS). */
+/* Index of the per-CPU `lost` counters (read by rcupending_tools/pipeline/collector.py). */
 enum lost_reason {
 	LOST_TASK_MAP_FULL = 0,
 	LOST_NOLOCK_KEY_MAP_FULL = 1,   /* nolock by order/nid/gfp/context: map full */

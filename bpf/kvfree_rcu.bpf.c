@@ -21,61 +21,7 @@
  * Kernel code only counts: per-CPU counters, per-path log2 histograms, per-task sums. */
 #include "common.bpf.h"
 #include "kmem.bpf.h"
-
-/* Where an object's wait ended (keep in sync with collector.KVFREE_PATHS). */
-enum free_path {
-	PATH_BULK = 0,    /* krc bulk page: kfree_bulk / vfree loop after the batch's GP */
-	PATH_LIST = 1,    /* krc channel 3: objects linked through their rcu_head */
-	PATH_INLINE = 2,  /* headless, no page: synchronize_rcu(); kvfree() inline */
-	PATH_SHEAF = 3,   /* 6.18+: per-CPU rcu_free sheaf, freed by rcu_free_sheaf() */
-	PATH_OTHER = 4,   /* a tracked object freed outside the known paths */
-	NPATH = 5,
-};
-
-enum kv_stat {
-	ST_ENQ_HEAD = 0,       /* kfree_rcu(ptr, rhf): object carries an rcu_head */
-	ST_ENQ_HEADLESS = 1,   /* kfree_rcu_mightsleep(ptr) */
-	ST_ENQ_BYTES = 2,
-	ST_ENQ_UNSIZED = 3,    /* bytes unknown (not a slab object) */
-	ST_ENQ_VMALLOC = 4,
-	ST_ENQ_SHEAF = 5,      /* taken by the sheaf bypass (subset of the enqueues) */
-	ST_ENQ_SHEAF_BYTES = 6,
-	ST_UNTRACKED = 7,      /* not tracked per object (map full): free side cannot match */
-	ST_UNTRACKED_BYTES = 8,
-	ST_REPLACED = 9,       /* a tracked address enqueued again before its free was seen */
-	ST_FREED = 10,                   /* + path */
-	ST_FREED_BYTES = ST_FREED + NPATH, /* + path */
-	ST_UNMATCHED = ST_FREED_BYTES + NPATH, /* + path: frees of objects enqueued before attach */
-	ST_MAX = ST_UNMATCHED + NPATH,
-};
-
-/* Counted kernel events (keep in sync with kvfree_metrics.EVENTS). */
-enum kv_event {
-	EV_GP = 0,            /* grace periods completed (rcu_gp_cleanup) */
-	EV_BARRIER = 1,       /* kvfree_rcu_barrier() calls */
-	EV_SHRINK_SCAN = 2,   /* krc shrinker scans */
-	EV_SHRINK_FREED = 3,  /* objects the shrinker reported */
-	EV_REFILL = 4,        /* page-cache refill work runs (fill_page_cache_func) */
-	EV_RECLAIM_WORK = 5,  /* kfree_rcu_work runs (one per batch after its grace period) */
-	EV_PHASED = 6,        /* freed objects with batch/GP/reclaim phases */
-	EV_READY = 7,         /* freed objects whose GP ended before their batch was queued */
-	EV_NOLOCK_ENQ = 8,    /* kfree_call_rcu_nolock() calls (7.x) */
-	EV_NOLOCK_DEFER = 9,  /* of those, deferred to irq_work (defer_kfree_rcu) */
-	EV_UNSAMPLED = 10,    /* enqueues outside the sample (RCUPENDING_SAMPLE): untracked */
-	EV_UNARMED = 11,      /* calls before every hook was attached: not counted */
-	NEV = 12,
-};
-
-/* Duration histograms (keep in sync with kvfree_metrics.DURATIONS). */
-enum kv_dur {
-	DUR_BATCH = 0,    /* enqueue -> its batch handed to RCU (queue_rcu_work) */
-	DUR_GP = 1,       /* batch queued -> kfree_rcu_work starts (grace period + wakeup) */
-	DUR_RECLAIM = 2,  /* kfree_rcu_work start -> the object's free */
-	DUR_READY = 3,    /* enqueue -> free, freed by the monitor with the GP already over */
-	DUR_RCU_GP = 4,   /* rcu_gp_init -> rcu_gp_cleanup: one RCU grace period */
-	DUR_BARRIER = 5,  /* kvfree_rcu_barrier() call duration */
-	NDUR = 6,
-};
+#include "kvfree_rcu.h"
 
 struct inflight {
 	u64 ts;

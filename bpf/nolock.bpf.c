@@ -16,25 +16,8 @@
  * with -DNOLOCK_NMI_MASK / -DNOLOCK_HARDIRQ_MASK (the per-CPU preempt count and its layout,
  * for the context: task, softirq, hard IRQ, NMI; the low 32 bits are read). */
 #include "common.bpf.h"
+#include "nolock.h"
 
-enum nolock_stat {
-	NOLOCK_ATTEMPTS = 0,
-	NOLOCK_FAILURES = 1,
-	NOLOCK_PAGES = 2, /* pages obtained: sum of 1 << order over successes */
-	NOLOCK_MEMCG_FAILURES = 3, /* failures whose memcg charge failed (NOLOCK_MEMCG_CAUSE) */
-	NOLOCK_STAT_MAX = 4,
-};
-
-/* keep in sync with collector.NOLOCK_CONTEXTS */
-enum nolock_ctx {
-	NOLOCK_CTX_TASK = 0,
-	NOLOCK_CTX_SOFTIRQ = 1,
-	NOLOCK_CTX_HARDIRQ = 2,
-	NOLOCK_CTX_NMI = 3,
-	NOLOCK_CTX_UNKNOWN = 4,
-};
-
-#define NOLOCK_NO_ARG 0x7fffffff /* order/nid/gfp the mechanism cannot see */
 #define NOLOCK_FRAMES 12
 
 struct nolock_key {

@@ -2,7 +2,7 @@
  * (rcu_pending_enqueue_list), dequeues (rcu_pending_dequeue*), processing runs
  * (__process_finished_items) and each processed object (the pending's process callback), for
  * bcachefs's copy (6.12-6.17) or the core-kernel copy of a patched kernel.
- * -DPENDING_SYM=<symbol> and -DPENDING_FENTRY or -DPENDING_KPROBE; layout.pending_layout()
+ * -DPENDING_SYM=<symbol> and -DPENDING_FENTRY or -DPENDING_KPROBE; probes/layouts/pending.py
  * adds struct offsets (-DOFF_*) and which extra functions exist (-DHAVE_*).
  *
  * Per object: enqueue time, grace-period cookie source (rcu_state.gp_seq for RCU, the
@@ -10,36 +10,7 @@
  * bytes (slab slot size, like kvfree_rcu). Kernel code only counts. */
 #include "common.bpf.h"
 #include "kmem.bpf.h"
-
-/* Flavors (keep in sync with pending_metrics.FLAVORS). */
-enum pending_flavor {
-	FL_RCU = 0,
-	FL_SRCU = 1,
-	NFL = 2,
-};
-
-/* Counters, per flavor: index stat * NFL + flavor (keep in sync with pending_metrics.STATS). */
-enum pending_stat {
-	PS_ENQ = 0,            /* rcu_pending_enqueue() objects */
-	PS_ENQ_BYTES = 1,
-	PS_ENQ_UNSIZED = 2,    /* not a slab object: bytes unknown */
-	PS_LIST = 3,           /* generic enqueues that fell back to the linked list */
-	PS_KV_LIST = 4,        /* kvfree_rcu() enqueues that fell back to the list (kvfree mode) */
-	PS_DEQ = 5,            /* tracked objects taken back by rcu_pending_dequeue*() */
-	PS_DEQ_BYTES = 6,
-	PS_DEQ_UNMATCHED = 7,  /* dequeued objects enqueued before attach */
-	PS_PROC = 8,           /* tracked objects handed to the process callback */
-	PS_PROC_BYTES = 9,
-	PS_PROC_UNMATCHED = 10, /* processed objects enqueued before attach */
-	PS_UNTRACKED = 11,     /* not tracked (map full): counted, never matched */
-	PS_UNTRACKED_BYTES = 12,
-	PS_REPLACED = 13,      /* a tracked object enqueued again before it was seen processed */
-	PS_RUNS = 14,          /* __process_finished_items() calls */
-	PS_KV_RUNS = 15,       /* of those, on the kvfree_rcu() pending */
-	PS_MAX = 16,
-};
-
-#define RCU_PENDING_KVFREE 1  /* process of the kvfree_rcu() pending */
+#include "rcu_pending.h"
 
 #ifndef TRACK_MAX
 #define TRACK_MAX 65536

@@ -1,68 +1,134 @@
-"""The kvfree_rcu family of a snapshot, from the raw counters of bpf/kvfree_rcu.bpf.c."""
+"""The kvfree_rcu family: kvfree_call_rcu() enqueues and the frees that end each object's wait
+(bpf/kvfree_rcu.bpf.c; its indexes in bpf/kvfree_rcu.h): read, section, samples."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from ..pipeline.derive import log2_buckets, percentile_bounds
+from . import enums
+from .base import (
+    Family,
+    HistogramFamily,
+    Metric,
+    Raw,
+    ReadContext,
+    Samples,
+    Section,
+    SectionContext,
+    comm,
+    percpu_rows,
+    program_misses,
+    slots,
+    summed,
+)
 
-# Mirrors of the BPF enums (tests/unit/test_kvfree_metrics.py checks them against the C file).
-PATHS = ("bulk", "list", "inline", "sheaf", "other")
-NPATH = len(PATHS)
+H = enums.header("kvfree_rcu.h")
+PATHS = H.enum("free_path").names("PATH_")
+NPATH = H["NPATH"]
 HIST_SLOTS = 64
-ST_ENQ_HEAD, ST_ENQ_HEADLESS, ST_ENQ_BYTES, ST_ENQ_UNSIZED, ST_ENQ_VMALLOC = range(5)
-ST_ENQ_SHEAF, ST_ENQ_SHEAF_BYTES, ST_UNTRACKED, ST_UNTRACKED_BYTES, ST_REPLACED = range(5, 10)
-ST_FREED = 10
-ST_FREED_BYTES = ST_FREED + NPATH
-ST_UNMATCHED = ST_FREED_BYTES + NPATH
-ST_MAX = ST_UNMATCHED + NPATH
-EVENTS = ("gp", "barrier", "shrink_scan", "shrink_freed", "refill", "reclaim_work", "phased",
-          "ready", "nolock_enq", "nolock_defer", "unsampled", "unarmed")
-NEV = len(EVENTS)
-DURATIONS = ("batch", "gp", "reclaim", "ready", "rcu_gp", "barrier")
-NDUR = len(DURATIONS)
+ST_ENQ_HEAD, ST_ENQ_HEADLESS = H["ST_ENQ_HEAD"], H["ST_ENQ_HEADLESS"]
+ST_ENQ_BYTES = H["ST_ENQ_BYTES"]
+ST_ENQ_UNSIZED, ST_ENQ_VMALLOC = H["ST_ENQ_UNSIZED"], H["ST_ENQ_VMALLOC"]
+ST_ENQ_SHEAF, ST_ENQ_SHEAF_BYTES = H["ST_ENQ_SHEAF"], H["ST_ENQ_SHEAF_BYTES"]
+ST_UNTRACKED, ST_UNTRACKED_BYTES = H["ST_UNTRACKED"], H["ST_UNTRACKED_BYTES"]
+ST_REPLACED, ST_FREED, ST_FREED_BYTES = H["ST_REPLACED"], H["ST_FREED"], H["ST_FREED_BYTES"]
+ST_UNMATCHED, ST_MAX = H["ST_UNMATCHED"], H["ST_MAX"]
+EVENTS = H.enum("kv_event").names("EV_")
+NEV = H["NEV"]
+DURATIONS = H.enum("kv_dur").names("DUR_")
+NDUR = H["NDUR"]
 PHASES = DURATIONS[:4]
+TOP_PROCESSES = 20
 
 
-def _sum_rows(stats: list[list[int]], idx: int) -> int:
-    return sum(stats[idx])
+# ---------------------------------------------------------------- read
 
 
-def kvfree_family(raw: Any, stress_tgids: set[int]) -> dict[str, Any] | None:
-    """Snapshot section `kvfree_rcu` from a RawSample (None when the probe is not attached)."""
-    st = raw.kvfree_stats
-    if st is None:
+def read(b: Any, ctx: ReadContext) -> Raw:
+    """The maps of bpf/kvfree_rcu.bpf.c. Free-side maps first, then per-task enqueues, then
+    the counters: while traffic runs, each split is read before the total it is compared with."""
+    raw: Raw = {
+        "events": summed(b["kv_events"], NEV),
+        "dur_hist": summed(b["kv_dur_hist"], NDUR * HIST_SLOTS),
+    }
+    hist_lat = summed(b["kv_lat_hist"], NPATH * HIST_SLOTS)
+    hist_gp = summed(b["kv_gp_hist"], NPATH * HIST_SLOTS)
+    table = b["kv_freed_by_enq_cpu"]
+    ncpu = len(b["kv_stats"][0])
+    freed_by_cpu = [[int(table[c].objects), int(table[c].bytes)] for c in range(ncpu)]
+    freed_by_tgid = sorted([int(k.value), int(v.objects), int(v.bytes)]
+                           for k, v in b["kv_freed_by_tgid"].items())
+    tasks: dict[tuple[int, str], list[int]] = {}
+    for k, v in b["kvfree_by_task"].items():
+        cur = tasks.setdefault((int(k.tgid), comm(k.comm)), [0, 0, 0, 0, 0])
+        for i, f in enumerate((v.objects, v.bytes, v.headless, v.headless_bytes, v.untracked)):
+            cur[i] += int(f)
+    raw["misses"] = program_misses(b)  # before the counters: never more than them
+    raw["stats"] = percpu_rows(b["kv_stats"], ST_MAX)
+    raw.update(lat_hist=hist_lat, gp_hist=hist_gp, freed_by_enq_cpu=freed_by_cpu,
+               freed_by_tgid=freed_by_tgid,
+               by_task=[[t, c, *v] for (t, c), v in sorted(tasks.items())])
+    g = b["kv_pending_gauge"][0]
+    raw["pending_gauge"] = [int(g.objects), int(g.bytes), int(g.peak_objects),
+                            int(g.peak_bytes)]
+    if ctx.count_map:
+        raw["in_map"] = _count_inflight(b, raw["stats"])
+    return raw
+
+
+def _count_inflight(b: Any, stats: list[list[int]], tries: int = 5) -> dict[str, int] | None:
+    """Count the tracking map between two identical reads of the counters (so the count and
+    the counters describe one instant); None if traffic never paused."""
+    for _ in range(tries):
+        counts = {"objects": 0, "bytes": 0, "krc": 0, "sheaf": 0}
+        for v in b["kv_inflight"].values():
+            counts["objects"] += 1
+            counts["bytes"] += int(v.bytes)
+            counts["sheaf" if v.route else "krc"] += 1
+        after = percpu_rows(b["kv_stats"], ST_MAX)
+        if after == stats:
+            return counts
+        stats[:] = after  # the reading moves to the newer instant
+        time.sleep(0.05)
+    return None
+
+
+# ---------------------------------------------------------------- section
+
+
+def _row(st: list[list[int]], idx: int) -> int:
+    return sum(st[idx])
+
+
+def section(raw: Raw | None, ctx: SectionContext) -> Section | None:
+    """Snapshot section `kvfree_rcu` (None when the probe is not attached)."""
+    if raw is None or raw.get("stats") is None:
         return None
+    st = raw["stats"]
     ncpu = len(st[0])
-    head, headless = _sum_rows(st, ST_ENQ_HEAD), _sum_rows(st, ST_ENQ_HEADLESS)
+    head, headless = _row(st, ST_ENQ_HEAD), _row(st, ST_ENQ_HEADLESS)
     enq_by_cpu = [st[ST_ENQ_HEAD][c] + st[ST_ENQ_HEADLESS][c] for c in range(ncpu)]
     enq_bytes_by_cpu = list(st[ST_ENQ_BYTES])
     enq, enq_bytes = head + headless, sum(enq_bytes_by_cpu)
-    sheaf, sheaf_bytes = _sum_rows(st, ST_ENQ_SHEAF), _sum_rows(st, ST_ENQ_SHEAF_BYTES)
+    sheaf, sheaf_bytes = _row(st, ST_ENQ_SHEAF), _row(st, ST_ENQ_SHEAF_BYTES)
     by_path = {
-        p: {"objects": _sum_rows(st, ST_FREED + i), "bytes": _sum_rows(st, ST_FREED_BYTES + i)}
+        p: {"objects": _row(st, ST_FREED + i), "bytes": _row(st, ST_FREED_BYTES + i)}
         for i, p in enumerate(PATHS)
     }
     freed = sum(v["objects"] for v in by_path.values())
     freed_bytes = sum(v["bytes"] for v in by_path.values())
-    untracked = _sum_rows(st, ST_UNTRACKED)
-    untracked_bytes = _sum_rows(st, ST_UNTRACKED_BYTES)
-    replaced = _sum_rows(st, ST_REPLACED)
-    pending = enq - freed - untracked - replaced
-    pending_bytes = enq_bytes - freed_bytes - untracked_bytes
-    fcpu = raw.kvfree_freed_by_enq_cpu or [[0, 0]] * ncpu
-    tasks = raw.kvfree_by_task or {}
-    freed_tgid = raw.kvfree_freed_by_tgid or {}
-
-    lat = raw.kvfree_lat_hist or [0] * (NPATH * HIST_SLOTS)
-    gps = raw.kvfree_gp_hist or [0] * (NPATH * HIST_SLOTS)
+    untracked, untracked_bytes = _row(st, ST_UNTRACKED), _row(st, ST_UNTRACKED_BYTES)
+    replaced = _row(st, ST_REPLACED)
+    fcpu = raw.get("freed_by_enq_cpu") or [[0, 0]] * ncpu
+    tasks = {(t, c): rest for t, c, *rest in raw.get("by_task") or []}
+    freed_tgid = {t: [o, nb] for t, o, nb in raw.get("freed_by_tgid") or []}
+    lat = raw.get("lat_hist") or [0] * (NPATH * HIST_SLOTS)
+    gps = raw.get("gp_hist") or [0] * (NPATH * HIST_SLOTS)
     lat_total = [sum(lat[i * HIST_SLOTS + s] for i in range(NPATH)) for s in range(HIST_SLOTS)]
     gp_total = [sum(gps[i * HIST_SLOTS + s] for i in range(NPATH)) for s in range(HIST_SLOTS)]
-
-    def path_hist(h: list[int], i: int) -> list[int]:
-        return h[i * HIST_SLOTS : (i + 1) * HIST_SLOTS]
-
-    out: dict[str, Any] = {
+    out: Section = {
         "enqueued": {
             "objects": enq,
             "bytes": enq_bytes,
@@ -73,20 +139,20 @@ def kvfree_family(raw: Any, stress_tgids: set[int]) -> dict[str, Any] | None:
                 "krc": {"objects": enq - sheaf, "bytes": enq_bytes - sheaf_bytes},
                 "sheaf": {"objects": sheaf, "bytes": sheaf_bytes},
             },
-            "unsized": _sum_rows(st, ST_ENQ_UNSIZED),
-            "vmalloc": _sum_rows(st, ST_ENQ_VMALLOC),
+            "unsized": _row(st, ST_ENQ_UNSIZED),
+            "vmalloc": _row(st, ST_ENQ_VMALLOC),
             # calls while the tool was still attaching its hooks (not counted above)
-            "before_armed": _events_or_zero(raw, "unarmed"),
+            "before_armed": _event(raw, "unarmed"),
         },
         "freed": {
             "objects": freed,
             "bytes": freed_bytes,
             "by_path": by_path,
-            "pre_attach": {p: _sum_rows(st, ST_UNMATCHED + i) for i, p in enumerate(PATHS)},
+            "pre_attach": {p: _row(st, ST_UNMATCHED + i) for i, p in enumerate(PATHS)},
         },
         "pending": {
-            "objects": pending,
-            "bytes": pending_bytes,
+            "objects": enq - freed - untracked - replaced,
+            "bytes": enq_bytes - freed_bytes - untracked_bytes,
             "by_cpu": [enq_by_cpu[c] - (fcpu[c][0] if c < len(fcpu) else 0) for c in range(ncpu)],
             "bytes_by_cpu": [
                 enq_bytes_by_cpu[c] - (fcpu[c][1] if c < len(fcpu) else 0) for c in range(ncpu)
@@ -94,7 +160,7 @@ def kvfree_family(raw: Any, stress_tgids: set[int]) -> dict[str, Any] | None:
         },
         # not followed per object: outside the sample (RCUPENDING_SAMPLE) or the map full
         "untracked": {"objects": untracked, "bytes": untracked_bytes,
-                      "unsampled": _events_or_zero(raw, "unsampled")},
+                      "unsampled": _event(raw, "unsampled")},
         "replaced": replaced,
         "fallback": {
             "list": by_path["list"]["objects"],
@@ -107,68 +173,69 @@ def kvfree_family(raw: Any, stress_tgids: set[int]) -> dict[str, Any] | None:
             "ns": percentile_bounds(lat_total),
             "gps": percentile_bounds(gp_total),
             "by_path": {
-                p: {"count": sum(path_hist(lat, i)), "ns": percentile_bounds(path_hist(lat, i))}
+                p: {"count": sum(slots(lat, i)), "ns": percentile_bounds(slots(lat, i))}
                 for i, p in enumerate(PATHS)
-                if sum(path_hist(lat, i))
+                if sum(slots(lat, i))
             },
         },
-        "conservation": conservation(enq, freed, untracked, replaced, raw.kvfree_in_map),
+        "conservation": conservation(enq, freed, untracked, replaced, raw.get("in_map")),
         "by_process": _by_process(tasks, freed_tgid),
     }
-    if raw.kvfree_pending_gauge:
+    if raw.get("pending_gauge"):
         # high-water mark kept by the kernel side at every enqueue and free (tracked objects):
         # a peak between two reads that sampling the pending level would miss
-        _, _, peak_objects, peak_bytes = raw.kvfree_pending_gauge
+        _, _, peak_objects, peak_bytes = raw["pending_gauge"]
         out["pending"]["peak"] = {"objects": peak_objects, "bytes": peak_bytes}
     out.update(_kernel_events(raw))
-    if raw.kvfree_misses is not None:
+    if (m := raw.get("misses")) is not None:
         # runs the kernel skipped: fentry's per-program recursion check (a preempted program
         # on that CPU counts too, on preemptible kernels), or kprobe programs nested in another
         # BPF program; an enqueue missed here is not counted anywhere else
-        m = raw.kvfree_misses
         out["misses"] = {
             "recursion": sum(m.values()),
             "enqueue": sum(n for p, n in m.items() if p.endswith("kvfree_call_rcu")
                            and not p.startswith(("kretfunc", "kretprobe"))),
             "by_program": {p: n for p, n in sorted(m.items()) if n},
         }
-    if stress_tgids:
-        mine = [v for (t, _), v in tasks.items() if t in stress_tgids]
-        f = [v for t, v in freed_tgid.items() if t in stress_tgids]
-        out["by_stress"] = {
-            "enqueued": sum(v[0] for v in mine),
-            "enqueued_bytes": sum(v[1] for v in mine),
-            # kfree_rcu_mightsleep() objects (absent from recordings made before the split)
-            "enqueued_headless": sum(v[2] for v in mine if len(v) > 2),
-            "enqueued_headless_bytes": sum(v[3] for v in mine if len(v) > 3),
-            "freed": sum(v[0] for v in f),
-            "freed_bytes": sum(v[1] for v in f),
-            # not followed per object (sampling, a full map): their frees are not seen
-            "untracked": sum(v[4] for v in mine if len(v) > 4),
-        }
-        bs = out["by_stress"]
-        bs["pending"] = bs["enqueued"] - bs["freed"] - bs["untracked"]
+    if ctx.stress_tgids:
+        out["by_stress"] = _by_stress(tasks, freed_tgid, ctx.stress_tgids)
     return out
 
 
-def _events_or_zero(raw: Any, name: str) -> int:
-    ev = raw.kvfree_events
+def _by_stress(tasks: dict, freed_tgid: dict, tgids: frozenset[int]) -> dict[str, int]:
+    mine = [v for (t, _), v in tasks.items() if t in tgids]
+    f = [v for t, v in freed_tgid.items() if t in tgids]
+    bs = {
+        "enqueued": sum(v[0] for v in mine),
+        "enqueued_bytes": sum(v[1] for v in mine),
+        # kfree_rcu_mightsleep() objects (absent from recordings made before the split)
+        "enqueued_headless": sum(v[2] for v in mine if len(v) > 2),
+        "enqueued_headless_bytes": sum(v[3] for v in mine if len(v) > 3),
+        "freed": sum(v[0] for v in f),
+        "freed_bytes": sum(v[1] for v in f),
+        # not followed per object (sampling, a full map): their frees are not seen
+        "untracked": sum(v[4] for v in mine if len(v) > 4),
+    }
+    bs["pending"] = bs["enqueued"] - bs["freed"] - bs["untracked"]
+    return bs
+
+
+def _event(raw: Raw, name: str) -> int:
+    ev = raw.get("events")
     i = EVENTS.index(name)
     return int(ev[i]) if ev is not None and i < len(ev) else 0
 
 
-def _dur(raw: Any, name: str) -> list[int]:
-    h = raw.kvfree_dur_hist or [0] * (NDUR * HIST_SLOTS)
-    i = DURATIONS.index(name)
-    return h[i * HIST_SLOTS : (i + 1) * HIST_SLOTS]
+def _dur(raw: Raw, name: str) -> list[int]:
+    return slots(raw.get("dur_hist"), DURATIONS.index(name), HIST_SLOTS)
 
 
-def _kernel_events(raw: Any) -> dict[str, Any]:
+def _kernel_events(raw: Raw) -> dict[str, Any]:
     """Phases, grace periods, barrier, shrinker, page refill and nolock counters (None when
     this kernel or attach kind has no hook for them: the probe's `unavailable` says why)."""
-    if raw.kvfree_events is None:
+    if raw.get("events") is None:
         return {"phases": None, "rcu_gp": None, "events": None}
-    ev = dict(zip(EVENTS, raw.kvfree_events, strict=True))
+    ev = dict(zip(EVENTS, raw["events"], strict=True))
 
     def timed(name: str) -> dict[str, Any]:
         h = _dur(raw, name)
@@ -190,24 +257,24 @@ def _kernel_events(raw: Any) -> dict[str, Any]:
     }
 
 
-def histograms(raw: Any) -> dict[str, Any]:
+def histograms(raw: Raw | None) -> dict[str, Any]:
     """Log2 latency histograms of the kvfree family, per path and in total."""
-    if raw.kvfree_stats is None or raw.kvfree_lat_hist is None:
+    if raw is None or raw.get("stats") is None or raw.get("lat_hist") is None:
         return {}
     out: dict[str, Any] = {}
     for name, h, unit in (
-        ("latency_ns", raw.kvfree_lat_hist, "ns"),
-        ("latency_gps", raw.kvfree_gp_hist or [], "grace periods + 1"),
+        ("latency_ns", raw["lat_hist"], "ns"),
+        ("latency_gps", raw.get("gp_hist") or [], "grace periods + 1"),
     ):
         if not h:
             continue
         total = [sum(h[i * HIST_SLOTS + s] for i in range(NPATH)) for s in range(HIST_SLOTS)]
         out[f"kvfree_rcu.{name}"] = {"unit": unit, "buckets": log2_buckets(total)}
         for i, p in enumerate(PATHS):
-            part = h[i * HIST_SLOTS : (i + 1) * HIST_SLOTS]
+            part = slots(h, i, HIST_SLOTS)
             if sum(part):
                 out[f"kvfree_rcu.{name}.{p}"] = {"unit": unit, "buckets": log2_buckets(part)}
-    if raw.kvfree_dur_hist is not None:
+    if raw.get("dur_hist") is not None:
         for d in DURATIONS:
             part = _dur(raw, d)
             if sum(part):
@@ -236,12 +303,181 @@ def conservation(
 
 def _by_process(tasks: dict, freed_tgid: dict) -> list[dict[str, Any]]:
     rows = []
-    for (tgid, comm), (objects, nbytes, *_) in tasks.items():
-        rows.append({"tgid": tgid, "comm": comm, "objects": objects, "bytes": nbytes})
+    for (tgid, name), (objects, nbytes, *_) in tasks.items():
+        rows.append({"tgid": tgid, "comm": name, "objects": objects, "bytes": nbytes})
     freed_left = dict(freed_tgid)
     for r in rows:  # a tgid may appear with several comms: attribute frees once
         f = freed_left.pop(r["tgid"], [0, 0])
         r["freed"], r["freed_bytes"] = f[0], f[1]
         r["pending_bytes"] = r["bytes"] - f[1]
     rows.sort(key=lambda r: (-r["pending_bytes"], -r["objects"], r["tgid"]))
-    return rows[:20]
+    return rows[:TOP_PROCESSES]
+
+
+# ---------------------------------------------------------------- metrics
+
+METRICS: tuple[Metric, ...] = (
+    Metric("kvfree_rcu_enqueued_objects", "counter", "objects queued by kvfree_call_rcu()"),
+    Metric("kvfree_rcu_enqueued_bytes", "counter", "bytes queued by kvfree_call_rcu() (ksize)"),
+    Metric(
+        "kvfree_rcu_enqueued_objects_by_kind",
+        "counter",
+        "kvfree_call_rcu() objects by kind (head: kfree_rcu(ptr, rhf); headless)",
+        ("kind",),
+    ),
+    Metric(
+        "kvfree_rcu_enqueued_objects_by_cpu",
+        "counter",
+        "kvfree_call_rcu() objects by CPU",
+        ("cpu",),
+    ),
+    Metric(
+        "kvfree_rcu_enqueued_bytes_by_cpu", "counter", "kvfree_call_rcu() bytes by CPU", ("cpu",)
+    ),
+    Metric(
+        "kvfree_rcu_enqueued_objects_by_route",
+        "counter",
+        "kvfree_call_rcu() objects by route (krc batching, slab sheaf)",
+        ("route",),
+    ),
+    Metric(
+        "kvfree_rcu_enqueued_bytes_by_route",
+        "counter",
+        "kvfree_call_rcu() bytes by route",
+        ("route",),
+    ),
+    Metric(
+        "kvfree_rcu_enqueued_unsized_objects", "counter", "enqueued objects whose size is unknown"
+    ),
+    Metric("kvfree_rcu_enqueued_vmalloc_objects", "counter", "enqueued vmalloc'ed objects"),
+    Metric("kvfree_rcu_freed_objects", "counter", "tracked objects whose wait behind RCU ended"),
+    Metric("kvfree_rcu_freed_bytes", "counter", "bytes of tracked objects freed after their wait"),
+    Metric(
+        "kvfree_rcu_freed_objects_by_path",
+        "counter",
+        "freed objects by free path (bulk, list, inline: kvfree_rcu's; list, inline: fallbacks)",
+        ("path",),
+    ),
+    Metric("kvfree_rcu_freed_bytes_by_path", "counter", "freed bytes by free path", ("path",)),
+    Metric(
+        "kvfree_rcu_freed_pre_attach_objects_by_path",
+        "counter",
+        "frees of objects enqueued before attach (not matched, not subtracted)",
+        ("path",),
+    ),
+    Metric("kvfree_rcu_pending_objects", "gauge", "tracked objects enqueued and not yet freed"),
+    Metric("kvfree_rcu_pending_bytes", "gauge", "bytes enqueued and not yet freed (stranded)"),
+    Metric(
+        "kvfree_rcu_pending_objects_by_cpu", "gauge", "pending objects by enqueuing CPU", ("cpu",)
+    ),
+    Metric("kvfree_rcu_pending_bytes_by_cpu", "gauge", "pending bytes by enqueuing CPU", ("cpu",)),
+    Metric("kvfree_rcu_untracked_objects", "counter", "enqueues the tracking map could not hold"),
+    Metric("kvfree_rcu_untracked_bytes", "counter", "bytes of untracked enqueues"),
+    Metric(
+        "kvfree_rcu_replaced_objects",
+        "counter",
+        "tracked addresses enqueued again before their free was seen",
+    ),
+    Metric(
+        "kvfree_rcu_latency_seconds", "histogram", "enqueue -> free time per object (log2 buckets)"
+    ),
+    Metric(
+        "kvfree_rcu_latency_by_path_seconds",
+        "histogram",
+        "enqueue -> free time per object by free path (log2 buckets)",
+        ("path",),
+    ),
+    Metric(
+        "kvfree_rcu_latency_grace_periods",
+        "histogram",
+        "grace periods elapsed + 1 between enqueue and free (log2 buckets)",
+    ),
+    Metric(
+        "kvfree_rcu_latency_by_path_grace_periods",
+        "histogram",
+        "grace periods elapsed + 1 between enqueue and free, by free path",
+        ("path",),
+    ),
+    Metric(
+        "kvfree_rcu_process_enqueued_objects",
+        "counter",
+        "kvfree_call_rcu() objects of the top processes (a process leaving the top 20 disappears)",
+        ("tgid", "comm"),
+    ),
+    Metric(
+        "kvfree_rcu_process_pending_bytes",
+        "gauge",
+        "bytes a top process enqueued that are not yet freed (stranded)",
+        ("tgid", "comm"),
+    ),
+    Metric(
+        "kvfree_rcu_stress_enqueued_objects",
+        "counter",
+        "kvfree_call_rcu() objects of the running stress scenario's workers",
+    ),
+)
+
+HISTOGRAM_FAMILIES = (
+    HistogramFamily("kvfree_rcu.latency_ns", "kvfree_rcu_latency_seconds",
+                    "kvfree_rcu_latency_by_path_seconds", "path", 1e-9),
+    HistogramFamily("kvfree_rcu.latency_gps", "kvfree_rcu_latency_grace_periods",
+                    "kvfree_rcu_latency_by_path_grace_periods", "path"),
+)
+
+
+def samples(kv: Section) -> list:
+    """The metric samples of a `kvfree_rcu` section (fields an older snapshot lacks: none)."""
+    c = Samples(METRICS)
+    enq = kv["enqueued"]
+    c("kvfree_rcu_enqueued_objects", enq["objects"])
+    if "bytes" in enq:
+        c("kvfree_rcu_enqueued_bytes", enq["bytes"])
+    for kind, n in enq.get("by_kind", {}).items():
+        c("kvfree_rcu_enqueued_objects_by_kind", n, kind=kind)
+    for cpu, n in enumerate(enq["by_cpu"]):
+        c("kvfree_rcu_enqueued_objects_by_cpu", n, cpu=cpu)
+    for cpu, n in enumerate(enq.get("bytes_by_cpu", [])):
+        c("kvfree_rcu_enqueued_bytes_by_cpu", n, cpu=cpu)
+    for route, v in enq.get("by_route", {}).items():
+        c("kvfree_rcu_enqueued_objects_by_route", v["objects"], route=route)
+        c("kvfree_rcu_enqueued_bytes_by_route", v["bytes"], route=route)
+    if "unsized" in enq:
+        c("kvfree_rcu_enqueued_unsized_objects", enq["unsized"])
+    if "vmalloc" in enq:
+        c("kvfree_rcu_enqueued_vmalloc_objects", enq["vmalloc"])
+    if (freed := kv.get("freed")) is not None:
+        c("kvfree_rcu_freed_objects", freed["objects"])
+        c("kvfree_rcu_freed_bytes", freed["bytes"])
+        for path, v in freed.get("by_path", {}).items():
+            c("kvfree_rcu_freed_objects_by_path", v["objects"], path=path)
+            c("kvfree_rcu_freed_bytes_by_path", v["bytes"], path=path)
+        for path, n in freed.get("pre_attach", {}).items():
+            c("kvfree_rcu_freed_pre_attach_objects_by_path", n, path=path)
+    if (pend := kv.get("pending")) is not None:
+        c("kvfree_rcu_pending_objects", pend["objects"])
+        c("kvfree_rcu_pending_bytes", pend["bytes"])
+        for cpu, n in enumerate(pend.get("by_cpu", [])):
+            c("kvfree_rcu_pending_objects_by_cpu", n, cpu=cpu)
+        for cpu, n in enumerate(pend.get("bytes_by_cpu", [])):
+            c("kvfree_rcu_pending_bytes_by_cpu", n, cpu=cpu)
+    if (unt := kv.get("untracked")) is not None:
+        c("kvfree_rcu_untracked_objects", unt.get("objects", 0))
+        c("kvfree_rcu_untracked_bytes", unt.get("bytes", 0))
+    if "replaced" in kv:
+        c("kvfree_rcu_replaced_objects", kv["replaced"])
+    for p in kv["by_process"]:
+        c("kvfree_rcu_process_enqueued_objects", p["objects"], tgid=p["tgid"], comm=p["comm"])
+        if "pending_bytes" in p:
+            c(
+                "kvfree_rcu_process_pending_bytes",
+                p["pending_bytes"],
+                tgid=p["tgid"],
+                comm=p["comm"],
+            )
+    if "by_stress" in kv:
+        c("kvfree_rcu_stress_enqueued_objects", kv["by_stress"].get("enqueued", 0))
+    return c.out
+
+
+FAMILY = Family("kvfree_rcu", "kvfree_call_rcu", read, section, histograms, samples, METRICS,
+                HISTOGRAM_FAMILIES)

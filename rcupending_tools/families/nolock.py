@@ -10,15 +10,30 @@ stack, skipping BPF/tracing machinery (trampolines, programs, kretprobe return s
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
+from ..probes import bpfload
 from ..probes.table import NOLOCK_SYMBOLS
+from . import enums
+from .base import (
+    Family,
+    Metric,
+    Raw,
+    ReadContext,
+    Samples,
+    Section,
+    SectionContext,
+    percpu_rows,
+    program_misses,
+)
 
-# Index order of bpf/nolock.bpf.c's enums.
-STATS = ("attempts", "failures", "pages", "memcg_failures")
-CONTEXTS = ("task", "softirq", "hardirq", "nmi", "unknown")
-NO_ARG = 0x7FFFFFFF  # order/nid/gfp the attach mechanism cannot see
+H = enums.header("nolock.h")
+STATS = H.enum("nolock_stat").names("NOLOCK_")
+CONTEXTS = H.enum("nolock_ctx").names("NOLOCK_CTX_")
+NO_ARG = H["NOLOCK_NO_ARG"]  # order/nid/gfp the attach mechanism cannot see
 PAGE_SIZE = 4096  # x86-64, the only architecture the lab runs
 TOP_CALLERS = 20
 
@@ -53,6 +68,70 @@ ALLOCATOR = (
     "post_alloc_hook",
     "prep_new_page",
 )
+
+
+# ---------------------------------------------------------------- read
+
+
+def read(b: Any, ctx: ReadContext) -> Raw:
+    """The maps of bpf/nolock.bpf.c: splits first, totals last (a split never exceeds the
+    total read after it)."""
+    stacks = [
+        ([int(ip) for ip in k.ip], int(v.attempts), int(v.failures))
+        for k, v in b["nolock_by_stack"].items()
+    ]
+    raw: Raw = {
+        "keys": [
+            [int(k.order), int(k.nid), int(k.gfp), int(k.ctx), int(v.attempts), int(v.failures)]
+            for k, v in b["nolock_by_key"].items()
+        ],
+        "memcg": None,
+    }
+    if "memcg_cause" not in ctx.status.unavailable:
+        raw["memcg"] = [[int(k.value), _cgroup_path(int(k.value)), int(v.value)]
+                        for k, v in b["nolock_memcg_fail"].items()]
+    raw["stats"] = percpu_rows(b["nolock_stats"], len(STATS))
+    raw["callers"] = callers(stacks, ctx.kernel.core_text_symbol)
+    per_program = program_misses(b)
+    raw["misses"] = {
+        "recursion": sum(per_program.values()) if per_program else None,
+        "kprobe": _kprobe_misses() if ctx.kind == "kprobe" else None,
+    }
+    return raw
+
+
+def _cgroup_path(cgroup_id: int, root: str = "/sys/fs/cgroup") -> str | None:
+    """The cgroup v2 directory whose inode number is `cgroup_id` (the kernfs node id); None
+    when gone, or 0 (a charge to the task's own memcg: no active memcg was set)."""
+    if cgroup_id == 0:
+        return None
+    for top, dirs, _ in os.walk(root):
+        for d in dirs:
+            path = os.path.join(top, d)
+            try:
+                if os.stat(path).st_ino == cgroup_id:
+                    return path
+            except OSError:
+                continue
+    try:
+        return root if os.stat(root).st_ino == cgroup_id else None
+    except OSError:
+        return None
+
+
+def _kprobe_misses() -> int | None:
+    """nmissed of this process's bcc kprobe events (kprobe_profile: name, hits, nmissed);
+    None when they are not listed (bcc attached through the perf kprobe PMU)."""
+    tag = f"_bcc_{os.getpid()}"
+    for base in (bpfload.TRACEFS, Path("/sys/kernel/debug/tracing")):
+        try:
+            lines = (base / "kprobe_profile").read_text().splitlines()
+        except OSError:
+            continue
+        rows = [ln.split() for ln in lines if tag in ln]
+        if rows:
+            return sum(int(r[-1]) for r in rows if r and r[-1].isdigit())
+    return None
 
 
 def caller_of(frames: Iterable[str | None]) -> str:
@@ -92,6 +171,18 @@ def _add(rows: dict[Any, list[int]], key: Any, attempts: int, failures: int) -> 
     cur = rows.setdefault(key, [0, 0])
     cur[0] += attempts
     cur[1] += failures
+
+
+def section(raw: Raw | None, ctx: SectionContext) -> Section | None:
+    """Snapshot section `nolock` (None when the probe is not attached)."""
+    if raw is None or raw.get("stats") is None:
+        return None
+    return nolock_family(raw["stats"], raw.get("keys"), raw.get("callers"), raw.get("misses"),
+                         ctx.probe.get("counted_at"), raw.get("memcg"))
+
+
+def histograms(raw: Raw | None) -> dict[str, Any]:
+    return {}
 
 
 def nolock_family(
@@ -155,3 +246,88 @@ def nolock_family(
     if misses is not None:
         out["misses"] = {"recursion": misses.get("recursion"), "kprobe": misses.get("kprobe")}
     return out
+
+
+# ---------------------------------------------------------------- metrics
+
+METRICS: tuple[Metric, ...] = (
+    Metric(
+        "nolock_attempts",
+        "counter",
+        "nolock page allocator calls (or its stand-in, see probe_info)",
+    ),
+    Metric("nolock_failures", "counter", "nolock page allocator calls that returned no page"),
+    Metric("nolock_attempts_by_cpu", "counter", "nolock page allocator calls by CPU", ("cpu",)),
+    Metric(
+        "nolock_failures_by_cpu", "counter", "failed nolock page allocator calls by CPU", ("cpu",)
+    ),
+    Metric(
+        "nolock_obtained_bytes", "counter", "bytes (pages x 4096) the nolock allocator returned"
+    ),
+    Metric(
+        "nolock_attempts_by_order", "counter", "nolock page allocator calls by order", ("order",)
+    ),
+    Metric(
+        "nolock_failures_by_order", "counter", "failed nolock allocator calls by order", ("order",)
+    ),
+    Metric(
+        "nolock_attempts_by_context",
+        "counter",
+        "nolock page allocator calls by context (task, softirq, hardirq, nmi, unknown)",
+        ("context",),
+    ),
+    Metric(
+        "nolock_failures_by_context",
+        "counter",
+        "failed nolock page allocator calls by context",
+        ("context",),
+    ),
+    Metric(
+        "nolock_attempts_by_caller",
+        "counter",
+        "nolock page allocator calls by call site (top 20)",
+        ("caller",),
+    ),
+    Metric(
+        "nolock_failures_by_caller",
+        "counter",
+        "failed nolock page allocator calls by call site (top 20)",
+        ("caller",),
+    ),
+    Metric(
+        "nolock_missed_events_by_reason",
+        "counter",
+        "nolock probe runs the kernel skipped (recursion: a BPF program already running; "
+        "kprobe: kprobe nmissed)",
+        ("reason",),
+    ),
+)
+
+
+def samples(nl: Section) -> list:
+    """The metric samples of a `nolock` section."""
+    c = Samples(METRICS)
+    c("nolock_attempts", nl["attempts"])
+    c("nolock_failures", nl["failures"])
+    for cpu, row in enumerate(nl["by_cpu"]):
+        c("nolock_attempts_by_cpu", row.get("attempts", 0), cpu=cpu)
+        c("nolock_failures_by_cpu", row.get("failures", 0), cpu=cpu)
+    if nl.get("bytes") is not None:
+        c("nolock_obtained_bytes", nl["bytes"])
+    for row in nl.get("by_order") or []:
+        order = "unknown" if row["order"] is None else row["order"]
+        c("nolock_attempts_by_order", row["attempts"], order=order)
+        c("nolock_failures_by_order", row["failures"], order=order)
+    for ctx, row in (nl.get("by_context") or {}).items():
+        c("nolock_attempts_by_context", row["attempts"], context=ctx)
+        c("nolock_failures_by_context", row["failures"], context=ctx)
+    for row in nl.get("by_caller") or []:
+        c("nolock_attempts_by_caller", row["attempts"], caller=row["caller"])
+        c("nolock_failures_by_caller", row["failures"], caller=row["caller"])
+    for reason, n in (nl.get("misses") or {}).items():
+        if n is not None:
+            c("nolock_missed_events_by_reason", n, reason=reason)
+    return c.out
+
+
+FAMILY = Family("nolock", "alloc_pages_nolock", read, section, histograms, samples, METRICS)

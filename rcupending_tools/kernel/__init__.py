@@ -134,6 +134,17 @@ class KernelInfo:
         )
         return [a for a, _ in pairs], [n for _, n in pairs]
 
+    @cached_property
+    def _core_text(self) -> tuple[int, int]:
+        lo, hi = self.symbol("_stext"), self.symbol("_etext")
+        return (lo.address if lo else 0, hi.address if hi else 0)
+
+    def core_text_symbol(self, address: int) -> str | None:
+        """The kernel text symbol at `address`; None outside _stext.._etext (BPF JIT images,
+        trampolines, modules)."""
+        lo, hi = self._core_text
+        return self.ksym_at(address) if lo <= address < hi else None
+
     def ksym_at(self, address: int) -> str | None:
         """Name of the text symbol containing `address` (for call sites)."""
         addrs, names = self._text_symbols

@@ -31,6 +31,7 @@ class ProbeStatus:
     module: str | None = None
     params: list[str] | None = None
     mechanism: str | None = None  # "fentry", "kprobe", "tracepoint:kmem:mm_page_alloc"
+    counted_at: str | None = None  # where calls are counted: symbol(s), or the stand-in
     detail: str = ""
     tried: list[str] = field(default_factory=list)  # "kind: reason" per failed attempt
     unavailable: dict[str, str] = field(default_factory=dict)  # metric -> why, once attached
@@ -157,9 +158,10 @@ def attach(probe: Probe, kernel: KernelInfo) -> tuple[ProbeStatus, bpfload.Loade
             if (kind is AttachKind.FENTRY)
             else ("kretprobe" if probe.needs_return else "kprobe")
         )
-        status.detail = f"{status.mechanism} on {bound.symbol}"
+        status.counted_at = bound.symbol
         if inner := defines.get(f"{probe.prefix}_INNER_SYM"):
-            status.detail += f" + {inner} (calls not from {bound.symbol})"
+            status.counted_at += f" + {inner} (calls not from {bound.symbol})"
+        status.detail = f"{status.mechanism} on {status.counted_at}"
         return status, loaded
     blocked = "; ".join(status.tried)
     if probe.stand_in is not None:
@@ -189,6 +191,7 @@ def _try_stand_in(
     status.status = Status.STAND_IN
     status.unavailable = unavailable
     status.mechanism = f"tracepoint:{stand_in.tracepoint}"
+    status.counted_at = status.mechanism
     status.detail = (
         f"function blocked ({'; '.join(status.tried)}); stand-in sees "
         f"{stand_in.sees}; misses {stand_in.misses}"

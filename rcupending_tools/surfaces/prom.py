@@ -46,7 +46,7 @@ class SnapshotExporter(Collector):
         if snap is not None:
             for s in metrics.samples(snap):
                 by_family.setdefault(s.family, []).append(s)
-        for fam in metrics.FAMILIES:
+        for fam in metrics.METRICS:
             smps = by_family.pop(fam.name, [])
             if fam.kind == "histogram":
                 yield _histogram(PREFIX + fam.name, fam.help, list(fam.labels), smps)
@@ -103,4 +103,4 @@ def exposition(snap: Snapshot) -> str:
 
 def exported_families() -> set[str]:
     """Every fixed family name as exposed (with prefix, without _total)."""
-    return {PREFIX + f.name for f in metrics.FAMILIES}
+    return {PREFIX + f.name for f in metrics.METRICS}

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 from rcupending_tools.families import kvfree as km
-from rcupending_tools.pipeline.collector import Collector, RawSample, provenance
+from rcupending_tools.pipeline.collector import Collector, provenance
+from rcupending_tools.pipeline.raw import RawSample
 from rcupending_tools.pipeline.schema import validation_errors
 
 PROBES = [
@@ -23,12 +24,9 @@ def raw(t: float, head: list[int], headless: list[int], tasks: dict, lost: int =
     stats = [[0] * len(head) for _ in range(km.ST_MAX)]
     stats[km.ST_ENQ_HEAD], stats[km.ST_ENQ_HEADLESS] = head, headless
     stats[km.ST_ENQ_BYTES] = [64 * (a + b) for a, b in zip(head, headless, strict=True)]
-    return RawSample(
-        time=t,
-        kvfree_stats=stats,
-        kvfree_by_task={k: [n, 64 * n] for k, n in tasks.items()},
-        lost=[lost],
-    )
+    by_task = [[t_, c, n, 64 * n] for (t_, c), n in tasks.items()]
+    return RawSample(t, {"kvfree_rcu": {"stats": stats, "by_task": by_task}},
+                     lost=[lost, 0, 0, 0])
 
 
 def test_snapshot_totals_per_cpu_per_kind_and_stress_share():
@@ -51,7 +49,7 @@ def test_snapshot_totals_per_cpu_per_kind_and_stress_share():
     top = kv["by_process"][0]
     assert (top["tgid"], top["comm"], top["objects"], top["bytes"]) == (42, "python3", 9, 576)
     assert kv["pending"]["objects"] == 16 and kv["conservation"]["ok"] is None
-    assert s1["lost"] == {"total": 2, "by_reason": {"task_map_full": 2}}
+    assert s1["lost"]["total"] == 2 and s1["lost"]["by_reason"]["task_map_full"] == 2
     assert (s1["seq"], s1["elapsed_s"]) == (1, 1.5)
     assert s1["provenance"]["kernel_release"] == "6.12.1"
 
@@ -65,7 +63,7 @@ def test_unattached_families_are_null_and_valid():
 
 def test_nolock_family():
     col = Collector(provenance("6.18.1"), [], source="synthetic")
-    s = col.update(RawSample(time=1.0, nolock_stats=[[3, 4], [1, 0]]))
+    s = col.update(RawSample(1.0, {"nolock": {"stats": [[3, 4], [1, 0]]}}))
     assert s["nolock"]["attempts"] == 7 and s["nolock"]["failures"] == 1
     assert s["nolock"]["by_cpu"][0] == {"attempts": 3, "failures": 1}
 
@@ -85,7 +83,7 @@ def test_schema_rejects_broken_snapshots():
 
 def test_raw_sample_round_trips_json():
     r = raw(3.0, [1, 2], [0, 1], {(7, "a b"): 3}, lost=1)
-    r.kvfree_freed_by_tgid = {7: [1, 64]}
-    r.kvfree_lat_hist = [0] * (km.NPATH * km.HIST_SLOTS)
+    r.families["kvfree_rcu"].update(freed_by_tgid=[[7, 1, 64]],
+                                    lat_hist=[0] * (km.NPATH * km.HIST_SLOTS))
     back = RawSample.from_json(json.loads(json.dumps(r.to_json())))
     assert back == r

@@ -109,8 +109,8 @@ def test_every_family_and_histogram_round_trips(tmp_path):
     )
     # nothing but the documented metrics
     names = set(df["metric"])
-    known = {f.sample_name for f in metrics.FAMILIES} | {
-        f.name + suf for f in metrics.FAMILIES if f.kind == "histogram" for suf in ("_bucket",)
+    known = {f.sample_name for f in metrics.METRICS} | {
+        f.name + suf for f in metrics.METRICS if f.kind == "histogram" for suf in ("_bucket",)
     }
     assert names <= known, names - known
 

@@ -1,32 +1,11 @@
-"""kvfree_rcu metrics: BPF/Python enum sync, percentiles, pending, conservation."""
+"""kvfree_rcu family: pending, fallback, conservation, phases, from made-up readings."""
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
-
 from rcupending_tools.families import kvfree as km
-from rcupending_tools.pipeline.collector import Collector, RawSample, provenance
+from rcupending_tools.pipeline.collector import Collector, provenance
+from rcupending_tools.pipeline.raw import RawSample
 from rcupending_tools.pipeline.schema import validation_errors
-
-BPF = (Path(__file__).parents[2] / "bpf" / "kvfree_rcu.bpf.c").read_text()
-
-
-def c_enum(name: str) -> dict[str, str]:
-    body = re.search(r"enum " + name + r" \{(.*?)\};", BPF, re.S).group(1)
-    body = re.sub(r"/\*.*?\*/", "", body, flags=re.S)
-    return dict(re.findall(r"(\w+) = ([^,]+),", body))
-
-
-def test_enums_match_the_bpf_source():
-    paths = c_enum("free_path")
-    assert [k for k in paths if k != "NPATH"] == [f"PATH_{p.upper()}" for p in km.PATHS]
-    assert int(paths["NPATH"]) == km.NPATH
-    stats = c_enum("kv_stat")
-    env = {"NPATH": km.NPATH}
-    for k, v in stats.items():
-        env[k] = eval(v, {}, env)  # noqa: S307 - our own enum expressions
-        assert env[k] == getattr(km, k), k
 
 
 def full_raw(t: float, enq: int, freed_bulk: int, freed_list: int, in_map: int | None):
@@ -40,16 +19,16 @@ def full_raw(t: float, enq: int, freed_bulk: int, freed_list: int, in_map: int |
     lat = [0] * (km.NPATH * km.HIST_SLOTS)
     lat[32] = freed_bulk  # ~4 s
     lat[km.HIST_SLOTS + 20] = freed_list
-    return RawSample(
-        time=t,
-        kvfree_stats=stats,
-        kvfree_lat_hist=lat,
-        kvfree_gp_hist=list(lat),
-        kvfree_by_task={(9, "w"): [enq, 64 * enq, 4, 4 * 32]},
-        kvfree_freed_by_tgid={9: [freed_bulk + freed_list, 64 * (freed_bulk + freed_list)]},
-        kvfree_freed_by_enq_cpu=[[freed_bulk + freed_list, 64 * (freed_bulk + freed_list)], [0, 0]],
-        kvfree_in_map=None if in_map is None else {"objects": in_map, "bytes": 64 * in_map},
-    )
+    freed = freed_bulk + freed_list
+    return RawSample(t, {"kvfree_rcu": {
+        "stats": stats,
+        "lat_hist": lat,
+        "gp_hist": list(lat),
+        "by_task": [[9, "w", enq, 64 * enq, 4, 4 * 32]],
+        "freed_by_tgid": [[9, freed, 64 * freed]],
+        "freed_by_enq_cpu": [[freed, 64 * freed], [0, 0]],
+        "in_map": None if in_map is None else {"objects": in_map, "bytes": 64 * in_map},
+    }})
 
 
 def test_pending_fallback_and_conservation():
@@ -90,19 +69,10 @@ def test_pending_peak_comes_from_the_kernel_gauge():
     col = Collector(provenance("6.12.1"), [], source="synthetic")
     raw = full_raw(1.0, 100, 60, 10, in_map=None)
     assert "peak" not in col.update(raw)["kvfree_rcu"]["pending"]
-    raw.kvfree_pending_gauge = [30, 30 * 64, 95, 95 * 64]
+    raw.families["kvfree_rcu"]["pending_gauge"] = [30, 30 * 64, 95, 95 * 64]
     s = col.update(RawSample.from_json(raw.to_json()))
     assert validation_errors(s) == []
     assert s["kvfree_rcu"]["pending"]["peak"] == {"objects": 95, "bytes": 95 * 64}
-
-
-def test_event_and_duration_enums_match_the_bpf_source():
-    events = c_enum("kv_event")
-    assert [k for k in events if k != "NEV"] == [f"EV_{e.upper()}" for e in km.EVENTS]
-    assert int(events["NEV"]) == km.NEV
-    durs = c_enum("kv_dur")
-    assert [k for k in durs if k != "NDUR"] == [f"DUR_{d.upper()}" for d in km.DURATIONS]
-    assert int(durs["NDUR"]) == km.NDUR
 
 
 def test_phases_gp_durations_and_events():
@@ -111,7 +81,7 @@ def test_phases_gp_durations_and_events():
     assert col.update(raw)["kvfree_rcu"]["phases"] is None  # an older recording: unknown
     ev = dict.fromkeys(km.EVENTS, 0) | {"phased": 65, "ready": 5, "gp": 40, "barrier": 2,
                                         "shrink_scan": 1, "shrink_freed": 7}
-    raw.kvfree_events = [ev[e] for e in km.EVENTS]
+    raw.families["kvfree_rcu"]["events"] = [ev[e] for e in km.EVENTS]
     dur = [0] * (km.NDUR * km.HIST_SLOTS)
     for i, (name, slot, n) in enumerate(
         [("batch", 32, 65), ("gp", 24, 65), ("reclaim", 10, 65), ("ready", 33, 5),
@@ -119,7 +89,7 @@ def test_phases_gp_durations_and_events():
     ):
         assert km.DURATIONS[i] == name
         dur[i * km.HIST_SLOTS + slot] = n
-    raw.kvfree_dur_hist = dur
+    raw.families["kvfree_rcu"]["dur_hist"] = dur
     s = col.update(raw)
     assert validation_errors(s) == []
     kv = s["kvfree_rcu"]
@@ -135,4 +105,4 @@ def test_phases_gp_durations_and_events():
     assert "kvfree_rcu.phase_ns.batch" in s["histograms"]
     assert "kvfree_rcu.rcu_gp_ns" in s["histograms"]
     # the raw form round-trips (recordings)
-    assert RawSample.from_json(raw.to_json()).kvfree_dur_hist == dur
+    assert RawSample.from_json(raw.to_json()).families["kvfree_rcu"]["dur_hist"] == dur

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from rcupending_tools.families import nolock as nm
-from rcupending_tools.pipeline.collector import Collector, RawSample, provenance
+from rcupending_tools.pipeline.collector import Collector, provenance
+from rcupending_tools.pipeline.raw import RawSample
 from rcupending_tools.pipeline.schema import validation_errors
 
 NO = nm.NO_ARG
 PROBE = {"name": "alloc_pages_nolock", "function": "alloc_pages_nolock", "status": "attached",
-         "symbol": "alloc_frozen_pages_nolock_noprof", "mechanism": "fexit", "detail": ""}
+         "symbol": "alloc_frozen_pages_nolock_noprof", "mechanism": "fexit", "detail": "",
+         "counted_at": "alloc_frozen_pages_nolock_noprof"}
 
 
 def test_caller_is_the_frame_after_the_last_nolock_frame():
@@ -35,16 +37,14 @@ def test_callers_merge_stacks_by_call_site():
 
 
 def raw(t: float, scale: int) -> RawSample:
-    return RawSample(
-        time=t,
-        nolock_stats=[[3 * scale, 1 * scale], [1 * scale, 1 * scale], [2 * scale, 0]],
-        nolock_keys=[[0, -1, 0x400000, 0, 2 * scale, 1 * scale],
-                     [0, -1, 0x400000, 1, 1 * scale, 0],
-                     [3, 0, 0, 0, 1 * scale, 1 * scale]],
-        nolock_callers=[["__bpf_alloc_page", 3 * scale, 1 * scale],
-                        ["allocate_slab", scale, scale]],
-        nolock_misses={"recursion": 2, "kprobe": None},
-    )
+    return RawSample(t, {"nolock": {
+        "stats": [[3 * scale, 1 * scale], [1 * scale, 1 * scale], [2 * scale, 0]],
+        "keys": [[0, -1, 0x400000, 0, 2 * scale, 1 * scale],
+                 [0, -1, 0x400000, 1, 1 * scale, 0],
+                 [3, 0, 0, 0, 1 * scale, 1 * scale]],
+        "callers": [["__bpf_alloc_page", 3 * scale, 1 * scale], ["allocate_slab", scale, scale]],
+        "misses": {"recursion": 2, "kprobe": None},
+    }})
 
 
 def test_family_totals_splits_and_schema():
@@ -76,8 +76,8 @@ def test_unseen_arguments_are_null_and_old_readings_still_load():
     assert fam["by_order"] == [{"order": None, "attempts": 4, "failures": 1}]
     assert fam["by_gfp"][0]["gfp"] is None and fam["by_context"]["unknown"]["attempts"] == 4
     assert "pages" not in fam and "by_caller" not in fam
-    # a snapshot of an older collector: attempts and failures per CPU only
-    old = RawSample.from_json({"time": 1.0, "nolock_stats": [[3, 4], [1, 0]]})
+    # a reading of an older collector: attempts and failures per CPU only
+    old = RawSample.from_json({"time": 1.0, "families": {"nolock": {"stats": [[3, 4], [1, 0]]}}})
     s = Collector(provenance("6.17"), [], source="replay").update(old)
     assert validation_errors(s) == [] and s["nolock"]["attempts"] == 7
     assert RawSample.from_json(raw(1.0, 1).to_json()) == raw(1.0, 1)

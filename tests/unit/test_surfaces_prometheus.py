@@ -228,7 +228,7 @@ def test_serve_replay_values_move_on_loopback():
 
 
 def test_exported_family_names_follow_the_conventions():
-    for f in metrics.FAMILIES:
+    for f in metrics.METRICS:
         assert re.fullmatch(r"[a-z][a-z0-9_]*", f.name)
         if f.kind == "counter":
             assert not f.name.endswith("_total")

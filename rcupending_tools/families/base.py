@@ -1,0 +1,135 @@
+"""What a metric family is: how it reads its BPF maps (`read` -> a raw reading), turns a reading
+into its snapshot section (`section`), and its section into metric samples (`samples`, named
+by `metrics`: the one list behind Prometheus, CSV, the report and the Grafana dashboard).
+
+A raw reading is a JSON-able dict of cumulative kernel-side values at one instant; the live
+source makes it from attached programs, tests make it up. Nothing else knows its fields.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..pipeline.selfcost import recursion_misses
+
+Raw = dict[str, Any]
+Section = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One exported metric family: name without the `rcupending_` prefix and `_total`."""
+
+    name: str
+    kind: str  # counter, gauge, info (gauge of value 1), histogram
+    help: str
+    labels: tuple[str, ...] = ()
+    unit: str = ""  # what a panel shows: bytes, ops (rates of counters), s, ...
+
+    @property
+    def sample_name(self) -> str:
+        return self.name + ("_total" if self.kind == "counter" else "")
+
+
+@dataclass(frozen=True)
+class Sample:
+    family: str  # Metric.name (or a histogram family)
+    name: str  # sample name: family, + _total (counter) or _bucket (histogram)
+    labels: dict[str, str]
+    value: float
+
+
+@dataclass(frozen=True)
+class HistogramFamily:
+    """Histograms of the snapshot's `histograms` map exported under one metric family: the
+    total `name` -> `metric`, parts `name.<label value>` -> `by_metric` with `label`."""
+
+    name: str
+    metric: str
+    by_metric: str
+    label: str
+    scale: float = 1.0  # recorded unit -> the metric's unit (ns -> s: 1e-9)
+
+
+class Samples:
+    """Appends samples of the metrics a family declares (unknown names fail loudly)."""
+
+    def __init__(self, metrics: tuple[Metric, ...]) -> None:
+        self.by_name = {m.name: m for m in metrics}
+        self.out: list[Sample] = []
+
+    def __call__(self, name: str, value: float, **labels: Any) -> None:
+        m = self.by_name[name]
+        self.out.append(Sample(name, m.sample_name, {k: str(v) for k, v in labels.items()},
+                               value))
+
+
+@dataclass(frozen=True)
+class ReadContext:
+    """What a family's `read` may need besides its maps: the probe's status (facts and
+    unavailable metrics), the kernel (symbols), the attach kind, and whether to walk the
+    per-object tracking map (costly: conservation checks only)."""
+
+    status: Any  # probes.planner.ProbeStatus
+    kernel: Any  # kernel.KernelInfo
+    kind: str
+    count_map: bool = False
+
+
+@dataclass(frozen=True)
+class SectionContext:
+    """What a family's `section` may need besides its reading: the probe's status (as in the
+    snapshot's `probes`) and the processes of a running stress scenario."""
+
+    probe: dict[str, Any] = field(default_factory=dict)
+    stress_tgids: frozenset[int] = frozenset()
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str  # snapshot key, e.g. "kvfree_rcu"
+    probe: str  # probe table name, e.g. "kvfree_call_rcu"
+    read: Callable[[Any, ReadContext], Raw]
+    section: Callable[[Raw | None, SectionContext], Section | None]
+    histograms: Callable[[Raw | None], dict[str, Any]]
+    samples: Callable[[Section], Iterator[Sample] | list[Sample]]
+    metrics: tuple[Metric, ...]
+    histogram_families: tuple[HistogramFamily, ...] = ()
+
+
+# ---------------------------------------------------------------- map reading helpers
+
+
+def percpu_rows(table: Any, n: int) -> list[list[int]]:
+    """Rows 0..n-1 of a per-CPU array: [row][cpu]."""
+    return [[int(v) for v in table[ctypes.c_int(i)]] for i in range(n)]
+
+
+def summed(table: Any, n: int) -> list[int]:
+    """Rows 0..n-1 of a per-CPU array, summed over CPUs."""
+    return [sum(int(v) for v in table[ctypes.c_int(i)]) for i in range(n)]
+
+
+def comm(raw: bytes) -> str:
+    """A task's comm as the kernel stores it (NUL-padded bytes)."""
+    return bytes(raw).split(b"\0", 1)[0].decode(errors="replace")
+
+
+def program_misses(b: Any) -> dict[str, int]:
+    """recursion_misses per program of a bcc module (fdinfo), for the kernels that report it:
+    runs the kernel skipped because a BPF program was already running on that CPU."""
+    out: dict[str, int] = {}
+    for name, fn in b.funcs.items():
+        if (n := recursion_misses(fn.fd)) is not None:
+            out[name.decode(errors="replace")] = n
+    return out
+
+
+def slots(h: list[int] | None, row: int, width: int = 64) -> list[int]:
+    """Row `row` of a histogram stored as rows of `width` log2 slots."""
+    if not h:
+        return [0] * width
+    return list(h[row * width:(row + 1) * width])
