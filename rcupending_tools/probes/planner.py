@@ -11,7 +11,6 @@ from enum import StrEnum
 
 from ..kernel import KernelInfo
 from . import bpfload
-from . import layouts as layout
 from .table import PROBES, AttachKind, Candidate, Probe
 
 
@@ -105,7 +104,7 @@ def attempts(binding: Binding, kernel: KernelInfo) -> list[Attempt]:
         unavailable: dict[str, str] = {}
         facts: dict[str, str] = {}
         if probe.layout:
-            lay = getattr(layout, probe.layout)(kernel, binding.params, str(kind))
+            lay = probe.layout(kernel, binding.params, str(kind))
             defines.update(lay.defines)
             extra, fentry_extra, unavailable = lay.kprobes, lay.fentry_kprobes, lay.unavailable
             facts = lay.facts
@@ -180,7 +179,7 @@ def _try_stand_in(
     defines: dict[str, str | int | None] = {f"{probe.prefix}_TRACEPOINT": None}
     unavailable: dict[str, str] = {}
     if probe.layout:
-        lay = getattr(layout, probe.layout)(kernel, None, "tracepoint")
+        lay = probe.layout(kernel, None, "tracepoint")
         defines.update(lay.defines)
         unavailable = dict(lay.unavailable)
     try:

@@ -7,8 +7,12 @@ tries the attach kinds in order. Nothing here touches the kernel.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+
+from ..kernel import KernelInfo
+from .layouts import Layout, kvfree_layout, nolock_layout, pending_layout
 
 
 class AttachKind(StrEnum):
@@ -57,7 +61,8 @@ class Probe:
     needs_return: bool = False  # fexit / kretprobe needed
     stand_in: StandIn | None = None
     absent_reason: str = ""  # why a kernel outside every range lacks it
-    layout: str | None = None  # layout.py function adding defines and attach points
+    # layouts/*.py: (kernel, BTF params, attach kind) -> defines and extra attach points
+    layout: Callable[[KernelInfo, list[str] | None, str], Layout] | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
     def candidates_for(self, version: Version) -> list[Candidate]:
@@ -87,7 +92,7 @@ KVFREE_CALL_RCU = Probe(
         ),
     ),
     absent_reason="kvfree_call_rcu() exists since 5.9",
-    layout="kvfree_layout",
+    layout=kvfree_layout,
 )
 
 RCU_PENDING_ENQUEUE = Probe(
@@ -115,7 +120,7 @@ RCU_PENDING_ENQUEUE = Probe(
         ),
     ),
     absent_reason="rcu_pending exists only in fs/bcachefs (6.12-6.17) or a patched kernel",
-    layout="pending_layout",
+    layout=pending_layout,
 )
 
 NOLOCK_ALLOC = Probe(
@@ -132,7 +137,7 @@ NOLOCK_ALLOC = Probe(
             (6, 18),
             None,
             ("gfp_flags", "nid", "order"),
-            note="gfp argument (only __GFP_ACCOUNT) since 6.18; layout.nolock_layout adds the "
+            note="gfp argument (only __GFP_ACCOUNT) since 6.18; layouts/nolock.py adds the "
             "inner alloc_frozen_pages_nolock_noprof (kmalloc_nolock's direct calls)",
         ),
     ),
@@ -144,7 +149,7 @@ NOLOCK_ALLOC = Probe(
         "calls that return before the tracepoint",
     ),
     absent_reason="try_alloc_pages() arrived in 6.15 (alloc_pages_nolock() from 6.16)",
-    layout="nolock_layout",
+    layout=nolock_layout,
 )
 
 # Every nolock entry point (stack frames of these are the allocator, not its caller).

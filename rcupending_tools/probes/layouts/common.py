@@ -1,0 +1,123 @@
+"""What every layout shares: the Layout a layout function returns, the per-object tracking
+defines, slab object sizes and the grace-period counter (from kallsyms and BTF, never
+headers), and symbol ranges."""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+
+from ... import config
+from ...kernel import KernelInfo
+
+Defines = dict[str, str | int | None]
+
+
+@dataclass
+class Layout:
+    defines: Defines = field(default_factory=dict)
+    # (mechanism, symbol, fn_name) for the kprobe fallback's extra attach points
+    kprobes: list[tuple[str, str, str]] = field(default_factory=list)
+    # kprobes the fentry variant needs too (what fentry cannot read)
+    fentry_kprobes: list[tuple[str, str, str]] = field(default_factory=list)
+    unavailable: dict[str, str] = field(default_factory=dict)  # metric -> reason
+    facts: dict[str, str] = field(default_factory=dict)  # what was found, e.g. the backend
+
+
+def tracking_defines(lay: Layout) -> None:
+    """The per-object map's size (TRACK_MAX) and sampling (SAMPLE_MASK) from the environment."""
+    if (cap := config.track_max()) is not None:
+        lay.defines["TRACK_MAX"] = cap  # objects over it count as untracked
+    if (n := config.sample_one_in()) is not None:
+        lay.defines["SAMPLE_MASK"] = n - 1  # others count as untracked (and unsampled)
+        lay.facts["sample_one_in"] = str(n)
+
+
+def addr(kernel: KernelInfo, name: str) -> int | None:
+    sym = kernel.symbol(name)
+    return sym.address if sym else None
+
+
+def bytes_defines(kernel: KernelInfo, lay: Layout) -> None:
+    """Defines for kmem.bpf.h's slab_lookup(): KASLR bases and struct offsets from BTF, how a
+    slab page is recognised; BYTES_UNAVAILABLE (and a reason) when a piece is missing."""
+    d = lay.defines
+    btf = kernel.btf
+    bases = {n: addr(kernel, n) for n in ("page_offset_base", "vmemmap_base", "vmalloc_base")}
+    offsets = {}
+    if btf is not None:
+        offsets = {
+            "PAGE_STRUCT_SIZE": btf.struct_size("page"),
+            # 7.x renamed it compound_info (a head pointer, or a mask with HVO)
+            "OFF_PAGE_COMPOUND_HEAD": btf.member_offset("page", "compound_head")
+            if btf.member_offset("page", "compound_head") is not None
+            else btf.member_offset("page", "compound_info"),
+            "OFF_SLAB_CACHE": btf.member_offset("slab", "slab_cache"),
+            "OFF_KMEM_CACHE_SIZE": btf.member_offset("kmem_cache", "size"),
+        }
+    missing = [k for k, v in {**bases, **offsets}.items() if v is None]
+    if btf is None or missing:
+        why = "no kernel BTF" if btf is None else f"missing {', '.join(missing)} (kallsyms/BTF)"
+        lay.unavailable["bytes"] = why
+        d["BYTES_UNAVAILABLE"] = None
+    else:
+        d.update(
+            PAGE_OFFSET_BASE_ADDR=hex(bases["page_offset_base"]),
+            VMEMMAP_BASE_ADDR=hex(bases["vmemmap_base"]),
+            VMALLOC_BASE_ADDR=hex(bases["vmalloc_base"]),
+            **{k: v for k, v in offsets.items()},
+        )
+        slab_type = btf.enum_value("PGTY_slab", "pagetype")
+        slab_bit = btf.enum_value("PG_slab", "pageflags")
+        if slab_type is not None:
+            d.update(
+                SLAB_BY_PAGE_TYPE=None,
+                SLAB_TYPE=slab_type,
+                OFF_PAGE_TYPE=btf.member_offset("page", "page_type"),
+            )
+        elif slab_bit is not None:
+            d.update(
+                SLAB_BY_FLAG=None,
+                SLAB_FLAG_BIT=slab_bit,
+                OFF_PAGE_FLAGS=btf.member_offset("page", "flags"),
+            )
+        else:
+            lay.unavailable["slab_check"] = "neither PGTY_slab nor PG_slab in BTF"
+
+
+def gp_seq_define(kernel: KernelInfo, lay: Layout) -> None:
+    """RCU_GP_SEQ_ADDR: rcu_state.gp_seq, the counter normal-RCU cookies come from."""
+    btf = kernel.btf
+    rcu_state = addr(kernel, "rcu_state")
+    gp_off = btf.member_offset("rcu_state", "gp_seq") if btf is not None else None
+    if rcu_state is not None and gp_off is not None:
+        lay.defines["RCU_GP_SEQ_ADDR"] = hex(rcu_state + gp_off)
+    else:
+        lay.unavailable["latency_gps"] = "rcu_state not in kallsyms (CONFIG_KALLSYMS_ALL off?)"
+
+
+def hookable(kernel: KernelInfo, kind: str):  # noqa: ANN202
+    """have(sym): the function exists and, for fentry, is a BTF function (not a clone)."""
+    btf = kernel.btf
+
+    def have(sym: str) -> bool:
+        return kernel.symbol(sym) is not None and (
+            kind != "fentry"
+            or (
+                btf is not None
+                and btf.func_params(sym) is not None
+                and "." not in (kernel.clone_name(sym) or "")
+            )
+        )
+
+    return have
+
+
+def symbol_range(kernel: KernelInfo, name: str) -> tuple[int, int] | None:
+    """[start, end) of text symbol `name`: up to the next text symbol's address."""
+    sym = kernel.symbol(name)
+    if sym is None:
+        return None
+    addrs, _ = kernel._text_symbols
+    i = bisect.bisect_right(addrs, sym.address)
+    return (sym.address, addrs[i]) if i < len(addrs) else None
