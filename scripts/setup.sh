@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-apt_pkgs=(python3-bpfcc python3-venv qemu-system-x86 kmod udev iproute2 procps busybox-static
+apt_pkgs=(python3-bpfcc python3-apt python3-venv qemu-system-x86 kmod udev iproute2 procps busybox-static
           tmux bpftool gcc libc6-dev clang libbpf-dev
           # `rcupending lab-build` (kernel/lab-6.12): kernel build, BTF (pahole), IKHEADERS (cpio)
           make flex bison bc libelf-dev libssl-dev dwarves cpio xz-utils git perl)
@@ -25,7 +25,7 @@ if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import bcc' 2>/dev/null; 
     /usr/bin/python3 -m venv --system-site-packages .venv
 fi
 .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
-.venv/bin/python -c 'import bcc; assert hasattr(bcc, "BPF"), bcc.__file__'
+.venv/bin/python -c 'import bcc, apt_pkg; assert hasattr(bcc, "BPF"), bcc.__file__'
 
 # The native stress driver (C, pthreads), cached by a hash of its source; also built at first use.
 .venv/bin/python -c 'from rcupending_tools.stress import native; print("setup: native driver", native.binary())'

@@ -11,8 +11,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from ..errors import UserError
-from .aptsrc import Mirror, debian_mirrors, private_sources, read_sources
-from .debver import PkgVer, parse_madison
+from .packages import PkgVer, parse_madison
+from .sources import Mirror, debian_mirrors, private_sources
 
 SUITES = ["bookworm", "bookworm-backports", "trixie", "trixie-backports"]
 MAX_AGE = 24 * 3600  # apt-get update at most once a day
@@ -26,7 +26,7 @@ class PrivateApt:
     def __init__(self, root: Path, mirror: Mirror | None = None) -> None:
         self.root = root
         if mirror is None:
-            mirrors = debian_mirrors(read_sources())
+            mirrors = debian_mirrors()
             if not mirrors:
                 raise UserError(
                     "no Debian archive in /etc/apt/sources.list{,.d}: add one to fetch kernels"

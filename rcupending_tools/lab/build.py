@@ -20,8 +20,8 @@ from pathlib import Path
 from ..errors import UserError
 from ..paths import MARKER, REPO_ROOT, cache_dir, extract_debs, locked, read_marker
 from .apt import PrivateApt
-from .debver import PkgVer
 from .kernels import bzimage_version
+from .packages import PkgVer
 from .recipe import (
     Recipe,
     Variant,

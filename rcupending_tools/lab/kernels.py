@@ -22,7 +22,7 @@ from ..paths import (
     write_marker,
 )
 from .apt import SUITES, PrivateApt
-from .debver import KernelPick, PkgVer, parse_series, pick_headers, pick_kernel
+from .packages import KernelPick, PkgVer, parse_series, pick_headers, pick_kernel
 
 DEBIAN_SERIES = ["6.1", "6.12", "6.16", "6.17", "6.18", "7.2", "7.3"]
 # bcc's clang (Debian bookworm, LLVM 14) cannot parse newer kernels' headers; the 6.1 ones

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UserError
-from .debver import PkgVer, compare_versions
+from .packages import PkgVer, compare_versions
 
 RECIPE_FILE = "recipe.toml"
 _CONSTRAINT = re.compile(r"^\s*(>=|<=|>>|<<|=)\s*(\S+)\s*$")

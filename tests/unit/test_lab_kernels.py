@@ -7,22 +7,14 @@ import pytest
 
 from rcupending_tools.errors import UserError
 from rcupending_tools.lab import kernels
-from rcupending_tools.lab.aptsrc import (
-    DEFAULT_KEYRING,
-    Mirror,
-    debian_mirrors,
-    parse_deb822,
-    parse_one_line,
-    private_sources,
-    read_sources,
-)
-from rcupending_tools.lab.debver import (
+from rcupending_tools.lab.packages import (
     PkgVer,
     compare_versions,
     parse_madison,
     pick_headers,
     pick_kernel,
 )
+from rcupending_tools.lab.sources import DEFAULT_KEYRING, Mirror, debian_mirrors, private_sources
 
 
 @pytest.fixture(autouse=True)
@@ -143,10 +135,12 @@ Enabled: no
 Types: deb-src
 URIs: http://src.example/debian
 Suites: bookworm
+Components: main
 
 Types: deb
 URIs: http://inline.example/debian/
 Suites: sid
+Components: main
 Signed-By:
  -----BEGIN PGP PUBLIC KEY BLOCK-----
  .
@@ -158,36 +152,10 @@ ONE_LINE = """\
 # comment
 deb https://packages.example/apt cloud-sdk-bookworm main
 deb [arch=amd64 signed-by=/usr/share/keyrings/other.gpg] http://one.example/debian trixie main
-deb-src http://one.example/debian trixie main
+deb-src [signed-by=/usr/share/keyrings/other.gpg] http://one.example/debian trixie main
 deb http://one.example/debian-security trixie-security main
 deb http://two.example/debian/ bookworm-backports main contrib  # trailing comment
 """
-
-
-def test_parse_deb822():
-    srcs = parse_deb822(DEB822)
-    assert [s.uris[0] for s in srcs][:3] == [
-        "http://mirror.example/debian",
-        "http://mirror.example/debian-security",
-        "https://third.example/node_20.x",
-    ]
-    assert srcs[0].suites == ["bookworm", "bookworm-updates"]
-    assert srcs[0].signed_by == DEFAULT_KEYRING
-    assert srcs[3].enabled is False
-    assert srcs[5].signed_by is None  # inline key: not a path
-
-
-def test_parse_one_line():
-    srcs = parse_one_line(ONE_LINE)
-    assert len(srcs) == 5
-    assert srcs[1].signed_by == "/usr/share/keyrings/other.gpg"
-    assert (srcs[1].uris, srcs[1].suites, srcs[1].components) == (
-        ["http://one.example/debian"],
-        ["trixie"],
-        ["main"],
-    )
-    assert srcs[2].types == ["deb-src"]
-    assert srcs[4].components == ["main", "contrib"]
 
 
 def test_debian_mirrors_from_files(tmp_path):
@@ -198,23 +166,27 @@ def test_debian_mirrors_from_files(tmp_path):
     (etc / "sources.list.d" / "x.list.disabled").write_text(
         "deb http://off.example/debian sid main"
     )
-    mirrors = debian_mirrors(read_sources(etc))
+    mirrors = debian_mirrors(etc)  # apt's own reading of both formats
     assert mirrors == [
-        Mirror("http://one.example/debian", "/usr/share/keyrings/other.gpg"),
+        Mirror("http://one.example/debian", DEFAULT_KEYRING),
         Mirror("http://two.example/debian", DEFAULT_KEYRING),
         Mirror("http://mirror.example/debian", DEFAULT_KEYRING),
         Mirror("http://inline.example/debian", DEFAULT_KEYRING),
     ]
 
 
-def test_private_sources_text():
+def test_private_sources_text(tmp_path):
     text = private_sources(Mirror("http://m.example/debian", "/k.gpg"), ["bookworm", "trixie"])
-    fields = parse_deb822(text)[0]
-    assert (fields.uris, fields.suites, fields.signed_by) == (
-        ["http://m.example/debian"],
-        ["bookworm", "trixie"],
-        "/k.gpg",
-    )
+    assert "Signed-By: /k.gpg\n" in text
+    (tmp_path / "sources.list.d").mkdir()
+    (tmp_path / "sources.list.d" / "lab.sources").write_text(text)
+    assert debian_mirrors(tmp_path) == [Mirror("http://m.example/debian")]  # apt reads it
+
+
+def test_broken_sources_are_one_line(tmp_path):
+    (tmp_path / "sources.list").write_text("deb http://x.example/debian\n")  # no suite
+    with pytest.raises(UserError, match="apt sources"):
+        debian_mirrors(tmp_path)
 
 
 # ---------------------------------------------------------------- versions and choice

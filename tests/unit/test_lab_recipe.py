@@ -7,7 +7,7 @@ import pytest
 
 from rcupending_tools.errors import UserError
 from rcupending_tools.lab import build
-from rcupending_tools.lab.debver import PkgVer
+from rcupending_tools.lab.packages import PkgVer
 from rcupending_tools.lab.recipe import (
     config_diff,
     config_mismatches,

@@ -1,4 +1,5 @@
-"""Debian version ordering and the choice of kernel packages (pure, no apt)."""
+"""The choice of Debian kernel packages among the versions a mirror offers (versions ordered
+by libapt-pkg, python3-apt)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cmp_to_key
+
+import apt_pkg
 
 FLAVOUR = "amd64"
 
@@ -36,57 +39,11 @@ class KernelPick:
         return f"{self.abi}-{FLAVOUR}"
 
 
-def _order(c: str) -> int:
-    if c == "":
-        return 0
-    if c == "~":
-        return -1
-    if c.isalpha():
-        return ord(c)
-    return ord(c) + 256
-
-
-def _verrevcmp(a: str, b: str) -> int:
-    """dpkg's verrevcmp: compare one upstream version or revision."""
-    i = j = 0
-    while i < len(a) or j < len(b):
-        while (i < len(a) and not a[i].isdigit()) or (j < len(b) and not b[j].isdigit()):
-            ac = _order(a[i]) if i < len(a) and not a[i].isdigit() else 0
-            bc = _order(b[j]) if j < len(b) and not b[j].isdigit() else 0
-            if ac != bc:
-                return ac - bc
-            i, j = i + 1, j + 1
-        while i < len(a) and a[i] == "0":
-            i += 1
-        while j < len(b) and b[j] == "0":
-            j += 1
-        first_diff = 0
-        while i < len(a) and a[i].isdigit() and j < len(b) and b[j].isdigit():
-            if not first_diff:
-                first_diff = ord(a[i]) - ord(b[j])
-            i, j = i + 1, j + 1
-        if i < len(a) and a[i].isdigit():
-            return 1
-        if j < len(b) and b[j].isdigit():
-            return -1
-        if first_diff:
-            return first_diff
-    return 0
-
-
-def _split(v: str) -> tuple[int, str, str]:
-    epoch, _, rest = v.partition(":") if ":" in v else ("0", "", v)
-    upstream, _, revision = rest.rpartition("-") if "-" in rest else (rest, "", "")
-    return int(epoch or 0), upstream, revision
-
-
 def compare_versions(a: str, b: str) -> int:
-    """<0, 0, >0 like `dpkg --compare-versions a lt/eq/gt b`."""
-    ea, ua, ra = _split(a)
-    eb, ub, rb = _split(b)
-    if ea != eb:
-        return ea - eb
-    return _verrevcmp(ua, ub) or _verrevcmp(ra, rb)
+    """dpkg's ordering of two Debian versions (<0, 0, >0), by libapt-pkg."""
+    if apt_pkg.config.find("APT::Architecture") == "":
+        apt_pkg.init()  # once per process: libapt's version system
+    return apt_pkg.version_compare(a, b)
 
 
 version_key = cmp_to_key(compare_versions)
