@@ -3,7 +3,9 @@ or a recording (pipeline/feeds.py); they read snapshots only."""
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -15,6 +17,7 @@ from ..errors import UserError
 from ..pipeline import feeds, recording
 from ..pipeline.session import open_live
 from ..surfaces import dashboard, prom
+from ..surfaces import grafana as grafana_surface
 from ..surfaces import report as report_surface
 from ..surfaces.export import CsvAppender, write_csv, write_jsonl
 from .common import SELF_COST_HELP, log, terminate_as_interrupt
@@ -158,7 +161,7 @@ def serve(
 ) -> None:
     """Prometheus /metrics of the latest snapshot: live (root) or a recording (--replay).
 
-    Metric families: rcupending_* (see README; dashboards/ has the Grafana dashboard)."""
+    Metric families: rcupending_* (see README; `rcupending grafana` writes the dashboard)."""
     terminate_as_interrupt()
     exporter = prom.SnapshotExporter()
     stop = threading.Event()
@@ -202,6 +205,28 @@ def serve(
             session.close()
 
 
+def grafana(
+    output: Annotated[
+        str, typer.Option("--output", "-o", help="file to write ('-': stdout)")
+    ] = "-",
+    force: Annotated[bool, typer.Option(help="overwrite an existing FILE")] = False,
+) -> None:
+    """The Grafana dashboard of `serve`'s metrics (JSON to import): one row per metric family,
+    one panel per metric, derived from the families themselves."""
+    text = json.dumps(grafana_surface.dashboard(), indent=2) + "\n"
+    if output == "-":
+        sys.stdout.write(text)
+        return
+    try:
+        with open(output, "w" if force else "x", encoding="utf-8") as f:
+            f.write(text)
+    except FileExistsError:
+        raise UserError(f"{output} exists (pass --force to overwrite it)") from None
+    except OSError as e:
+        raise UserError(f"cannot write {output}: {e.strerror or e}") from None
+    log(f"wrote {output}")
+
+
 def register(app: typer.Typer) -> None:
-    for command in (top, record, export, report, serve):
+    for command in (top, record, export, report, serve, grafana):
         app.command()(command)

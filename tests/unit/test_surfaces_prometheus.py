@@ -14,11 +14,9 @@ import urllib.request
 from prometheus_client.parser import text_string_to_metric_families
 
 from rcupending_tools.pipeline import recording
-from rcupending_tools.surfaces import prom
+from rcupending_tools.surfaces import grafana, prom
 from rcupending_tools.surfaces import samples as metrics
 from tests.unit.surfaces_fixtures import REPO, SHIPPED, full_snapshots
-
-DASHBOARD = REPO / "dashboards" / "rcupending.json"
 
 
 def parse(text: str) -> dict[str, list]:
@@ -101,7 +99,7 @@ def test_null_families_export_no_samples_but_stay_declared():
 
 
 def _dashboard_names() -> tuple[set[str], list[str]]:
-    dash = json.loads(DASHBOARD.read_text())
+    dash = grafana.dashboard()
     exprs = []
 
     def walk(node):
@@ -155,13 +153,30 @@ def _family_of(sample: str, sample_names: set[str], fams: dict) -> str:
     return max((f for f in fams if sample == f or sample.startswith(f + "_")), key=len)
 
 
-def test_dashboard_generator_is_in_sync():
-    sys.path.insert(0, str(REPO / "dashboards"))
-    try:
-        import make_dashboard
-    finally:
-        sys.path.pop(0)
-    assert json.loads(DASHBOARD.read_text()) == json.loads(json.dumps(make_dashboard.dashboard()))
+def test_dashboard_layout_has_no_overlap_and_a_panel_per_metric():
+    dash = json.loads(json.dumps(grafana.dashboard()))  # JSON all the way
+    cells: dict[tuple[int, int], str] = {}
+    for p in dash["panels"]:
+        g = p["gridPos"]
+        assert g["x"] >= 0 and g["x"] + g["w"] <= 24, p["title"]
+        for x in range(g["x"], g["x"] + g["w"]):
+            for y in range(g["y"], g["y"] + g["h"]):
+                assert (x, y) not in cells, f"{p['title']} overlaps {cells[(x, y)]}"
+                cells[(x, y)] = p["title"]
+    assert len({p["id"] for p in dash["panels"]}) == len(dash["panels"])
+    rows = [p["title"] for p in dash["panels"] if p["type"] == "row"]
+    assert rows[:3] == ["kvfree_rcu", "rcu_pending", "nolock"]
+
+
+def test_grafana_command_writes_the_dashboard(tmp_path):
+    out = tmp_path / "d.json"
+    r = subprocess.run([sys.executable, "-m", "rcupending_tools.cli", "grafana", "-o", str(out)],
+                       capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(out.read_text()) == json.loads(json.dumps(grafana.dashboard()))
+    again = subprocess.run([sys.executable, "-m", "rcupending_tools.cli", "grafana", "-o",
+                            str(out)], capture_output=True, text=True, cwd=REPO)
+    assert again.returncode != 0 and "--force" in again.stderr  # never overwritten silently
 
 
 def scrape(port: int) -> dict[str, list]:
