@@ -15,9 +15,12 @@ from .config import REPO_ROOT, cache_dir, shared_kernels_dir
 from .errors import UserError
 
 __all__ = ["REPO_ROOT", "cache_dir", "shared_kernels_dir", "locked", "read_marker",
-           "write_marker", "extract_debs", "bin_dir", "MARKER"]
+           "write_marker", "extract_debs", "bin_dir", "MARKER", "TRACEFS", "TRACEFS_DIRS"]
 
 MARKER = ".complete.json"
+# tracefs, where the kernel mounts it today and where older systems have it
+TRACEFS = Path("/sys/kernel/tracing")
+TRACEFS_DIRS = (TRACEFS, Path("/sys/kernel/debug/tracing"))
 
 
 def bin_dir() -> Path:

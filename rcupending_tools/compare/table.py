@@ -82,7 +82,7 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 def tidy(runs: list[dict[str, Any]]) -> Any:
     """One row per (kernel, variant, repeat, metric) of the successful runs."""
-    import pandas as pd
+    import pandas as pd  # heavy: imported on first use, not at start-up
 
     rows = []
     for run in runs:
@@ -142,7 +142,7 @@ def markdown(summ: Any, kernels: list[str], backends: dict[str, str],
 
 def plots(df: Any, outdir: Path, kernels: list[str]) -> list[Path]:
     """Per variant, one PNG: each key metric's repeats per kernel (dots) and medians (bars)."""
-    import matplotlib
+    import matplotlib  # heavy: imported on first use, not at start-up
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

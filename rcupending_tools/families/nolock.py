@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Any
 
-from ..probes import bpfload
+from ..paths import TRACEFS_DIRS
 from ..probes.table import NOLOCK_SYMBOLS
 from . import enums
 from .base import (
@@ -123,7 +122,7 @@ def _kprobe_misses() -> int | None:
     """nmissed of this process's bcc kprobe events (kprobe_profile: name, hits, nmissed);
     None when they are not listed (bcc attached through the perf kprobe PMU)."""
     tag = f"_bcc_{os.getpid()}"
-    for base in (bpfload.TRACEFS, Path("/sys/kernel/debug/tracing")):
+    for base in TRACEFS_DIRS:
         try:
             lines = (base / "kprobe_profile").read_text().splitlines()
         except OSError:

@@ -10,6 +10,7 @@ from functools import cached_property
 from pathlib import Path
 
 from ..errors import UserError
+from .btf import Btf
 
 VMLINUX_BTF = Path("/sys/kernel/btf/vmlinux")
 
@@ -91,15 +92,11 @@ class KernelInfo:
         return (self.btf_dir / "vmlinux").exists()
 
     @cached_property
-    def btf(self):  # -> Btf | None
-        from .btf import Btf
-
+    def btf(self) -> Btf | None:
         path = self.btf_dir / "vmlinux"
         return Btf.load(path) if path.exists() else None
 
-    def module_btf(self, module: str):  # -> Btf | None
-        from .btf import Btf
-
+    def module_btf(self, module: str) -> Btf | None:
         path = self.btf_dir / module
         base = self.btf
         return Btf.load(path, base=base) if path.exists() and base is not None else None

@@ -14,11 +14,10 @@ from dataclasses import dataclass
 from ..errors import UserError
 from ..lab import kernels, vm
 from .recording import paced
-from .schema import Snapshot, is_snapshot
+from .schema import Feed, Snapshot, is_snapshot
 from .session import LiveSession, open_live
 
 TICK = 0.1  # seconds between yields of None while a feed waits
-Feed = Iterator[Snapshot | str | None]
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -11,6 +12,8 @@ SCHEMA_NAME = "rcupending-snapshot"
 SCHEMA_VERSION = 1
 
 Snapshot = dict[str, Any]
+# What surfaces show: snapshots, log lines (str), or None (nothing new yet: poll keys).
+Feed = Iterator[Snapshot | str | None]
 
 
 @cache
@@ -21,7 +24,7 @@ def schema() -> dict[str, Any]:
 
 def validation_errors(snapshot: Snapshot) -> list[str]:
     """Every way `snapshot` breaks the schema (empty when valid)."""
-    import jsonschema
+    import jsonschema  # heavy: imported on first use, not at start-up
 
     validator = jsonschema.Draft202012Validator(schema())
     return [

@@ -18,10 +18,9 @@ from typing import Any
 
 from .. import config
 from ..errors import UserError
-from ..paths import cache_dir
+from ..paths import TRACEFS, TRACEFS_DIRS, cache_dir
 
 BPF_DIR = config.bpf_dir()
-TRACEFS = Path("/sys/kernel/tracing")
 
 
 class LoadError(Exception):
@@ -35,7 +34,7 @@ class LoadError(Exception):
 
 def ensure_tracefs() -> None:
     """bcc picks its tracefs path at import time: mount tracefs first if it is not."""
-    if (TRACEFS / "events").is_dir() or Path("/sys/kernel/debug/tracing/events").is_dir():
+    if any((d / "events").is_dir() for d in TRACEFS_DIRS):
         return
     if os.geteuid() == 0:
         subprocess.run(

@@ -12,6 +12,8 @@ import os
 import re
 from pathlib import Path
 
+from ..paths import TRACEFS_DIRS
+
 _EVENT = re.compile(r"^[pr](?::(?P<group>[^/\s]+)/|:)(?P<name>[pr]_\S+_bcc_(?P<pid>\d+))\s")
 
 
@@ -30,8 +32,7 @@ def stale_bcc_events(text: str, alive: set[int] | None = None) -> list[str]:
 
 
 def kprobe_events_file() -> Path | None:
-    for p in (Path("/sys/kernel/tracing/kprobe_events"),
-              Path("/sys/kernel/debug/tracing/kprobe_events")):
+    for p in (d / "kprobe_events" for d in TRACEFS_DIRS):
         if p.exists():
             return p
     return None

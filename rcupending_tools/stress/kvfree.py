@@ -12,10 +12,12 @@ measurement read between `wait()` and `finish()` sees exactly the sets' enqueues
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import multiprocessing as mp
 import multiprocessing.connection
 import os
+import signal
 import socket
 import time
 from dataclasses import asdict, dataclass
@@ -133,9 +135,6 @@ def _child(
 def _die_with_parent(parent: int | None) -> None:
     """SIGKILL this forked worker when its parent dies (kill -9 of a measuring run): it
     inherited the parent's BPF program and stats fds, which must not outlive the parent."""
-    import ctypes
-    import signal
-
     parent = parent or os.getppid()
     try:
         ctypes.CDLL(None).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG

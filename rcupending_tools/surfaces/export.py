@@ -47,7 +47,7 @@ def write_jsonl(snapshots: list[Snapshot], path: str) -> int:
 
 def read_csv(path: str | Path):  # noqa: ANN201 - pandas DataFrame
     """A CSV written by write_csv back as a DataFrame (labels as strings, cpu/tgid as ints)."""
-    import pandas as pd
+    import pandas as pd  # heavy: imported on first use, not at start-up
 
     return pd.read_csv(
         path,

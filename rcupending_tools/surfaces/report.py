@@ -50,7 +50,7 @@ def _series(df: Any, metric: str, label: str | None = None) -> Any:
 
 
 def build(rec: Recording, outdir: str | Path) -> Report:
-    import matplotlib
+    import matplotlib  # heavy: imported on first use, not at start-up
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

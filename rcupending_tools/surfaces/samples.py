@@ -206,7 +206,7 @@ def tidy_rows(snapshots: list[Snapshot]) -> list[dict[str, Any]]:
 
 
 def dataframe(snapshots: list[Snapshot]):  # noqa: ANN201 - pandas imported lazily
-    import pandas as pd
+    import pandas as pd  # heavy: imported on first use, not at start-up
 
     df = pd.DataFrame(tidy_rows(snapshots), columns=list(CSV_COLUMNS))
     for col in ("cpu", "tgid"):

@@ -19,10 +19,12 @@ from contextlib import contextmanager, nullcontext
 from rich.console import Console
 from rich.live import Live
 
-from ...pipeline.feeds import TICK, Feed
-from ...pipeline.schema import Snapshot
+from ...pipeline.schema import Feed, Snapshot
+from ..text import summary
 from .render import render
 from .state import DashboardState
+
+TICK = 0.1  # seconds between key polls while paused or at the end
 
 
 @contextmanager
@@ -128,7 +130,5 @@ def show(
         if close is not None:
             close()
     if interactive and state.cur is not None:  # the full-screen frame is gone: keep a summary
-        from ..text import summary
-
         print(summary(state.cur))
     return state
