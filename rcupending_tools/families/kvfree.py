@@ -7,22 +7,8 @@ import time
 from typing import Any
 
 from ..pipeline.derive import log2_buckets, percentile_bounds
-from . import enums
-from .base import (
-    Family,
-    HistogramFamily,
-    Metric,
-    Raw,
-    ReadContext,
-    Samples,
-    Section,
-    SectionContext,
-    comm,
-    percpu_rows,
-    program_misses,
-    slots,
-    summed,
-)
+from . import base, enums
+from .base import Family, Metric, Raw, Samples, Section
 
 H = enums.header("kvfree_rcu.h")
 PATHS = H.enum("free_path").names("PATH_")
@@ -46,15 +32,15 @@ TOP_PROCESSES = 20
 # ---------------------------------------------------------------- read
 
 
-def read(b: Any, ctx: ReadContext) -> Raw:
+def read(b: Any, ctx: base.ReadContext) -> Raw:
     """The maps of bpf/kvfree_rcu.bpf.c. Free-side maps first, then per-task enqueues, then
     the counters: while traffic runs, each split is read before the total it is compared with."""
     raw: Raw = {
-        "events": summed(b["kv_events"], NEV),
-        "dur_hist": summed(b["kv_dur_hist"], NDUR * HIST_SLOTS),
+        "events": base.summed(b["kv_events"], NEV),
+        "dur_hist": base.summed(b["kv_dur_hist"], NDUR * HIST_SLOTS),
     }
-    hist_lat = summed(b["kv_lat_hist"], NPATH * HIST_SLOTS)
-    hist_gp = summed(b["kv_gp_hist"], NPATH * HIST_SLOTS)
+    hist_lat = base.summed(b["kv_lat_hist"], NPATH * HIST_SLOTS)
+    hist_gp = base.summed(b["kv_gp_hist"], NPATH * HIST_SLOTS)
     table = b["kv_freed_by_enq_cpu"]
     ncpu = len(b["kv_stats"][0])
     freed_by_cpu = [[int(table[c].objects), int(table[c].bytes)] for c in range(ncpu)]
@@ -62,11 +48,11 @@ def read(b: Any, ctx: ReadContext) -> Raw:
                            for k, v in b["kv_freed_by_tgid"].items())
     tasks: dict[tuple[int, str], list[int]] = {}
     for k, v in b["kvfree_by_task"].items():
-        cur = tasks.setdefault((int(k.tgid), comm(k.comm)), [0, 0, 0, 0, 0])
+        cur = tasks.setdefault((int(k.tgid), base.comm(k.comm)), [0, 0, 0, 0, 0])
         for i, f in enumerate((v.objects, v.bytes, v.headless, v.headless_bytes, v.untracked)):
             cur[i] += int(f)
-    raw["misses"] = program_misses(b)  # before the counters: never more than them
-    raw["stats"] = percpu_rows(b["kv_stats"], ST_MAX)
+    raw["misses"] = base.program_misses(b)  # before the counters: never more than them
+    raw["stats"] = base.percpu_rows(b["kv_stats"], ST_MAX)
     raw.update(lat_hist=hist_lat, gp_hist=hist_gp, freed_by_enq_cpu=freed_by_cpu,
                freed_by_tgid=freed_by_tgid,
                by_task=[[t, c, *v] for (t, c), v in sorted(tasks.items())])
@@ -87,7 +73,7 @@ def _count_inflight(b: Any, stats: list[list[int]], tries: int = 5) -> dict[str,
             counts["objects"] += 1
             counts["bytes"] += int(v.bytes)
             counts["sheaf" if v.route else "krc"] += 1
-        after = percpu_rows(b["kv_stats"], ST_MAX)
+        after = base.percpu_rows(b["kv_stats"], ST_MAX)
         if after == stats:
             return counts
         stats[:] = after  # the reading moves to the newer instant
@@ -102,7 +88,7 @@ def _row(st: list[list[int]], idx: int) -> int:
     return sum(st[idx])
 
 
-def section(raw: Raw | None, ctx: SectionContext) -> Section | None:
+def section(raw: Raw | None, ctx: base.SectionContext) -> Section | None:
     """Snapshot section `kvfree_rcu` (None when the probe is not attached)."""
     if raw is None or raw.get("stats") is None:
         return None
@@ -173,9 +159,9 @@ def section(raw: Raw | None, ctx: SectionContext) -> Section | None:
             "ns": percentile_bounds(lat_total),
             "gps": percentile_bounds(gp_total),
             "by_path": {
-                p: {"count": sum(slots(lat, i)), "ns": percentile_bounds(slots(lat, i))}
+                p: {"count": sum(base.slots(lat, i)), "ns": percentile_bounds(base.slots(lat, i))}
                 for i, p in enumerate(PATHS)
-                if sum(slots(lat, i))
+                if sum(base.slots(lat, i))
             },
         },
         "conservation": conservation(enq, freed, untracked, replaced, raw.get("in_map")),
@@ -227,7 +213,7 @@ def _event(raw: Raw, name: str) -> int:
 
 
 def _dur(raw: Raw, name: str) -> list[int]:
-    return slots(raw.get("dur_hist"), DURATIONS.index(name), HIST_SLOTS)
+    return base.slots(raw.get("dur_hist"), DURATIONS.index(name), HIST_SLOTS)
 
 
 def _kernel_events(raw: Raw) -> dict[str, Any]:
@@ -271,7 +257,7 @@ def histograms(raw: Raw | None) -> dict[str, Any]:
         total = [sum(h[i * HIST_SLOTS + s] for i in range(NPATH)) for s in range(HIST_SLOTS)]
         out[f"kvfree_rcu.{name}"] = {"unit": unit, "buckets": log2_buckets(total)}
         for i, p in enumerate(PATHS):
-            part = slots(h, i, HIST_SLOTS)
+            part = base.slots(h, i, HIST_SLOTS)
             if sum(part):
                 out[f"kvfree_rcu.{name}.{p}"] = {"unit": unit, "buckets": log2_buckets(part)}
     if raw.get("dur_hist") is not None:
@@ -319,108 +305,58 @@ def _by_process(tasks: dict, freed_tgid: dict) -> list[dict[str, Any]]:
 METRICS: tuple[Metric, ...] = (
     Metric("kvfree_rcu_enqueued_objects", "counter", "objects queued by kvfree_call_rcu()"),
     Metric("kvfree_rcu_enqueued_bytes", "counter", "bytes queued by kvfree_call_rcu() (ksize)"),
-    Metric(
-        "kvfree_rcu_enqueued_objects_by_kind",
-        "counter",
-        "kvfree_call_rcu() objects by kind (head: kfree_rcu(ptr, rhf); headless)",
-        ("kind",),
-    ),
-    Metric(
-        "kvfree_rcu_enqueued_objects_by_cpu",
-        "counter",
-        "kvfree_call_rcu() objects by CPU",
-        ("cpu",),
-    ),
-    Metric(
-        "kvfree_rcu_enqueued_bytes_by_cpu", "counter", "kvfree_call_rcu() bytes by CPU", ("cpu",)
-    ),
-    Metric(
-        "kvfree_rcu_enqueued_objects_by_route",
-        "counter",
-        "kvfree_call_rcu() objects by route (krc batching, slab sheaf)",
-        ("route",),
-    ),
-    Metric(
-        "kvfree_rcu_enqueued_bytes_by_route",
-        "counter",
-        "kvfree_call_rcu() bytes by route",
-        ("route",),
-    ),
-    Metric(
-        "kvfree_rcu_enqueued_unsized_objects", "counter", "enqueued objects whose size is unknown"
-    ),
+    Metric("kvfree_rcu_enqueued_objects_by_kind", "counter",
+           "kvfree_call_rcu() objects by kind (head: kfree_rcu(ptr, rhf); headless)", ("kind",)),
+    Metric("kvfree_rcu_enqueued_objects_by_cpu", "counter",
+           "kvfree_call_rcu() objects by CPU", ("cpu",)),
+    Metric("kvfree_rcu_enqueued_bytes_by_cpu", "counter",
+           "kvfree_call_rcu() bytes by CPU", ("cpu",)),
+    Metric("kvfree_rcu_enqueued_objects_by_route", "counter",
+           "kvfree_call_rcu() objects by route (krc batching, slab sheaf)", ("route",)),
+    Metric("kvfree_rcu_enqueued_bytes_by_route", "counter",
+           "kvfree_call_rcu() bytes by route", ("route",)),
+    Metric("kvfree_rcu_enqueued_unsized_objects", "counter",
+           "enqueued objects whose size is unknown"),
     Metric("kvfree_rcu_enqueued_vmalloc_objects", "counter", "enqueued vmalloc'ed objects"),
     Metric("kvfree_rcu_freed_objects", "counter", "tracked objects whose wait behind RCU ended"),
     Metric("kvfree_rcu_freed_bytes", "counter", "bytes of tracked objects freed after their wait"),
-    Metric(
-        "kvfree_rcu_freed_objects_by_path",
-        "counter",
-        "freed objects by free path (bulk, list, inline: kvfree_rcu's; list, inline: fallbacks)",
-        ("path",),
-    ),
+    Metric("kvfree_rcu_freed_objects_by_path", "counter",
+           "freed objects by free path (bulk, list, inline: kvfree_rcu's; list, inline: fallbacks)",
+           ("path",)),
     Metric("kvfree_rcu_freed_bytes_by_path", "counter", "freed bytes by free path", ("path",)),
-    Metric(
-        "kvfree_rcu_freed_pre_attach_objects_by_path",
-        "counter",
-        "frees of objects enqueued before attach (not matched, not subtracted)",
-        ("path",),
-    ),
+    Metric("kvfree_rcu_freed_pre_attach_objects_by_path", "counter",
+           "frees of objects enqueued before attach (not matched, not subtracted)", ("path",)),
     Metric("kvfree_rcu_pending_objects", "gauge", "tracked objects enqueued and not yet freed"),
     Metric("kvfree_rcu_pending_bytes", "gauge", "bytes enqueued and not yet freed (stranded)"),
-    Metric(
-        "kvfree_rcu_pending_objects_by_cpu", "gauge", "pending objects by enqueuing CPU", ("cpu",)
-    ),
+    Metric("kvfree_rcu_pending_objects_by_cpu", "gauge",
+           "pending objects by enqueuing CPU", ("cpu",)),
     Metric("kvfree_rcu_pending_bytes_by_cpu", "gauge", "pending bytes by enqueuing CPU", ("cpu",)),
     Metric("kvfree_rcu_untracked_objects", "counter", "enqueues the tracking map could not hold"),
     Metric("kvfree_rcu_untracked_bytes", "counter", "bytes of untracked enqueues"),
-    Metric(
-        "kvfree_rcu_replaced_objects",
-        "counter",
-        "tracked addresses enqueued again before their free was seen",
-    ),
-    Metric(
-        "kvfree_rcu_latency_seconds", "histogram", "enqueue -> free time per object (log2 buckets)"
-    ),
-    Metric(
-        "kvfree_rcu_latency_by_path_seconds",
-        "histogram",
-        "enqueue -> free time per object by free path (log2 buckets)",
-        ("path",),
-    ),
-    Metric(
-        "kvfree_rcu_latency_grace_periods",
-        "histogram",
-        "grace periods elapsed + 1 between enqueue and free (log2 buckets)",
-    ),
-    Metric(
-        "kvfree_rcu_latency_by_path_grace_periods",
-        "histogram",
-        "grace periods elapsed + 1 between enqueue and free, by free path",
-        ("path",),
-    ),
-    Metric(
-        "kvfree_rcu_process_enqueued_objects",
-        "counter",
-        "kvfree_call_rcu() objects of the top processes (a process leaving the top 20 disappears)",
-        ("tgid", "comm"),
-    ),
-    Metric(
-        "kvfree_rcu_process_pending_bytes",
-        "gauge",
-        "bytes a top process enqueued that are not yet freed (stranded)",
-        ("tgid", "comm"),
-    ),
-    Metric(
-        "kvfree_rcu_stress_enqueued_objects",
-        "counter",
-        "kvfree_call_rcu() objects of the running stress scenario's workers",
-    ),
+    Metric("kvfree_rcu_replaced_objects", "counter",
+           "tracked addresses enqueued again before their free was seen"),
+    Metric("kvfree_rcu_latency_seconds", "histogram",
+           "enqueue -> free time per object (log2 buckets)"),
+    Metric("kvfree_rcu_latency_by_path_seconds", "histogram",
+           "enqueue -> free time per object by free path (log2 buckets)", ("path",)),
+    Metric("kvfree_rcu_latency_grace_periods", "histogram",
+           "grace periods elapsed + 1 between enqueue and free (log2 buckets)"),
+    Metric("kvfree_rcu_latency_by_path_grace_periods", "histogram",
+           "grace periods elapsed + 1 between enqueue and free, by free path", ("path",)),
+    Metric("kvfree_rcu_process_enqueued_objects", "counter",
+           "kvfree_call_rcu() objects of the top processes (a process leaving the top 20 "
+           "disappears)",
+           ("tgid", "comm")),
+    Metric("kvfree_rcu_process_pending_bytes", "gauge",
+           "bytes a top process enqueued that are not yet freed (stranded)", ("tgid", "comm")),
+    Metric("kvfree_rcu_stress_enqueued_objects", "counter",
+           "kvfree_call_rcu() objects of the running stress scenario's workers"),
 )
 
 HISTOGRAM_FAMILIES = (
-    HistogramFamily("kvfree_rcu.latency_ns", "kvfree_rcu_latency_seconds",
+    base.HistogramFamily("kvfree_rcu.latency_ns", "kvfree_rcu_latency_seconds",
                     "kvfree_rcu_latency_by_path_seconds", "path", 1e-9),
-    HistogramFamily("kvfree_rcu.latency_gps", "kvfree_rcu_latency_grace_periods",
+    base.HistogramFamily("kvfree_rcu.latency_gps", "kvfree_rcu_latency_grace_periods",
                     "kvfree_rcu_latency_by_path_grace_periods", "path"),
 )
 

@@ -16,18 +16,8 @@ from typing import Any
 
 from ..paths import TRACEFS_DIRS
 from ..probes.table import NOLOCK_SYMBOLS
-from . import enums
-from .base import (
-    Family,
-    Metric,
-    Raw,
-    ReadContext,
-    Samples,
-    Section,
-    SectionContext,
-    percpu_rows,
-    program_misses,
-)
+from . import base, enums
+from .base import Family, Metric, Raw, Samples, Section
 
 H = enums.header("nolock.h")
 STATS = H.enum("nolock_stat").names("NOLOCK_")
@@ -72,7 +62,7 @@ ALLOCATOR = (
 # ---------------------------------------------------------------- read
 
 
-def read(b: Any, ctx: ReadContext) -> Raw:
+def read(b: Any, ctx: base.ReadContext) -> Raw:
     """The maps of bpf/nolock.bpf.c: splits first, totals last (a split never exceeds the
     total read after it)."""
     stacks = [
@@ -89,9 +79,9 @@ def read(b: Any, ctx: ReadContext) -> Raw:
     if "memcg_cause" not in ctx.status.unavailable:
         raw["memcg"] = [[int(k.value), _cgroup_path(int(k.value)), int(v.value)]
                         for k, v in b["nolock_memcg_fail"].items()]
-    raw["stats"] = percpu_rows(b["nolock_stats"], len(STATS))
+    raw["stats"] = base.percpu_rows(b["nolock_stats"], len(STATS))
     raw["callers"] = callers(stacks, ctx.kernel.core_text_symbol)
-    per_program = program_misses(b)
+    per_program = base.program_misses(b)
     raw["misses"] = {
         "recursion": sum(per_program.values()) if per_program else None,
         "kprobe": _kprobe_misses() if ctx.kind == "kprobe" else None,
@@ -122,9 +112,9 @@ def _kprobe_misses() -> int | None:
     """nmissed of this process's bcc kprobe events (kprobe_profile: name, hits, nmissed);
     None when they are not listed (bcc attached through the perf kprobe PMU)."""
     tag = f"_bcc_{os.getpid()}"
-    for base in TRACEFS_DIRS:
+    for tracefs in TRACEFS_DIRS:
         try:
-            lines = (base / "kprobe_profile").read_text().splitlines()
+            lines = (tracefs / "kprobe_profile").read_text().splitlines()
         except OSError:
             continue
         rows = [ln.split() for ln in lines if tag in ln]
@@ -172,7 +162,7 @@ def _add(rows: dict[Any, list[int]], key: Any, attempts: int, failures: int) -> 
     cur[1] += failures
 
 
-def section(raw: Raw | None, ctx: SectionContext) -> Section | None:
+def section(raw: Raw | None, ctx: base.SectionContext) -> Section | None:
     """Snapshot section `nolock` (None when the probe is not attached)."""
     if raw is None or raw.get("stats") is None:
         return None
@@ -250,56 +240,31 @@ def nolock_family(
 # ---------------------------------------------------------------- metrics
 
 METRICS: tuple[Metric, ...] = (
-    Metric(
-        "nolock_attempts",
-        "counter",
-        "nolock page allocator calls (or its stand-in, see probe_info)",
-    ),
+    Metric("nolock_attempts", "counter",
+           "nolock page allocator calls (or its stand-in, see probe_info)"),
     Metric("nolock_failures", "counter", "nolock page allocator calls that returned no page"),
     Metric("nolock_attempts_by_cpu", "counter", "nolock page allocator calls by CPU", ("cpu",)),
-    Metric(
-        "nolock_failures_by_cpu", "counter", "failed nolock page allocator calls by CPU", ("cpu",)
-    ),
-    Metric(
-        "nolock_obtained_bytes", "counter", "bytes (pages x 4096) the nolock allocator returned"
-    ),
-    Metric(
-        "nolock_attempts_by_order", "counter", "nolock page allocator calls by order", ("order",)
-    ),
-    Metric(
-        "nolock_failures_by_order", "counter", "failed nolock allocator calls by order", ("order",)
-    ),
-    Metric(
-        "nolock_attempts_by_context",
-        "counter",
-        "nolock page allocator calls by context (task, softirq, hardirq, nmi, unknown)",
-        ("context",),
-    ),
-    Metric(
-        "nolock_failures_by_context",
-        "counter",
-        "failed nolock page allocator calls by context",
-        ("context",),
-    ),
-    Metric(
-        "nolock_attempts_by_caller",
-        "counter",
-        "nolock page allocator calls by call site (top 20)",
-        ("caller",),
-    ),
-    Metric(
-        "nolock_failures_by_caller",
-        "counter",
-        "failed nolock page allocator calls by call site (top 20)",
-        ("caller",),
-    ),
-    Metric(
-        "nolock_missed_events_by_reason",
-        "counter",
-        "nolock probe runs the kernel skipped (recursion: a BPF program already running; "
-        "kprobe: kprobe nmissed)",
-        ("reason",),
-    ),
+    Metric("nolock_failures_by_cpu", "counter",
+           "failed nolock page allocator calls by CPU", ("cpu",)),
+    Metric("nolock_obtained_bytes", "counter",
+           "bytes (pages x 4096) the nolock allocator returned"),
+    Metric("nolock_attempts_by_order", "counter",
+           "nolock page allocator calls by order", ("order",)),
+    Metric("nolock_failures_by_order", "counter",
+           "failed nolock allocator calls by order", ("order",)),
+    Metric("nolock_attempts_by_context", "counter",
+           "nolock page allocator calls by context (task, softirq, hardirq, nmi, unknown)",
+           ("context",)),
+    Metric("nolock_failures_by_context", "counter",
+           "failed nolock page allocator calls by context", ("context",)),
+    Metric("nolock_attempts_by_caller", "counter",
+           "nolock page allocator calls by call site (top 20)", ("caller",)),
+    Metric("nolock_failures_by_caller", "counter",
+           "failed nolock page allocator calls by call site (top 20)", ("caller",)),
+    Metric("nolock_missed_events_by_reason", "counter",
+           "nolock probe runs the kernel skipped (recursion: a BPF program already running; "
+           "kprobe: kprobe nmissed)",
+           ("reason",)),
 )
 
 

@@ -7,20 +7,8 @@ import time
 from typing import Any
 
 from ..pipeline.derive import log2_buckets, percentile_bounds
-from . import enums
-from .base import (
-    Family,
-    Metric,
-    Raw,
-    ReadContext,
-    Samples,
-    Section,
-    SectionContext,
-    comm,
-    percpu_rows,
-    slots,
-    summed,
-)
+from . import base, enums
+from .base import Family, Metric, Raw, Samples, Section
 
 H = enums.header("rcu_pending.h")
 FLAVORS = H.enum("pending_flavor").names("FL_")
@@ -37,18 +25,18 @@ KVFREE_PROCESS_NAME = "RCU_PENDING_KVFREE (kvfree_rcu)"
 # ---------------------------------------------------------------- read
 
 
-def read(b: Any, ctx: ReadContext) -> Raw:
+def read(b: Any, ctx: base.ReadContext) -> Raw:
     """The maps of bpf/rcu_pending.bpf.c: processed/dequeued sides (histograms) before the
     enqueue totals, like kvfree."""
     n = NFL * HIST_SLOTS
     raw: Raw = {
-        "lat_hist": summed(b["pending_lat_hist"], n),
-        "gp_hist": summed(b["pending_gp_hist"], n),
-        "run_hist": summed(b["pending_run_hist"], n),
+        "lat_hist": base.summed(b["pending_lat_hist"], n),
+        "gp_hist": base.summed(b["pending_gp_hist"], n),
+        "run_hist": base.summed(b["pending_run_hist"], n),
     }
     tasks: dict[tuple[int, str], int] = {}
     for k, v in b["pending_by_task"].items():
-        key = (int(k.tgid), comm(k.comm))
+        key = (int(k.tgid), base.comm(k.comm))
         tasks[key] = tasks.get(key, 0) + int(v.value)
     raw["by_task"] = [[t, c, v] for (t, c), v in sorted(tasks.items())]
     names = [n for n in ctx.status.facts.get("process_callbacks", "").split(",") if n]
@@ -63,7 +51,7 @@ def read(b: Any, ctx: ReadContext) -> Raw:
         }
         for addr, v in ((int(k.value), v) for k, v in b["pending_callbacks"].items())
     ]
-    raw["stats"] = percpu_rows(b["pending_stats"], PS_MAX * NFL)
+    raw["stats"] = base.percpu_rows(b["pending_stats"], PS_MAX * NFL)
     if ctx.count_map:
         raw["in_map"] = _count_pending(b, raw["stats"])
     return raw
@@ -77,7 +65,7 @@ def _count_pending(b: Any, stats: list[list[int]], tries: int = 5) -> dict[str, 
         for v in b["pending_inflight"].values():
             counts["objects"] += 1
             counts["bytes"] += int(v.bytes)
-        after = percpu_rows(b["pending_stats"], PS_MAX * NFL)
+        after = base.percpu_rows(b["pending_stats"], PS_MAX * NFL)
         if after == stats:
             return counts
         stats[:] = after
@@ -105,7 +93,7 @@ def _flavor(raw: Raw, f: int) -> dict[str, Any]:
     deq, deq_bytes = stat(st, "deq", f), stat(st, "deq_bytes", f)
     untracked, untracked_bytes = stat(st, "untracked", f), stat(st, "untracked_bytes", f)
     replaced = stat(st, "replaced", f)
-    lat, gps = slots(raw.get("lat_hist"), f), slots(raw.get("gp_hist"), f)
+    lat, gps = base.slots(raw.get("lat_hist"), f), base.slots(raw.get("gp_hist"), f)
     return {
         "enqueued": {
             "objects": enq,
@@ -141,13 +129,13 @@ def _by_process(rows: list[list[Any]]) -> list[dict[str, Any]]:
     return [{"tgid": t, "comm": c, "objects": n} for t, c, n in top]
 
 
-def section(raw: Raw | None, ctx: SectionContext) -> Section | None:
+def section(raw: Raw | None, ctx: base.SectionContext) -> Section | None:
     """Snapshot section `rcu_pending` (None when the probe is not attached)."""
     if raw is None or raw.get("stats") is None:
         return None
     by_cpu = enqueued_by_cpu(raw["stats"])
     flavors = {name: _flavor(raw, f) for f, name in enumerate(FLAVORS)}
-    runs = [slots(raw.get("run_hist"), f) for f in range(NFL)]
+    runs = [base.slots(raw.get("run_hist"), f) for f in range(NFL)]
     run_hist = [sum(r[s] for r in runs) for s in range(HIST_SLOTS)]
     out: Section = {
         "enqueued": {"objects": sum(by_cpu), "by_cpu": by_cpu},
@@ -177,7 +165,7 @@ def histograms(raw: Raw | None) -> dict[str, Any]:
             ("latency_gps", raw.get("gp_hist"), "grace periods + 1"),
             ("objects_per_run", raw.get("run_hist"), "objects"),
         ):
-            part = slots(h, f)
+            part = base.slots(h, f)
             if sum(part):
                 out[f"rcu_pending.{key}.{name}"] = {"unit": unit, "buckets": log2_buckets(part)}
     return out
@@ -187,18 +175,10 @@ def histograms(raw: Raw | None) -> dict[str, Any]:
 
 METRICS: tuple[Metric, ...] = (
     Metric("rcu_pending_enqueued_objects", "counter", "objects queued by rcu_pending_enqueue()"),
-    Metric(
-        "rcu_pending_enqueued_objects_by_cpu",
-        "counter",
-        "rcu_pending_enqueue() objects by CPU",
-        ("cpu",),
-    ),
-    Metric(
-        "rcu_pending_process_enqueued_objects",
-        "counter",
-        "rcu_pending_enqueue() objects of the top processes",
-        ("tgid", "comm"),
-    ),
+    Metric("rcu_pending_enqueued_objects_by_cpu", "counter",
+           "rcu_pending_enqueue() objects by CPU", ("cpu",)),
+    Metric("rcu_pending_process_enqueued_objects", "counter",
+           "rcu_pending_enqueue() objects of the top processes", ("tgid", "comm")),
 )
 
 

@@ -25,37 +25,22 @@ PREFIX = "rcupending_"
 CORE: tuple[Metric, ...] = (
     Metric("lost_events", "counter", "events the kernel side could not record"),
     Metric("lost_events_by_reason", "counter", "lost events by reason", ("reason",)),
-    Metric(
-        "self_cpu_seconds",
-        "counter",
-        "user+system CPU time of the collecting process since attach (the tool's own cost)",
-    ),
+    Metric("self_cpu_seconds", "counter",
+           "user+system CPU time of the collecting process since attach (the tool's own cost)"),
     Metric("self_rss_bytes", "gauge", "resident memory of the collecting process"),
-    Metric(
-        "self_bpf_run_seconds",
-        "counter",
-        "run time of the collector's BPF programs (counted only while BPF stats are enabled)",
-    ),
-    Metric(
-        "self_bpf_run_events",
-        "counter",
-        "runs of the collector's BPF programs (counted only while BPF stats are enabled)",
-    ),
+    Metric("self_bpf_run_seconds", "counter",
+           "run time of the collector's BPF programs (counted only while BPF stats are enabled)"),
+    Metric("self_bpf_run_events", "counter",
+           "runs of the collector's BPF programs (counted only while BPF stats are enabled)"),
     Metric("snapshot_seq", "gauge", "number of the snapshot in its run (0 = baseline at attach)"),
     Metric("elapsed_seconds", "gauge", "seconds since the probes attached"),
     Metric("snapshot_time_seconds", "gauge", "Unix time of the snapshot's map read"),
-    Metric(
-        "probe_info",
-        "info",
-        "one series per probe: its status (attached, stand-in, blocked, absent) and mechanism",
-        ("probe", "function", "status", "mechanism"),
-    ),
-    Metric(
-        "source_info",
-        "info",
-        "where the data comes from: source (live, lab-vm, ...), kernel, tool, host, lab spec",
-        ("source", "kernel_release", "tool_version", "hostname", "lab_spec"),
-    ),
+    Metric("probe_info", "info",
+           "one series per probe: its status (attached, stand-in, blocked, absent) and mechanism",
+           ("probe", "function", "status", "mechanism")),
+    Metric("source_info", "info",
+           "where the data comes from: source (live, lab-vm, ...), kernel, tool, host, lab spec",
+           ("source", "kernel_release", "tool_version", "hostname", "lab_spec")),
 )
 METRICS: tuple[Metric, ...] = tuple(m for f in FAMILIES for m in f.metrics) + CORE
 BY_NAME = {m.name: m for m in METRICS}
