@@ -128,6 +128,11 @@ def batch_items(table: Any) -> list[tuple[Any, Any]]:
         return list(table.items())
 
 
+def scalar(key: Any) -> int:
+    """A map key of an integer type, as batch lookups (int) and item lookups (ctypes) give it."""
+    return int(getattr(key, "value", key))
+
+
 def whole_copy(table: Any, end: int, tries: int = 8) -> tuple[list[list[int]], bool]:
     """Every CPU's copy of entry 0 of a per-CPU array of u64 words, in one lookup; read again
     (up to `tries` times) while a CPU's copy was taken in the middle of an update: its first

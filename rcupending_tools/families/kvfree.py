@@ -40,7 +40,7 @@ def read(b: Any, ctx: base.ReadContext) -> Raw:
     counter of every CPU in one lookup (kv_counters), so the totals and their per-CPU and
     per-path splits describe one instant."""
     raw: Raw = {"misses": base.program_misses(b)}  # before the counters: never more
-    gone = {int(k.value): [int(v.objects), int(v.bytes)]
+    gone = {base.scalar(k): [int(v.objects), int(v.bytes)]
             for k, v in base.batch_items(b["kv_freed_by_tgid"])}
     tasks: dict[tuple[int, str], list[int]] = {}
     for k, v in base.batch_items(b["kvfree_by_task"]):
