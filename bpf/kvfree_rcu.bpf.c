@@ -420,6 +420,7 @@ static __always_inline void on_bulk_records(u64 records, u64 n, u32 from)
  * (kfree_bulk() for slab, a vfree() loop for vmalloc). */
 static __always_inline void on_bulk_node(u64 bnode, u32 from)
 {
+	event(EV_BULK_PAGES, 1);
 	on_bulk_records(bnode + OFF_BNODE_RECORDS, read_u64(bnode + OFF_BNODE_NR), from);
 }
 #endif

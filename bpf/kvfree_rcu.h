@@ -54,7 +54,8 @@ enum kv_event {
 	EV_NOLOCK_DEFER = 9,  /* of those, deferred to irq_work (defer_kfree_rcu) */
 	EV_UNSAMPLED = 10,    /* enqueues outside the sample (RCUPENDING_SAMPLE): untracked */
 	EV_UNARMED = 11,      /* calls before every hook was attached: not counted */
-	NEV = 12,
+	EV_BULK_PAGES = 12,   /* krc bulk pages freed (kvfree_rcu_bulk calls) */
+	NEV = 13,
 };
 
 /* Duration histograms. */

@@ -265,6 +265,7 @@ def _kernel_events(raw: Raw) -> dict[str, Any]:
             "shrinker": {"scans": ev["shrink_scan"], "freed": ev["shrink_freed"]},
             "page_refill": ev["refill"],
             "reclaim_work": ev["reclaim_work"],
+            "bulk_pages": ev["bulk_pages"],
             "kfree_rcu_nolock": {"calls": ev["nolock_enq"], "deferred": ev["nolock_defer"]},
         },
     }
@@ -408,6 +409,7 @@ METRICS: tuple[Metric, ...] = (
     Metric("kvfree_rcu_pending_bytes_by_cpu", "gauge", "pending bytes by enqueuing CPU", ("cpu",)),
     Metric("kvfree_rcu_untracked_objects", "counter", "enqueues the tracking map could not hold"),
     Metric("kvfree_rcu_untracked_bytes", "counter", "bytes of untracked enqueues"),
+    Metric("kvfree_rcu_bulk_page_free_events", "counter", "krc bulk pages freed (kvfree_rcu_bulk)"),
     Metric("kvfree_rcu_replaced_objects", "counter",
            "tracked addresses enqueued again before their free was seen"),
     Metric("kvfree_rcu_latency_seconds", "histogram",
@@ -475,6 +477,8 @@ def samples(kv: Section) -> list:
         c("kvfree_rcu_untracked_bytes", unt.get("bytes", 0))
     if "replaced" in kv:
         c("kvfree_rcu_replaced_objects", kv["replaced"])
+    if (ev := kv.get("events")) and "bulk_pages" in ev:
+        c("kvfree_rcu_bulk_page_free_events", ev["bulk_pages"])
     rows = [*kv["by_process"]]
     if (other := kv.get("by_process_other")) is not None:
         rows.append(dict(other, tgid="other", comm="other"))  # rows + other = the totals

@@ -6,6 +6,7 @@ from rcupending_tools.families import kvfree as km
 from rcupending_tools.pipeline.collector import Collector, provenance
 from rcupending_tools.pipeline.raw import RawSample
 from rcupending_tools.pipeline.schema import validation_errors
+from rcupending_tools.surfaces.samples import samples
 from tests.unit.kvfree_raw import counters
 
 
@@ -81,7 +82,7 @@ def test_pending_peak_comes_from_the_kernel_gauge():
 def test_phases_gp_durations_and_events():
     col = Collector(provenance("6.12.1"), [], source="synthetic")
     ev = dict.fromkeys(km.EVENTS, 0) | {"phased": 65, "ready": 5, "gp": 40, "barrier": 2,
-                                        "shrink_scan": 1, "shrink_freed": 7}
+                                        "shrink_scan": 1, "shrink_freed": 7, "bulk_pages": 3}
     dur = [0] * (km.NDUR * km.HIST_SLOTS)
     for i, (name, slot, n) in enumerate(
         [("batch", 32, 65), ("gp", 24, 65), ("reclaim", 10, 65), ("ready", 33, 5),
@@ -104,6 +105,8 @@ def test_phases_gp_durations_and_events():
     assert kv["rcu_gp"]["duration"]["ns"]["p50"] == 1 << 24
     assert kv["events"]["barrier"]["calls"] == 2
     assert kv["events"]["shrinker"] == {"scans": 1, "freed": 7}
+    assert kv["events"]["bulk_pages"] == 3
+    assert [x.value for x in samples(s) if x.name == "kvfree_rcu_bulk_page_free_events_total"] == [3]
     assert "kvfree_rcu.phase_ns.batch" in s["histograms"]
     assert "kvfree_rcu.rcu_gp_ns" in s["histograms"]
     # the raw form round-trips (recordings)
