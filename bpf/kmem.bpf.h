@@ -48,25 +48,51 @@ static __always_inline u64 gp_seq_now(void)
 #endif
 }
 
-/* The slab object holding `addr`: its slot size (kmem_cache.size, the bytes it really holds)
- * and, in *start, the object's first byte. 0 when not a slab object (or bytes unavailable). */
-static __always_inline u64 slab_lookup(u64 addr, bool *is_vmalloc, u64 *start)
+/* What memory an object lives in (the size a free gives back depends on it). */
+enum mem_kind {
+	MEM_UNSIZED = 0,  /* not found: bytes unknown */
+	MEM_SLAB = 1,     /* a slab object: its cache's slot size */
+	MEM_LARGE = 2,    /* kmalloc > 8 KiB: its own folio, PAGE_SIZE << order */
+	MEM_VMALLOC = 3,  /* vmalloc'ed: bytes unknown here */
+};
+
+/* The kernel's base addresses (KASLR), read from the running kernel. */
+struct kbases {
+	u64 page_offset;
+	u64 vmemmap;
+	u64 vmalloc;
+};
+
+static __always_inline void kbases_read(struct kbases *b)
 {
-	*is_vmalloc = false;
+#ifndef BYTES_UNAVAILABLE
+	b->page_offset = read_u64(PAGE_OFFSET_BASE_ADDR);
+	b->vmemmap = read_u64(VMEMMAP_BASE_ADDR);
+	b->vmalloc = read_u64(VMALLOC_BASE_ADDR);
+#endif
+}
+
+/* The memory holding `addr`: its kind, its size in bytes (the slab slot, the large kmalloc's
+ * folio; 0 when unknown) and, in *start, the object's first byte (slab objects; else `addr`
+ * rounded down to its page, as the kernel finds a vmalloc object's start). */
+static __always_inline u64 object_lookup(const struct kbases *b, u64 addr, u32 *kind, u64 *start)
+{
+	*kind = MEM_UNSIZED;
 	*start = addr;
 #ifdef BYTES_UNAVAILABLE
 	return 0;
 #else
-	u64 vmalloc_base = read_u64(VMALLOC_BASE_ADDR);
-	u64 page_offset = read_u64(PAGE_OFFSET_BASE_ADDR);
-	u64 vmemmap = read_u64(VMEMMAP_BASE_ADDR);
 	u64 page, head, cache, base;
 	u32 size = 0;
 
-	*is_vmalloc = addr >= vmalloc_base && addr - vmalloc_base < (32ULL << 40);
-	if (*is_vmalloc || addr < page_offset)
+	if (addr >= b->vmalloc && addr - b->vmalloc < (32ULL << 40)) {
+		*kind = MEM_VMALLOC;
+		*start = addr & ~4095ULL;
 		return 0;
-	page = vmemmap + ((addr - page_offset) >> 12) * PAGE_STRUCT_SIZE;
+	}
+	if (addr < b->page_offset)
+		return 0;
+	page = b->vmemmap + ((addr - b->page_offset) >> 12) * PAGE_STRUCT_SIZE;
 	head = read_u64(page + OFF_PAGE_COMPOUND_HEAD);
 	if (head & 1) {
 		/* Tail page: compound_head is head + 1; 7.x compound_info with HVO holds instead
@@ -77,26 +103,52 @@ static __always_inline u64 slab_lookup(u64 addr, bool *is_vmalloc, u64 *start)
 		else
 			page = head - 1;
 	}
+	base = b->page_offset + (((page - b->vmemmap) / PAGE_STRUCT_SIZE) << 12);
 #if defined(SLAB_BY_PAGE_TYPE)
 	u32 page_type = 0;
 	bpf_probe_read_kernel(&page_type, sizeof(page_type), (void *)(page + OFF_PAGE_TYPE));
-	if ((page_type >> 24) != SLAB_TYPE)
-		return 0;
+	bool slab = (page_type >> 24) == SLAB_TYPE;
 #elif defined(SLAB_BY_FLAG)
-	if (!(read_u64(page + OFF_PAGE_FLAGS) & (1ULL << SLAB_FLAG_BIT)))
-		return 0;
+	bool slab = read_u64(page + OFF_PAGE_FLAGS) & (1ULL << SLAB_FLAG_BIT);
+#else
+	bool slab = false;
 #endif
+	if (!slab) {
+#ifdef HAVE_FOLIO_ORDER
+		/* a large kmalloc: a compound head page of its own; the order is in the folio */
+		if (read_u64(page + OFF_PAGE_FLAGS) & (1ULL << PG_HEAD_BIT)) {
+			u8 order = 0;
+			bpf_probe_read_kernel(&order, 1, (void *)(page + OFF_FOLIO_ORDER));
+			*kind = MEM_LARGE;
+			*start = base;
+			return 4096ULL << (order & 31);
+		}
+#endif
+		return 0;
+	}
 	cache = read_u64(page + OFF_SLAB_CACHE);
 	if (!cache)
 		return 0;
 	bpf_probe_read_kernel(&size, sizeof(size), (void *)(cache + OFF_KMEM_CACHE_SIZE));
 	if (!size)
 		return 0;
-	base = page_offset + (((page - vmemmap) / PAGE_STRUCT_SIZE) << 12);
+	*kind = MEM_SLAB;
 	if (addr >= base)
 		*start = base + ((addr - base) / size) * size;
 	return size;
 #endif
+}
+
+/* The slab object holding `addr` (bases read now): its slot size and, in *start, the object's
+ * first byte; 0 when not a slab object or a large kmalloc (or bytes unavailable). */
+static __always_inline u64 slab_lookup(u64 addr, bool *is_vmalloc, u64 *start)
+{
+	struct kbases b = {};
+	u32 kind;
+	kbases_read(&b);
+	u64 bytes = object_lookup(&b, addr, &kind, start);
+	*is_vmalloc = kind == MEM_VMALLOC;
+	return bytes;
 }
 
 /* Per-object tracking of 1 in SAMPLE_MASK + 1 objects (RCUPENDING_SAMPLE), chosen by a hash

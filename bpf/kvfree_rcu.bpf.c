@@ -29,7 +29,14 @@ struct inflight {
 	u64 bytes;
 	u32 tgid;
 	u16 cpu;
-	u16 route;  /* 0: krc batching, 1: sheaf bypass */
+	u16 flags;  /* INF_WINDOW, INF_WATCHED, INF_SHEAF */
+};
+
+struct kv_cfg {
+	u64 window_end;   /* ktime ns: every object followed until then */
+	u64 sample_mask;  /* then 1 in sample_mask + 1 (address hash) */
+	u64 nwatch;
+	u32 watch[KV_WATCH_MAX];  /* tgids always followed and counted apart (a stress) */
 };
 
 #ifdef HAVE_PENDING_BACKEND
@@ -38,21 +45,22 @@ struct inflight {
 #define PENDING_BACKEND 0
 #endif
 
-/* Per-task context of a running kvfree path: which path, and for kvfree_call_rcu() itself the
- * object and whether synchronize_rcu() ran inside it (the headless inline fallback). */
+/* Per-task context of a running kvfree path: which path, and for a headless kvfree_call_rcu()
+ * the object (its size and CPU) that an inline synchronize_rcu() + kvfree() would free. */
 struct path_ctx {
 	u32 path;
 	u32 synced;
 	u64 ptr;
+	u64 bytes;
+	u32 cpu;
+	u32 tracked;
 };
 
-struct task_bytes {
+struct task_bytes {  /* the followed objects of one process (tgid, comm) */
 	u64 objects;
 	u64 bytes;
 	u64 headless;        /* of those, kfree_rcu_mightsleep() objects */
 	u64 headless_bytes;
-	u64 untracked;       /* of those, not tracked per object: their frees are not seen */
-	u64 untracked_bytes;
 };
 
 struct freed_sum {  /* tracked objects gone (freed, replaced), by the enqueuing process */
@@ -69,10 +77,13 @@ struct kv_counters {
 };
 
 BPF_PERCPU_ARRAY(kv_counters, struct kv_counters, 1);  /* every figure, one read: kv_slot */
+BPF_ARRAY(kv_cfg, struct kv_cfg, 1);          /* set by user space (families/kvfree.py) */
+BPF_ARRAY(kv_bases, struct kbases, 1);        /* the kernel's base addresses, read once */
+BPF_ARRAY(kv_window_live, s64, 1);            /* window-tracked objects still in the map */
 BPF_HASH(kv_inflight, u64, struct inflight, TRACK_MAX);
 BPF_HASH(kvfree_by_task, struct task_key, struct task_bytes, TASK_MAP_SIZE);
 BPF_HASH(kv_freed_by_tgid, u32, struct freed_sum, TASK_MAP_SIZE);
-BPF_HASH(kv_ctx, u64, struct path_ctx, 4096);  /* pid_tgid -> running kvfree path */
+BPF_TABLE("lru_hash", u64, struct path_ctx, kv_ctx, 4096);  /* pid_tgid -> kvfree path */
 
 struct batch_mark {  /* a kfree_rcu batch handed to RCU; its reclaim work running */
 	u64 queued;
@@ -82,7 +93,9 @@ BPF_TABLE("lru_hash", u64, u64, kv_batch_queued, 1024);  /* rcu_work -> queue ti
 BPF_HASH(kv_work, u64, struct batch_mark, 1024);          /* pid_tgid in kfree_rcu_work */
 BPF_HASH(kv_barrier_start, u64, u64, 1024);               /* pid_tgid -> call time */
 BPF_ARRAY(kv_gp_start, u64, 1);
-BPF_ARRAY(kv_pending_gauge, struct gauge, 1);  /* tracked pending now, and its peak */
+#ifdef PENDING_PEAK
+BPF_ARRAY(kv_pending_gauge, struct gauge, 1);  /* pending now and its peak: a global atomic */
+#endif
 
 /* This CPU's counters, opened for a group of updates (NULL: not found, nothing counted). */
 static __always_inline struct kv_counters *kc_open(void)
@@ -134,13 +147,69 @@ static __always_inline void dur_add_n(struct kv_counters *kc, u32 which, u64 ns,
 	hist_add(kc, KV_DUR, which, ns, n);
 }
 
-/* Tracked pending: the global gauge with its peak (compare), and this CPU's net share. */
+/* Pending: this CPU's net share of the gauge (every object), and with PENDING_PEAK (compare)
+ * a global gauge with its high-water mark. */
 static __always_inline void pending_add(struct kv_counters *kc, s64 objects, s64 bytes)
 {
+#ifdef PENDING_PEAK
 	u32 zero = 0;
 	gauge_add(kv_pending_gauge.lookup(&zero), objects, bytes);
+#endif
 	kc_add(kc, KV_GAUGE, (u64)objects);
 	kc_add(kc, KV_GAUGE + 1, (u64)bytes);
+}
+
+static __always_inline struct kv_cfg *cfg_get(void)
+{
+	u32 zero = 0;
+	return kv_cfg.lookup(&zero);
+}
+
+/* The kernel's base addresses: read once by the first program that needs them. */
+static __always_inline struct kbases *bases_get(void)
+{
+	u32 zero = 0;
+	struct kbases *b = kv_bases.lookup(&zero);
+	if (b && !b->page_offset)
+		kbases_read(b);
+	return b;
+}
+
+static __always_inline u64 object_size(u64 ptr, u32 *kind, u64 *start)
+{
+	struct kbases *b = bases_get();
+	*kind = MEM_UNSIZED;
+	*start = ptr;
+	return b ? object_lookup(b, ptr, kind, start) : 0;
+}
+
+static __always_inline bool in_sample(u64 ptr, u64 mask)
+{
+	return ((((ptr >> 4) * 0x9E3779B97F4A7C15ULL) >> 40) & mask) == 0;
+}
+
+static __always_inline bool is_watched(struct kv_cfg *cfg, u32 tgid)
+{
+	u64 n = cfg->nwatch;
+	for (u32 i = 0; i < KV_WATCH_MAX; i++)
+		if (i < n && cfg->watch[i] == tgid)
+			return true;
+	return false;
+}
+
+static __always_inline void window_live_add(s64 n)
+{
+	u32 zero = 0;
+	s64 *live = kv_window_live.lookup(&zero);
+	if (live)
+		__sync_fetch_and_add(live, n);
+}
+
+static __always_inline bool window_live(void)
+{
+	u32 zero = 0;
+	s64 *live = kv_window_live.lookup(&zero);
+	return live && *live > 0;
 }
 
 /* A tracked object of process `tgid` left the tracking map (freed or replaced). */
@@ -156,82 +225,125 @@ static __always_inline void gone_by_tgid(u32 tgid, u64 bytes)
 	}
 }
 
-/* Counts one kvfree_call_rcu() object; false (nothing counted) until the tool is armed. */
-static __always_inline bool on_enqueue(u64 ptr, bool headless)
+/* Counts one enqueued object (kvfree_call_rcu(); 7.x also kfree_call_rcu_nolock() straight to
+ * a sheaf), of `bytes` when the caller knows them (else looked up). Counters for every object;
+ * per object (the tracking map, the per-task records) only those of the window, the sample or
+ * a watched process. False (nothing counted) until the tool is armed; *out: the context an
+ * inline free of a headless object needs. */
+static __always_inline bool on_enqueue(u64 ptr, bool headless, u64 bytes, u32 kind,
+				       struct path_ctx *out)
 {
 	if (!is_armed()) {
 		event(EV_UNARMED, 1);
 		return false;
 	}
-	bool is_vmalloc = false;
+	struct kv_cfg *cfg = cfg_get();
+	if (!cfg)
+		return false;
 	u64 start;
-	u64 bytes = slab_lookup(ptr, &is_vmalloc, &start);
-	struct task_key key = current_task_key();
-	struct inflight val = {};
-	val.ts = bpf_ktime_get_ns();
-	val.gp_seq = gp_seq_now();
-	val.bytes = bytes;
-	val.tgid = key.tgid;
-	val.cpu = bpf_get_smp_processor_id();
+	if (!bytes)
+		bytes = object_size(ptr, &kind, &start);
+	u64 id = bpf_get_current_pid_tgid();
+	u32 tgid = id >> 32, cpu = bpf_get_smp_processor_id();
+	u64 now = bpf_ktime_get_ns();
+	bool window = now < cfg->window_end;
+	bool watched = cfg->nwatch && is_watched(cfg, tgid);
+	bool follow = ptr && (window || watched || in_sample(ptr, cfg->sample_mask));
+	bool tracked = false, replaced = false;
+	u32 old_tgid = 0;
+	u64 old_bytes = 0;
 
 	struct kv_counters *kc = kc_open();
 	stat_add(kc, headless ? ST_ENQ_HEADLESS : ST_ENQ_HEAD, 1);
 	stat_add(kc, ST_ENQ_BYTES, bytes);
 	if (!bytes)
 		stat_add(kc, ST_ENQ_UNSIZED, 1);
-	if (is_vmalloc)
+	if (kind == MEM_VMALLOC)
 		stat_add(kc, ST_ENQ_VMALLOC, 1);
-	/* untracked: counted, never matched on the free side (object unknown: 6.1 headless
-	 * under fentry; outside the sample; the map full) */
-	bool tracked = false;
-	u32 old_tgid = 0;
-	u64 old_bytes = 0;
-	bool replaced = false;
-	if (ptr && !sampled(ptr)) {
-		ev_add(kc, EV_UNSAMPLED, 1);
-	} else if (ptr) {
+	else if (kind == MEM_LARGE)
+		stat_add(kc, ST_ENQ_LARGE, 1);
+	pending_add(kc, 1, bytes);
+	if (watched) {
+		stat_add(kc, ST_W_ENQ, 1);
+		stat_add(kc, ST_W_ENQ_BYTES, bytes);
+		if (headless) {
+			stat_add(kc, ST_W_HEADLESS, 1);
+			stat_add(kc, ST_W_HEADLESS_BYTES, bytes);
+		}
+	}
+	if (follow) {
 		struct inflight *old = kv_inflight.lookup(&ptr);
-		if (old) {  /* its free was never seen: it leaves the map here, as if freed */
+		if (old) {  /* its free was never seen: it leaves pending here, as if freed */
 			replaced = true;
 			old_tgid = old->tgid;
 			old_bytes = old->bytes;
 			u32 c = old->cpu;
+			u16 f = old->flags;
 			stat_add(kc, ST_REPLACED, 1);
 			stat_add(kc, ST_REPLACED_BYTES, old_bytes);
 			if (c < KV_NCPUS) {
 				kc_add(kc, KV_GONE + 2 * c, 1);
 				kc_add(kc, KV_GONE + 2 * c + 1, old_bytes);
 			}
+			if (f & INF_WATCHED) {
+				stat_add(kc, ST_W_GONE, 1);
+				stat_add(kc, ST_W_GONE_BYTES, old_bytes);
+			}
+			if (f & INF_WINDOW)
+				window_live_add(-1);
 			pending_add(kc, -1, -(s64)old_bytes);
 		}
+		struct inflight val = {};
+		val.ts = now;
+		val.gp_seq = gp_seq_now();
+		val.bytes = bytes;
+		val.tgid = tgid;
+		val.cpu = cpu;
+		val.flags = (window ? INF_WINDOW : 0) | (watched ? INF_WATCHED : 0);
 		tracked = kv_inflight.update(&ptr, &val) == 0;
-		if (tracked)
-			pending_add(kc, 1, bytes);
-	}
-	if (!tracked) {
-		stat_add(kc, ST_UNTRACKED, 1);
-		stat_add(kc, ST_UNTRACKED_BYTES, bytes);
+		if (tracked) {
+			stat_add(kc, ST_TRACKED, 1);
+			stat_add(kc, ST_TRACKED_BYTES, bytes);
+		} else {
+			stat_add(kc, ST_UNTRACKED, 1);
+			stat_add(kc, ST_UNTRACKED_BYTES, bytes);
+			if (watched) {
+				stat_add(kc, ST_W_UNTRACKED, 1);
+				stat_add(kc, ST_W_UNTRACKED_BYTES, bytes);
+			}
+		}
+	} else {
+		ev_add(kc, EV_UNSAMPLED, 1);
 	}
 	kc_close(kc);
 
-	struct task_bytes zero = {};
-	struct task_bytes *t = kvfree_by_task.lookup_or_try_init(&key, &zero);
-	if (t) {
-		__sync_fetch_and_add(&t->objects, 1);
-		__sync_fetch_and_add(&t->bytes, bytes);
-		if (headless) {
-			__sync_fetch_and_add(&t->headless, 1);
-			__sync_fetch_and_add(&t->headless_bytes, bytes);
+	if (tracked) {
+		if (window)
+			window_live_add(1);
+		struct task_key key = {.tgid = tgid};
+		bpf_get_current_comm(&key.comm, sizeof(key.comm));
+		struct task_bytes zero = {};
+		struct task_bytes *t = kvfree_by_task.lookup_or_try_init(&key, &zero);
+		if (t) {
+			__sync_fetch_and_add(&t->objects, 1);
+			__sync_fetch_and_add(&t->bytes, bytes);
+			if (headless) {
+				__sync_fetch_and_add(&t->headless, 1);
+				__sync_fetch_and_add(&t->headless_bytes, bytes);
+			}
+		} else {
+			count_lost(LOST_TASK_MAP_FULL);
 		}
-		if (!tracked) {
-			__sync_fetch_and_add(&t->untracked, 1);
-			__sync_fetch_and_add(&t->untracked_bytes, bytes);
-		}
-	} else {
-		count_lost(LOST_TASK_MAP_FULL);
 	}
 	if (replaced)
 		gone_by_tgid(old_tgid, old_bytes);
+	if (out) {
+		out->path = PATH_INLINE;
+		out->ptr = ptr;
+		out->bytes = bytes;
+		out->cpu = cpu;
+		out->tracked = tracked;
+	}
 	return true;
 }
 
@@ -305,44 +417,73 @@ static __always_inline void phases_end(struct phase_ctx *pc)
 #endif
 }
 
-/* The object at `ptr` finished waiting on `path`; `count_unmatched`: every object freed here is
- * a kvfree_rcu object, so one we never saw enqueued was queued before we attached. The program
- * that deletes the tracking entry accounts the object (once, whatever runs concurrently). */
-static __always_inline void on_free(u64 ptr, u32 path, bool count_unmatched,
+/* The object at `ptr` finished waiting on `path`: counted for every object that was enqueued
+ * after attach, with its bytes from its record, else `bytes` when the caller knows them, else
+ * looked up now. `count_unmatched`: every object freed here is a kvfree_rcu object, so during
+ * the window (every object followed) one we never saw enqueued was queued before we attached:
+ * its own row, not a post-attach free. Per object (latency, attribution) only for followed
+ * objects; the program that deletes a record accounts its object (once). */
+static __always_inline void on_free(u64 ptr, u32 path, bool count_unmatched, u64 bytes,
 				    struct phase_ctx *pc)
 {
-	if (!sampled(ptr))
-		return;  /* never tracked: no lookup */
-	struct inflight *v = kv_inflight.lookup(&ptr);
-
-	if (!v) {
-		if (count_unmatched) {
-			struct kv_counters *kc = kc_open();
-			stat_add(kc, ST_UNMATCHED + path, 1);
-			kc_close(kc);
+	struct kv_cfg *cfg = cfg_get();
+	if (!cfg || !ptr)
+		return;
+	u64 now = bpf_ktime_get_ns();
+	bool window = now < cfg->window_end;
+	bool sampled = in_sample(ptr, cfg->sample_mask);
+	struct inflight v = {};
+	bool found = false;
+	if (window || sampled || window_live()) {
+		struct inflight *e = kv_inflight.lookup(&ptr);
+		if (e) {
+			v = *e;
+			found = kv_inflight.delete(&ptr) == 0;
+			if (!found)
+				return;  /* another program took it first */
 		}
+	}
+	if (!found && window && count_unmatched) {
+		struct kv_counters *kc = kc_open();
+		stat_add(kc, ST_UNMATCHED + path, 1);
+		kc_close(kc);
 		return;
 	}
-	u64 ts = v->ts, gp = v->gp_seq, bytes = v->bytes;
-	u32 tgid = v->tgid, cpu = v->cpu;
-	if (kv_inflight.delete(&ptr) != 0)
-		return;  /* another program took it first */
-	u64 delta = bpf_ktime_get_ns() - ts;
-	u64 gps = (gp_seq_now() - gp) >> 2; /* gp_seq: counter << 2 | state */
-	if (pc)
-		phases_object(pc, ts);
+	if (found) {
+		bytes = v.bytes;
+	} else if (!bytes) {
+		u32 kind;
+		u64 start;
+		bytes = object_size(ptr, &kind, &start);
+	}
+	if (found && pc)
+		phases_object(pc, v.ts);
 	struct kv_counters *kc = kc_open();
-	hist_add(kc, KV_LAT, path, delta, 1);
-	hist_add(kc, KV_GPS, path, gps + 1, 1);
 	stat_add(kc, ST_FREED + path, 1);
 	stat_add(kc, ST_FREED_BYTES + path, bytes);
-	if (cpu < KV_NCPUS) {
-		kc_add(kc, KV_GONE + 2 * cpu, 1);
-		kc_add(kc, KV_GONE + 2 * cpu + 1, bytes);
-	}
 	pending_add(kc, -1, -(s64)bytes);
+	if (found) {
+		u64 gps = (gp_seq_now() - v.gp_seq) >> 2; /* gp_seq: counter << 2 | state */
+		hist_add(kc, KV_LAT, path, now - v.ts, 1);
+		hist_add(kc, KV_GPS, path, gps + 1, 1);
+		u32 cpu = v.cpu;
+		if (cpu < KV_NCPUS) {
+			kc_add(kc, KV_GONE + 2 * cpu, 1);
+			kc_add(kc, KV_GONE + 2 * cpu + 1, bytes);
+		}
+		if (v.flags & INF_WATCHED) {
+			stat_add(kc, ST_W_GONE, 1);
+			stat_add(kc, ST_W_GONE_BYTES, bytes);
+		}
+	} else if (sampled && !window && count_unmatched) {
+		stat_add(kc, ST_LATE_UNMATCHED, 1);
+	}
 	kc_close(kc);
-	gone_by_tgid(tgid, bytes);
+	if (found) {
+		if (v.flags & INF_WINDOW)
+			window_live_add(-1);
+		gone_by_tgid(v.tgid, bytes);
+	}
 }
 
 static __always_inline u32 current_ctx(void)
@@ -374,35 +515,71 @@ static __always_inline u64 object_of(void *head, void *arg2)
 #endif
 }
 
+/* kvfree_call_rcu(head, ptr) entry: a headless object may be freed inline (synchronize_rcu()
+ * then kvfree() inside the call, when no page can be had): its context is kept for that. */
 static __always_inline void enqueue_entry(void *head, void *arg2)
 {
 	u64 ptr = object_of(head, arg2);
-	if (on_enqueue(ptr, !head))
-		ctx_enter(PATH_INLINE, ptr);
+	if (head) {
+		on_enqueue(ptr, false, 0, 0, NULL);
+		return;
+	}
+	struct path_ctx c = {};
+	if (on_enqueue(ptr, true, 0, 0, &c)) {
+		u64 id = bpf_get_current_pid_tgid();
+		kv_ctx.update(&id, &c);
+	}
 }
 
-/* kvfree_call_rcu() returns: if synchronize_rcu() ran inside it, the object was freed inline. */
+/* kvfree_call_rcu() returns (kprobe mode): if synchronize_rcu() ran inside it, the object was
+ * freed inline. */
 static __always_inline void enqueue_exit(void)
 {
 	u64 id = bpf_get_current_pid_tgid();
 	struct path_ctx *c = kv_ctx.lookup(&id);
 	if (c && c->path == PATH_INLINE && c->synced)
-		on_free(c->ptr, PATH_INLINE, true, NULL);
+		on_free(c->ptr, PATH_INLINE, true, c->bytes, NULL);
 	kv_ctx.delete(&id);
 }
 
-static __always_inline void on_synchronize_rcu(void)
+/* synchronize_rcu() entered: inside kvfree_call_rcu() with a headless object, the inline free
+ * has begun. In fentry mode (no exit program on kvfree_call_rcu, the hot path) the stack tells
+ * whether kvfree_call_rcu() is the caller, since a context may outlive a queued object. */
+static __always_inline void on_synchronize_rcu(void *regs)
 {
 	u64 id = bpf_get_current_pid_tgid();
 	struct path_ctx *c = kv_ctx.lookup(&id);
-	if (c && c->path == PATH_INLINE)
-		c->synced = 1;
+	if (!c || c->path != PATH_INLINE)
+		return;
+#if defined(KVFREE_START) && defined(KVFREE_END)
+	u64 frames[8] = {};
+	long n = bpf_get_stack(regs, frames, sizeof(frames), 0);
+	bool inside = false;
+	for (int i = 0; i < 8; i++)
+		if (i * 8 < n && frames[i] >= KVFREE_START && frames[i] < KVFREE_END)
+			inside = true;
+	if (!inside)
+		return;
+#endif
+	c->synced = 1;
+}
+
+/* synchronize_rcu() returned (fentry mode): the inline kvfree() follows at once. */
+static __always_inline void on_synchronize_rcu_done(void)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	struct path_ctx *c = kv_ctx.lookup(&id);
+	if (c && c->path == PATH_INLINE && c->synced) {
+		on_free(c->ptr, PATH_INLINE, true, c->bytes, NULL);
+		kv_ctx.delete(&id);
+	}
 }
 
 #define BULK_CHUNK 512
 
-/* Records [from, from + BULK_CHUNK) of an array of `n` kvfree_rcu objects freed now. */
-static __always_inline void on_bulk_records(u64 records, u64 n, u32 from)
+/* Records [from, from + BULK_CHUNK) of an array of `n` kvfree_rcu objects freed now;
+ * `vmalloc`: they are vmalloc'ed (their bytes unknown). */
+static __always_inline void on_bulk_records(u64 records, u64 n, u32 from, bool vmalloc)
 {
 	struct phase_ctx pc;
 	phases_begin(&pc, 0);
@@ -410,7 +587,7 @@ static __always_inline void on_bulk_records(u64 records, u64 n, u32 from)
 		u64 i = from + j;
 		if (i >= n)
 			break;
-		on_free(read_u64(records + 8 * i), PATH_BULK, true, &pc);
+		on_free(read_u64(records + 8 * i), PATH_BULK, true, 0, &pc);
 	}
 	phases_end(&pc);
 }
@@ -418,10 +595,10 @@ static __always_inline void on_bulk_records(u64 records, u64 n, u32 from)
 #ifdef HAVE_KVFREE_RCU_BULK
 /* kvfree_rcu_bulk(krcp, bnode, idx), 6.3+: every record of the bulk page is freed now
  * (kfree_bulk() for slab, a vfree() loop for vmalloc). */
-static __always_inline void on_bulk_node(u64 bnode, u32 from)
+static __always_inline void on_bulk_node(u64 bnode, u32 from, u32 idx)
 {
 	event(EV_BULK_PAGES, 1);
-	on_bulk_records(bnode + OFF_BNODE_RECORDS, read_u64(bnode + OFF_BNODE_NR), from);
+	on_bulk_records(bnode + OFF_BNODE_RECORDS, read_u64(bnode + OFF_BNODE_NR), from, idx != 0);
 }
 #endif
 
@@ -459,7 +636,7 @@ TRACEPOINT_PROBE(kmem, kfree)
 	{
 		struct phase_ctx pc;
 		phases_begin(&pc, 1);
-		on_free((u64)args->ptr, PATH_LIST, !PENDING_BACKEND, &pc);
+		on_free((u64)args->ptr, PATH_LIST, !PENDING_BACKEND, 0, &pc);
 		phases_end(&pc);
 	}
 	return 0;
@@ -473,7 +650,7 @@ TRACEPOINT_PROBE(kmem, kfree)
 int kprobe_kmem_cache_free_bulk(struct pt_regs *ctx)
 {
 	if (current_ctx() == PATH_BULK)
-		on_bulk_records(PT_REGS_PARM3(ctx), PT_REGS_PARM2(ctx), 0);
+		on_bulk_records(PT_REGS_PARM3(ctx), PT_REGS_PARM2(ctx), 0, false);
 	return 0;
 }
 
@@ -485,7 +662,7 @@ int kprobe_vfree(struct pt_regs *ctx)
 		struct phase_ctx pc;
 		phases_begin(&pc, 1);
 		/* rcu_pending keeps vmalloc objects on its lists; krc in bulk pages */
-		on_free(PT_REGS_PARM1(ctx), PENDING_BACKEND ? PATH_LIST : PATH_BULK, true, &pc);
+		on_free(PT_REGS_PARM1(ctx), PENDING_BACKEND ? PATH_LIST : PATH_BULK, true, 0, &pc);
 		phases_end(&pc);
 	}
 	return 0;
@@ -521,19 +698,20 @@ static __always_inline void on_sheaf(u64 head)
 	for (u32 i = 0; i < 256; i++) {
 		if (i >= n)
 			break;
-		on_free(read_u64(head + OFF_SHEAF_OBJECTS + 8 * (u64)i), PATH_SHEAF, true, NULL);
+		on_free(read_u64(head + OFF_SHEAF_OBJECTS + 8 * (u64)i), PATH_SHEAF, true, 0, NULL);
 	}
 }
 
 static __always_inline void on_sheaf_taken(u64 obj)
 {
+	u32 kind;
+	u64 start, bytes = object_size(obj, &kind, &start);
 	struct inflight *v = kv_inflight.lookup(&obj);
+	if (v)
+		v->flags |= INF_SHEAF;
 	struct kv_counters *kc = kc_open();
 	stat_add(kc, ST_ENQ_SHEAF, 1);
-	if (v) {
-		stat_add(kc, ST_ENQ_SHEAF_BYTES, v->bytes);
-		v->route = 1;
-	}
+	stat_add(kc, ST_ENQ_SHEAF_BYTES, bytes);
 	kc_close(kc);
 }
 #endif
@@ -543,19 +721,16 @@ static __always_inline void on_sheaf_taken(u64 obj)
  * slab object holding the head; a headless object (pointer in that argument) is untracked. */
 KFUNC_PROBE_SYM(KVFREE_SYM, void *head)
 {
-	bool is_vmalloc;
-	u64 ptr = 0;
+	u32 kind = MEM_UNSIZED;
+	u64 ptr = 0, bytes = 0;
 
 	if (head)
-		slab_lookup(to_scalar(head), &is_vmalloc, &ptr);
-	if (on_enqueue(ptr, !head))
-		ctx_enter(PATH_INLINE, ptr);
-	return 0;
-}
-
-KRETFUNC_PROBE_SYM(KVFREE_SYM, void *head)
-{
-	enqueue_exit();
+		bytes = object_size(to_scalar(head), &kind, &ptr);
+	struct path_ctx c = {};
+	if (on_enqueue(ptr, !head, bytes, kind, head ? NULL : &c) && !head) {
+		u64 id = bpf_get_current_pid_tgid();
+		kv_ctx.update(&id, &c);
+	}
 	return 0;
 }
 #elif defined(KVFREE_FENTRY)
@@ -564,26 +739,26 @@ KFUNC_PROBE_SYM(KVFREE_SYM, void *head, void *arg2)
 	enqueue_entry(head, arg2);
 	return 0;
 }
-
-KRETFUNC_PROBE_SYM(KVFREE_SYM, void *head, void *arg2)
-{
-	enqueue_exit();
-	return 0;
-}
 #endif
 
 #if defined(KVFREE_FENTRY)
 
 KFUNC_PROBE(synchronize_rcu)
 {
-	on_synchronize_rcu();
+	on_synchronize_rcu(ctx);
+	return 0;
+}
+
+KRETFUNC_PROBE(synchronize_rcu)
+{
+	on_synchronize_rcu_done();
 	return 0;
 }
 
 #ifdef HAVE_KVFREE_RCU_BULK
 KFUNC_PROBE(kvfree_rcu_bulk, void *krcp, void *bnode, int idx)
 {
-	on_bulk_node(to_scalar(bnode), 0);
+	on_bulk_node(to_scalar(bnode), 0, idx);
 	return 0;
 }
 #endif
@@ -777,14 +952,14 @@ int kretprobe_kvfree_call_rcu(struct pt_regs *ctx)
 
 int kprobe_synchronize_rcu(struct pt_regs *ctx)
 {
-	on_synchronize_rcu();
+	on_synchronize_rcu(ctx);
 	return 0;
 }
 
 int kprobe_ctx_bulk(struct pt_regs *ctx)
 {
 #ifdef HAVE_KVFREE_RCU_BULK
-	on_bulk_node(PT_REGS_PARM2(ctx), 0);
+	on_bulk_node(PT_REGS_PARM2(ctx), 0, PT_REGS_PARM3(ctx));
 #else
 	list_enter(PATH_BULK);  /* 6.1: kfree_rcu_work */
 #endif

@@ -25,19 +25,31 @@ enum kv_stat {
 	ST_ENQ_HEAD = 0,       /* kfree_rcu(ptr, rhf): object carries an rcu_head */
 	ST_ENQ_HEADLESS = 1,   /* kfree_rcu_mightsleep(ptr) */
 	ST_ENQ_BYTES = 2,
-	ST_ENQ_UNSIZED = 3,    /* bytes unknown (not a slab object) */
+	ST_ENQ_UNSIZED = 3,    /* bytes unknown (vmalloc'ed, or memory not found) */
 	ST_ENQ_VMALLOC = 4,
 	ST_ENQ_SHEAF = 5,      /* taken by the sheaf bypass (subset of the enqueues) */
 	ST_ENQ_SHEAF_BYTES = 6,
-	ST_UNTRACKED = 7,      /* not tracked per object (map full): free side cannot match */
+	ST_UNTRACKED = 7,      /* to be followed per object, but the tracking map was full */
 	ST_UNTRACKED_BYTES = 8,
 	ST_REPLACED = 9,       /* a tracked address enqueued again before its free was seen */
-	/* (its bytes: ST_REPLACED_BYTES, after the paths) */
-	ST_FREED = 10,                   /* + path */
+	ST_FREED = 10,                   /* + path: frees of objects enqueued after attach */
 	ST_FREED_BYTES = ST_FREED + NPATH, /* + path */
 	ST_UNMATCHED = ST_FREED_BYTES + NPATH, /* + path: frees of objects enqueued before attach */
 	ST_REPLACED_BYTES = ST_UNMATCHED + NPATH,
-	ST_MAX = ST_REPLACED_BYTES + 1,
+	ST_ENQ_LARGE = ST_REPLACED_BYTES + 1,  /* kmalloc > 8 KiB: bytes of its folio */
+	ST_TRACKED = ST_ENQ_LARGE + 1,  /* enqueues followed per object (sample, window, stress) */
+	ST_TRACKED_BYTES = ST_TRACKED + 1,
+	ST_LATE_UNMATCHED = ST_TRACKED_BYTES + 1,  /* after the window, a sampled free not found */
+	ST_W_ENQ = ST_LATE_UNMATCHED + 1,  /* the watched processes' (a stress's) enqueues */
+	ST_W_ENQ_BYTES = ST_W_ENQ + 1,
+	ST_W_HEADLESS = ST_W_ENQ_BYTES + 1,
+	ST_W_HEADLESS_BYTES = ST_W_HEADLESS + 1,
+	ST_W_GONE = ST_W_HEADLESS_BYTES + 1,  /* ... of those, freed or replaced */
+	ST_W_GONE_BYTES = ST_W_GONE + 1,
+	ST_W_UNTRACKED = ST_W_GONE_BYTES + 1,  /* ... watched, but the tracking map was full */
+	ST_W_UNTRACKED_BYTES = ST_W_UNTRACKED + 1,
+	ST_ENQ_NOLOCK = ST_W_UNTRACKED_BYTES + 1,  /* 7.x kfree_rcu_nolock() straight to a sheaf */
+	ST_MAX = ST_ENQ_NOLOCK + 1,
 };
 
 /* Counted kernel events. */
@@ -68,6 +80,16 @@ enum kv_dur {
 	DUR_BARRIER = 5,  /* kvfree_rcu_barrier() call duration */
 	NDUR = 6,
 };
+
+/* What user space tells the programs (kv_cfg): until window_end (ktime ns) every object is
+ * followed, so the frees of objects enqueued before attach are told apart; after it 1 in
+ * sample_mask + 1 objects (address hash), and always those of the watched processes (a
+ * stress's, counted apart too). */
+#define KV_WATCH_MAX 8
+/* inflight.flags */
+#define INF_WINDOW 1   /* tracked during the window */
+#define INF_WATCHED 2  /* of a watched process */
+#define INF_SHEAF 4    /* taken by the sheaf bypass */
 
 /* The one per-CPU value (kv_counters): every figure of the family, so that one lookup reads
  * them all for every CPU at one instant. A program brackets its updates with KV_BEGIN++ first

@@ -1,6 +1,10 @@
 """Every environment knob of the tool, read here and nowhere else.
 
-RCUPENDING_SAMPLE      follow 1 in N kvfree_rcu/rcu_pending objects (N a power of two)
+RCUPENDING_SAMPLE      follow 1 in N kvfree_rcu/rcu_pending objects (N a power of two; kvfree_rcu
+                       default 64 after the settling window, rcu_pending every object)
+RCUPENDING_SETTLE      kvfree_rcu: seconds after attach in which every object is followed, so
+                       frees of objects enqueued before attach are told apart (default 30)
+RCUPENDING_PENDING_PEAK  1: keep kvfree_rcu's pending high-water mark (a global atomic)
 RCUPENDING_TRACK_MAX   size of the per-object tracking maps (loss tests, tiny hosts)
 RCUPENDING_LAB_SPEC    set by `rcupending lab` in the guest: the kernel SPEC it booted
 RCUPENDING_LAB_SOURCE  ... and where that kernel came from
@@ -20,6 +24,10 @@ from pathlib import Path
 from .errors import UserError
 
 SAMPLE_ENV = "RCUPENDING_SAMPLE"
+SETTLE_ENV = "RCUPENDING_SETTLE"
+PENDING_PEAK_ENV = "RCUPENDING_PENDING_PEAK"
+KVFREE_SAMPLE_DEFAULT = 64
+SETTLE_DEFAULT_S = 30
 TRACK_MAX_ENV = "RCUPENDING_TRACK_MAX"
 LAB_SPEC_ENV = "RCUPENDING_LAB_SPEC"
 LAB_SOURCE_ENV = "RCUPENDING_LAB_SOURCE"
@@ -57,6 +65,23 @@ def sample_one_in() -> int | None:
     value = _env_int(SAMPLE_ENV, lambda v: 1 <= v <= 1 << 16 and not v & (v - 1),
                      "a power of two, 1..65536 (1: every object)")
     return value if value is not None and value > 1 else None
+
+
+def kvfree_sample_one_in() -> int:
+    """kvfree_rcu follows 1 in this many objects after its settling window (1: all)."""
+    value = _env_int(SAMPLE_ENV, lambda v: 1 <= v <= 1 << 16 and not v & (v - 1),
+                     "a power of two, 1..65536 (1: every object)")
+    return KVFREE_SAMPLE_DEFAULT if value is None else value
+
+
+def settle_seconds() -> int:
+    """kvfree_rcu's settling window: every object followed for this long after attach."""
+    value = _env_int(SETTLE_ENV, lambda v: 0 <= v <= 3600, "seconds, 0..3600")
+    return SETTLE_DEFAULT_S if value is None else value
+
+
+def pending_peak() -> bool:
+    return os.environ.get(PENDING_PEAK_ENV, "") == "1"
 
 
 def set_sample(n: int) -> None:

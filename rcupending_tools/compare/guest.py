@@ -120,8 +120,9 @@ def measure(count: int, threads: int, drain: float, interval: float) -> dict[str
         # worker processes (the stress tgids: the guest's own BPF work stays out of by_stress),
         # one socket each; each set after a socket's first hands the previous option to kfree_rcu
         t_start = time.monotonic()
-        run = kvfree.start(count, 4, threads, threads)
+        run = kvfree.start(count, 4, threads, threads, paused=True)
         session.follow(run.pids)
+        run.go()
         while run.running(timeout=interval):
             sample()
         expected = run.wait()

@@ -99,6 +99,10 @@ class Family:
     samples: Callable[[Section], Iterator[Sample] | list[Sample]]
     metrics: tuple[Metric, ...]
     histogram_families: tuple[HistogramFamily, ...] = ()
+    # user space's part in the kernel side's settings: before counting starts (arm), and
+    # the processes whose objects to follow and count apart (a stress's)
+    arm: Callable[[Any], None] = lambda bpf: None
+    watch: Callable[[Any, set[int]], None] = lambda bpf, tgids: None
 
 
 # ---------------------------------------------------------------- map reading helpers

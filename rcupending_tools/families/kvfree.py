@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from .. import config
 from ..pipeline.derive import log2_buckets, percentile_bounds
 from . import base, enums
 from .base import Family, Metric, Raw, Samples, Section
@@ -27,6 +28,13 @@ DURATIONS = H.enum("kv_dur").names("DUR_")
 NDUR = H["NDUR"]
 PHASES = DURATIONS[:4]
 TOP_PROCESSES = 20
+WATCH_MAX = H["KV_WATCH_MAX"]
+ST_ENQ_LARGE, ST_TRACKED = H["ST_ENQ_LARGE"], H["ST_TRACKED"]
+ST_TRACKED_BYTES = H["ST_TRACKED_BYTES"]
+ST_LATE_UNMATCHED, ST_ENQ_NOLOCK = H["ST_LATE_UNMATCHED"], H["ST_ENQ_NOLOCK"]
+W_STATS = ("enqueued", "enqueued_bytes", "enqueued_headless", "enqueued_headless_bytes", "freed",
+           "freed_bytes", "untracked", "untracked_bytes")  # ST_W_ENQ.. in this order
+ST_W_FIRST = H["ST_W_ENQ"]
 
 
 # ---------------------------------------------------------------- read
@@ -44,19 +52,39 @@ def read(b: Any, ctx: base.ReadContext) -> Raw:
             for k, v in base.batch_items(b["kv_freed_by_tgid"])}
     tasks: dict[tuple[int, str], list[int]] = {}
     for k, v in base.batch_items(b["kvfree_by_task"]):
-        cur = tasks.setdefault((int(k.tgid), base.comm(k.comm)), [0] * 6)
-        for i, f in enumerate((v.objects, v.bytes, v.headless, v.headless_bytes, v.untracked,
-                               v.untracked_bytes)):
+        cur = tasks.setdefault((int(k.tgid), base.comm(k.comm)), [0] * 4)
+        for i, f in enumerate((v.objects, v.bytes, v.headless, v.headless_bytes)):
             cur[i] += int(f)
     raw["freed_by_tgid"] = sorted([t, *v] for t, v in gone.items())
     raw["by_task"] = [[t, c, *v] for (t, c), v in sorted(tasks.items())]
     raw["counters"], raw["torn"] = base.whole_copy(b["kv_counters"], KV_END)
-    g = b["kv_pending_gauge"][0]
-    raw["pending_gauge"] = [int(g.objects), int(g.bytes), int(g.peak_objects),
-                            int(g.peak_bytes)]
+    if "kv_pending_gauge" in b:  # RCUPENDING_PENDING_PEAK=1 (compare)
+        g = b["kv_pending_gauge"][0]
+        raw["pending_gauge"] = [int(g.objects), int(g.bytes), int(g.peak_objects),
+                                int(g.peak_bytes)]
     if ctx.count_map:
         raw["in_map"] = _count_inflight(b, raw)
     return raw
+
+
+def arm(b: Any) -> None:
+    """Before counting starts: follow every object for the settling window (frees of objects
+    enqueued before attach are then told apart), 1 in RCUPENDING_SAMPLE after it."""
+    cfg = b["kv_cfg"][0]
+    cfg.window_end = time.monotonic_ns() + config.settle_seconds() * 1_000_000_000
+    cfg.sample_mask = config.kvfree_sample_one_in() - 1
+    cfg.nwatch = 0
+    b["kv_cfg"][0] = cfg
+
+
+def watch(b: Any, tgids: set[int]) -> None:
+    """Follow these processes' objects and count them apart (a stress's, before it starts)."""
+    cfg = b["kv_cfg"][0]
+    ids = sorted(tgids)[:WATCH_MAX]
+    for i, t in enumerate(ids):
+        cfg.watch[i] = t
+    cfg.nwatch = len(ids)
+    b["kv_cfg"][0] = cfg
 
 
 def _count_inflight(b: Any, raw: Raw, tries: int = 5) -> dict[str, int] | None:
@@ -126,13 +154,26 @@ def section(raw: Raw | None, ctx: base.SectionContext) -> Section | None:
     freed_bytes = sum(v["bytes"] for v in by_path.values())
     untracked, untracked_bytes = _row(st, ST_UNTRACKED), _row(st, ST_UNTRACKED_BYTES)
     replaced, replaced_bytes = _row(st, ST_REPLACED), _row(st, ST_REPLACED_BYTES)
+    # exact: every object is counted at its enqueue and at its free
+    pending = enq - freed - replaced
+    pending_bytes = enq_bytes - freed_bytes - replaced_bytes
+    # by CPU: the exact totals split as the followed objects (per-object records) split
     gone = view["gone_by_cpu"]
-    # pending of CPU c: what c enqueued and tracked, less what of it left the tracking map
-    pending_by_cpu = [enq_by_cpu[c] - st[ST_UNTRACKED][c] - gone[c][0] for c in range(ncpu)]
-    pending_bytes_by_cpu = [enq_bytes_by_cpu[c] - st[ST_UNTRACKED_BYTES][c] - gone[c][1]
-                            for c in range(ncpu)]
-    pending = enq - untracked - freed - replaced
-    pending_bytes = enq_bytes - untracked_bytes - freed_bytes - replaced_bytes
+    followed = [st[ST_TRACKED][c] - gone[c][0] for c in range(ncpu)]
+    followed_bytes = [st[ST_TRACKED_BYTES][c] - gone[c][1] for c in range(ncpu)]
+    pending_by_cpu = shares(pending, followed)
+    pending_bytes_by_cpu = shares(pending_bytes, followed_bytes)
+    tracked = _row(st, ST_TRACKED)
+    tracking = {
+        "one_in": (ctx.probe.get("facts") or {}).get("sample_one_in"),
+        "settle_s": (ctx.probe.get("facts") or {}).get("settle_s"),
+        "followed": tracked,
+        # every object followed (the settling window, --sample 1, or all of them a stress's):
+        # per-CPU and per-process splits are then exact, else estimated from the sample
+        "exact": tracked == enq and sum(followed) == pending
+        and sum(followed_bytes) == pending_bytes,
+        "late_unmatched": _row(st, ST_LATE_UNMATCHED),
+    }
     lat, gps = view["lat_hist"], view["gp_hist"]
     lat_total = [sum(lat[i * HIST_SLOTS + s] for i in range(NPATH)) for s in range(HIST_SLOTS)]
     gp_total = [sum(gps[i * HIST_SLOTS + s] for i in range(NPATH)) for s in range(HIST_SLOTS)]
@@ -149,6 +190,8 @@ def section(raw: Raw | None, ctx: base.SectionContext) -> Section | None:
             },
             "unsized": _row(st, ST_ENQ_UNSIZED),
             "vmalloc": _row(st, ST_ENQ_VMALLOC),
+            "large": _row(st, ST_ENQ_LARGE),
+            "nolock": _row(st, ST_ENQ_NOLOCK),
             # calls while the tool was still attaching its hooks (not counted above)
             "before_armed": _event(view, "unarmed"),
         },
@@ -164,11 +207,13 @@ def section(raw: Raw | None, ctx: base.SectionContext) -> Section | None:
             "bytes": pending_bytes,
             "by_cpu": pending_by_cpu,
             "bytes_by_cpu": pending_bytes_by_cpu,
-            # the kernel side's own running count of tracked pending, from the same read
+            # the kernel side's own running count of pending, from the same read
             "gauge": {"objects": view["gauge"][0], "bytes": view["gauge"][1]},
         },
+        # to be followed per object but the tracking map was full; outside the sample
         "untracked": {"objects": untracked, "bytes": untracked_bytes,
                       "unsampled": _event(view, "unsampled")},
+        "tracking": tracking,
         "replaced": replaced,
         "replaced_bytes": replaced_bytes,
         "fallback": {
@@ -187,7 +232,7 @@ def section(raw: Raw | None, ctx: base.SectionContext) -> Section | None:
                 if sum(base.slots(lat, i))
             },
         },
-        "conservation": conservation(enq, freed, untracked, replaced, raw.get("in_map")),
+        "conservation": conservation(tracked, sum(g[0] for g in gone), raw.get("in_map")),
     }
     tasks = {(t, c): rest for t, c, *rest in raw.get("by_task") or []}
     freed_tgid = {t: [o, nb] for t, o, nb in raw.get("freed_by_tgid") or []}
@@ -209,25 +254,14 @@ def section(raw: Raw | None, ctx: base.SectionContext) -> Section | None:
             "by_program": {p: n for p, n in sorted(m.items()) if n},
         }
     if ctx.stress_tgids:
-        out["by_stress"] = _by_stress(tasks, freed_tgid, ctx.stress_tgids)
+        out["by_stress"] = _by_stress(st)
     return out
 
 
-def _by_stress(tasks: dict, freed_tgid: dict, tgids: frozenset[int]) -> dict[str, int]:
-    mine = [v for (t, _), v in tasks.items() if t in tgids]
-    f = [v for t, v in freed_tgid.items() if t in tgids]
-    bs = {
-        "enqueued": sum(v[0] for v in mine),
-        "enqueued_bytes": sum(v[1] for v in mine),
-        # kfree_rcu_mightsleep() objects (absent from recordings made before the split)
-        "enqueued_headless": sum(v[2] for v in mine if len(v) > 2),
-        "enqueued_headless_bytes": sum(v[3] for v in mine if len(v) > 3),
-        "freed": sum(v[0] for v in f),
-        "freed_bytes": sum(v[1] for v in f),
-        # not followed per object (sampling, a full map): their frees are not seen
-        "untracked": sum(v[4] for v in mine if len(v) > 4),
-        "untracked_bytes": sum(v[5] for v in mine if len(v) > 5),
-    }
+def _by_stress(st: list[list[int]]) -> dict[str, int]:
+    """The watched processes' (a stress's) objects, counted apart and followed one by one from
+    before their first enqueue: exact, whatever the sample."""
+    bs = {name: _row(st, ST_W_FIRST + i) for i, name in enumerate(W_STATS)}
     bs["pending"] = bs["enqueued"] - bs["freed"] - bs["untracked"]
     bs["pending_bytes"] = bs["enqueued_bytes"] - bs["freed_bytes"] - bs["untracked_bytes"]
     return bs
@@ -298,19 +332,15 @@ def histograms(raw: Raw | None) -> dict[str, Any]:
     return out
 
 
-def conservation(
-    enq: int, freed: int, untracked: int, replaced: int, in_map: dict[str, int] | None
-) -> dict[str, Any]:
-    """enqueued = freed + pending + untracked (+ replaced), with pending counted in the
-    tracking map when it was read (`in_map`), else derived (and so unchecked)."""
-    derived = enq - freed - untracked - replaced
+def conservation(tracked: int, gone: int, in_map: dict[str, int] | None) -> dict[str, Any]:
+    """The followed objects: tracked = gone (freed or replaced) + still in the tracking map,
+    with the map counted when the read asked for it (`in_map`), else derived (unchecked)."""
+    derived = tracked - gone
     counted = None if in_map is None else in_map.get("objects")
     return {
-        "enqueued": enq,
-        "freed": freed,
+        "tracked": tracked,
+        "gone": gone,
         "pending": derived if counted is None else counted,
-        "untracked": untracked,
-        "replaced": replaced,
         "pending_in_map": counted,
         "ok": None if counted is None else counted == derived,
     }
@@ -318,46 +348,37 @@ def conservation(
 
 def _by_process(tasks: dict, gone: dict, kv: Section) -> tuple[list[dict[str, Any]],
                                                                 dict[str, Any]]:
-    """The top processes and an `other` row that together make the totals: enqueued objects and
-    bytes exactly (the per-process records are read before the counters), pending objects and
-    bytes as each process's share of the exact totals (its records' own pending, read apart
-    from the counters, weighs its share; largest remainders)."""
+    """The top processes and an `other` row that together make the exact totals. A process's
+    enqueued and pending objects and bytes are its shares of the totals, weighed by the records
+    of its followed objects (`followed`: how many; all of them while every object is followed,
+    else the sample's); largest remainders, so that rows + other = the totals."""
     procs: dict[int, dict[str, Any]] = {}
-    for (tgid, name), (objects, nbytes, _, _, unt, unt_bytes, *_) in (
-            (k, (list(v) + [0] * 6)[:6]) for k, v in tasks.items()):
-        r = procs.setdefault(tgid, {"tgid": tgid, "comms": {}, "objects": 0, "bytes": 0,
-                                    "untracked": 0, "untracked_bytes": 0})
+    for (tgid, name), (objects, nbytes, *_) in ((k, (list(v) + [0] * 4)[:4])
+                                                for k, v in tasks.items()):
+        r = procs.setdefault(tgid, {"comms": {}, "objects": 0, "bytes": 0})
         r["comms"][name] = r["comms"].get(name, 0) + objects
         r["objects"] += objects
         r["bytes"] += nbytes
-        r["untracked"] += unt
-        r["untracked_bytes"] += unt_bytes
     rows = []
     for tgid, r in procs.items():
         freed, freed_bytes = gone.get(tgid, [0, 0])
         comms = sorted(r["comms"], key=lambda c: (-r["comms"][c], c))
-        rows.append({"tgid": tgid, "comm": comms[0], "objects": r["objects"], "bytes": r["bytes"],
-                     "freed": freed, "freed_bytes": freed_bytes,
-                     "own": max(0, r["objects"] - r["untracked"] - freed),
-                     "own_bytes": max(0, r["bytes"] - r["untracked_bytes"] - freed_bytes)}
+        rows.append({"tgid": tgid, "comm": comms[0], "followed": r["objects"],
+                     "w": (r["objects"], r["bytes"], max(0, r["objects"] - freed),
+                           max(0, r["bytes"] - freed_bytes))}
                     | ({"comms": comms} if len(comms) > 1 else {}))
-    pend = kv["pending"]
-    for key, weight in (("pending_objects", "own"), ("pending_bytes", "own_bytes")):
-        total = pend["objects" if key == "pending_objects" else "bytes"]
-        for r, share in zip(rows, shares(total, [r[weight] for r in rows]), strict=True):
+    enq, pend = kv["enqueued"], kv["pending"]
+    totals = (("objects", enq["objects"]), ("bytes", enq["bytes"]),
+              ("pending_objects", pend["objects"]), ("pending_bytes", pend["bytes"]))
+    for i, (key, total) in enumerate(totals):
+        for r, share in zip(rows, shares(total, [r["w"][i] for r in rows]), strict=True):
             r[key] = share
     rows.sort(key=lambda r: (-r["pending_bytes"], -r["objects"], r["tgid"]))
     top = rows[:TOP_PROCESSES]
-    for r in top:
-        del r["own"], r["own_bytes"]
-    enq = kv["enqueued"]
-    other = {
-        "processes": len(rows) - len(top),
-        "objects": enq["objects"] - sum(r["objects"] for r in top),
-        "bytes": enq["bytes"] - sum(r["bytes"] for r in top),
-        "pending_objects": pend["objects"] - sum(r["pending_objects"] for r in top),
-        "pending_bytes": pend["bytes"] - sum(r["pending_bytes"] for r in top),
-    }
+    for r in rows:
+        del r["w"]
+    other = {"processes": len(rows) - len(top)}
+    other |= {key: total - sum(r[key] for r in top) for key, total in totals}
     return top, other
 
 

@@ -53,9 +53,17 @@ class LiveSource:
         return self
 
     def arm(self) -> None:
-        """Every hook is attached: let the enqueue sides count (bpf/common.bpf.c `armed`)."""
+        """Every hook is attached: the families set their kernel side up, then the enqueue
+        sides count (bpf/common.bpf.c `armed`)."""
+        for name, loaded in self.loaded.items():
+            BY_PROBE[name].arm(loaded.bpf)
         for loaded in self.loaded.values():
             loaded.bpf["armed"][ctypes.c_int(0)] = ctypes.c_ulonglong(1)
+
+    def watch(self, tgids: set[int]) -> None:
+        """Follow these processes' objects and count them apart (a stress's workers)."""
+        for name, loaded in self.loaded.items():
+            BY_PROBE[name].watch(loaded.bpf, tgids)
 
     def close(self) -> None:
         while self.loaded:

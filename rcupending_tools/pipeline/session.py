@@ -42,8 +42,10 @@ class LiveSession:
         return self.collector.provenance
 
     def follow(self, tgids: set[int]) -> None:
-        """Attribute these processes' objects to the stress (snapshot `by_stress`)."""
+        """Follow these processes' objects and count them apart (snapshot `by_stress`): call
+        it before they enqueue anything."""
         self.collector.stress_tgids = set(tgids)
+        self.source.watch(set(tgids))
 
     def require_something_attached(self) -> None:
         if not self.source.loaded:

@@ -29,7 +29,8 @@ def _names(length: int) -> tuple[str, str]:
     return "a" * length, "b" * length
 
 
-def _worker(conn, count: int, length: int, rate: float | None, headless: bool) -> None:  # noqa: ANN001
+def _worker(conn, count: int, length: int, rate: float | None, headless: bool,  # noqa: ANN001
+            paused: bool = False) -> None:
     mnt = tempfile.mkdtemp(prefix="rcupending-cg1-")
     mounted = False
     truth: dict = {"pid": os.getpid(), "sockets": 0, "calls": 0, "ok": 0, "failed": 0,
@@ -42,6 +43,8 @@ def _worker(conn, count: int, length: int, rate: float | None, headless: bool) -
         a, b = (os.path.join(mnt, n) for n in _names(length))
         os.mkdir(a)
         cur, nxt = a, b
+        if paused:
+            conn.recv()  # the go
         start = time.monotonic()
         for k in range(count):
             if rate:
@@ -80,7 +83,7 @@ def _worker(conn, count: int, length: int, rate: float | None, headless: bool) -
 
 
 def start(count: int, length: int = 24, rate: float | None = None,
-          kernel_version: tuple[int, int] = (0, 0)) -> StressRun:
+          kernel_version: tuple[int, int] = (0, 0), paused: bool = False) -> StressRun:
     """Fork one worker renaming a cgroup v1 directory `count` times (names of `length`
     bytes); the truth expects one headless enqueue per rename from 6.15 on, none before."""
     if count < 0 or not 1 <= length <= 200:
@@ -90,7 +93,8 @@ def start(count: int, length: int = 24, rate: float | None = None,
     ctx = mp.get_context("fork")
     parent, child = ctx.Pipe(duplex=True)
     headless = kernel_version >= HEADLESS_SINCE
-    p = ctx.Process(target=_worker, args=(child, count, length, rate, headless), daemon=True)
+    p = ctx.Process(target=_worker, args=(child, count, length, rate, headless, paused),
+                    daemon=True)
     p.start()
     child.close()
     return StressRun([p], [parent], scenario="headless")

@@ -119,10 +119,13 @@ def _child(
     deadline: float | None,
     rate: float | None = None,
     parent: int | None = None,
+    paused: bool = False,
 ) -> None:
     _die_with_parent(parent)
     w = Worker(sockets, optlen)
     try:
+        if paused:  # sockets made; the go (with the deadline from then) starts the load
+            _, deadline = conn.recv()
         conn.send(asdict(w.run(enqueues, deadline, rate)))
         conn.recv()  # hold the sockets open until the parent has measured
     except EOFError:
@@ -159,10 +162,17 @@ class StressRun:
     procs: list
     conns: list
     scenario: str = "kvfree"
+    duration: float | None = None  # a paused run's deadline starts at go()
 
     @property
     def pids(self) -> set[int]:
         return {p.pid for p in self.procs}
+
+    def go(self) -> None:
+        """Start a paused run's load (its processes exist and can be watched first)."""
+        deadline = None if self.duration is None else time.monotonic() + self.duration
+        for c in self.conns:
+            c.send(("go", deadline))
 
     def running(self, timeout: float) -> bool:
         """Wait up to `timeout` s; True while any worker has not reported."""
@@ -219,9 +229,11 @@ def start(
     sockets: int = 8,
     duration: float | None = None,
     rate: float | None = None,
+    paused: bool = False,
 ) -> StressRun:
     """Fork `workers` processes sharing `count` enqueues (or running for `duration` seconds)
-    and `sockets` sockets; `rate` (with `count`): enqueues per second in all (a trickle)."""
+    and `sockets` sockets; `rate` (with `count`): enqueues per second in all (a trickle).
+    `paused`: they make their sockets and wait for go()."""
     if (count is None) == (duration is None):
         raise ValueError("give exactly one of count and duration")
     if (count or 0) < 0 or workers < 1 or sockets < workers:
@@ -236,10 +248,10 @@ def start(
         s = sockets // workers + (1 if w < sockets % workers else 0)
         parent, child = ctx.Pipe(duplex=True)
         r = rate / workers if rate else None
-        args = (child, n, s, optlen, deadline, r, os.getpid())
+        args = (child, n, s, optlen, deadline, r, os.getpid(), paused)
         p = ctx.Process(target=_child, args=args, daemon=True)
         p.start()
         child.close()
         procs.append(p)
         conns.append(parent)
-    return StressRun(procs, conns)
+    return StressRun(procs, conns, duration=duration)

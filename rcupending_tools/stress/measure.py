@@ -46,17 +46,18 @@ class KvfreeLoad:
             raise UserError("--driver native floods: no --rate or --headless")
 
     def start(self, kernel_version: tuple[int, int]) -> Any:
+        """Its processes, paused until their go() (so they can be watched from the start)."""
         if self.headless:
             try:
                 return headless_stress.start(self.count or 0, self.name_len, self.rate,
-                                             kernel_version)
+                                             kernel_version, paused=True)
             except PermissionError as e:
                 raise UserError(str(e)) from None
         if self.driver == "native":
             return native.start(self.count, self.optlen, self.workers, self.sockets,
-                                self.duration)
+                                self.duration, paused=True)
         return kvfree.start(self.count, self.optlen, self.workers, self.sockets, self.duration,
-                            self.rate)
+                            self.rate, paused=True)
 
 
 def run(load: KvfreeLoad, session: LiveSession | None, *, interval: float | None = None,
@@ -76,7 +77,8 @@ def run(load: KvfreeLoad, session: LiveSession | None, *, interval: float | None
             session.read()  # seq 0: the baseline at attach
         run_ = load.start(kernel_version)
         if session is not None:
-            session.follow(run_.pids)
+            session.follow(run_.pids)  # before the first enqueue: counted apart, exactly
+        run_.go()
         while interval and session is not None and run_.running(timeout=interval):
             on_snapshot(session.read())
         try:

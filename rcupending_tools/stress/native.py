@@ -120,6 +120,13 @@ class NativeRun:
     def pids(self) -> set[int]:
         return {self.proc.pid}  # its threads share the tgid
 
+    def go(self) -> None:
+        """Start a paused driver's flood (it waits with its sockets and threads made)."""
+        if self.proc.stdout.readline().strip() != "ready":
+            raise RuntimeError("native stress driver did not get ready")
+        self.proc.stdin.write("go\n")
+        self.proc.stdin.flush()
+
     def running(self, timeout: float) -> bool:
         ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
         return not ready
@@ -151,9 +158,11 @@ def start(
     workers: int | None = None,
     sockets: int = 8,
     duration: float | None = None,
+    paused: bool = False,
 ) -> NativeRun:
-    """Start the driver (`workers` threads, default one per CPU) holding its sockets."""
-    args = argv(count, optlen, workers, sockets, duration, hold=True)
+    """Start the driver (`workers` threads, default one per CPU) holding its sockets;
+    `paused`: its flood starts at go()."""
+    args = argv(count, optlen, workers, sockets, duration, hold=True, go=paused)
     proc = subprocess.Popen(
         args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )

@@ -31,9 +31,8 @@ def counters(ncpu: int, stats: dict[int, list[int]] | None = None,
     freed = [sum(total(km.ST_FREED + i) for i in range(km.NPATH)),
              sum(total(km.ST_FREED_BYTES + i) for i in range(km.NPATH))]
     rows[0][km.KV_GAUGE] = (total(km.ST_ENQ_HEAD) + total(km.ST_ENQ_HEADLESS)
-                            - total(km.ST_UNTRACKED) - total(km.ST_REPLACED) - freed[0])
-    rows[0][km.KV_GAUGE + 1] = (total(km.ST_ENQ_BYTES) - total(km.ST_UNTRACKED_BYTES)
-                                - total(km.ST_REPLACED_BYTES) - freed[1])
+                            - total(km.ST_REPLACED) - freed[0])
+    rows[0][km.KV_GAUGE + 1] = total(km.ST_ENQ_BYTES) - total(km.ST_REPLACED_BYTES) - freed[1]
     for row in rows:
         row[km.KV_END] = row[-1] = 1
     return rows

@@ -23,7 +23,10 @@ PROBES = [
 
 def raw(t: float, head: list[int], headless: list[int], tasks: dict, lost: int = 0) -> RawSample:
     stats = {km.ST_ENQ_HEAD: head, km.ST_ENQ_HEADLESS: headless,
-             km.ST_ENQ_BYTES: [64 * (a + b) for a, b in zip(head, headless, strict=True)]}
+             km.ST_ENQ_BYTES: [64 * (a + b) for a, b in zip(head, headless, strict=True)],
+             km.ST_TRACKED: [a + b for a, b in zip(head, headless, strict=True)],
+             km.ST_W_FIRST: [sum(n for (t_, _), n in tasks.items() if t_ in (42, 43))]
+             + [0] * (len(head) - 1)}
     by_task = [[t_, c, n, 64 * n] for (t_, c), n in tasks.items()]
     return RawSample(t, {"kvfree_rcu": {"counters": counters(len(head), stats),
                                         "by_task": by_task}}, lost=[lost, 0, 0, 0])

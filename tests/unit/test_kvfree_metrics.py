@@ -18,6 +18,12 @@ def full_raw(t: float, enq: int, freed_bulk: int, freed_list: int, in_map: int |
         km.ST_FREED_BYTES + km.PATHS.index("bulk"): [0, 64 * freed_bulk],
         km.ST_FREED + km.PATHS.index("list"): [freed_list, 0],
         km.ST_FREED_BYTES + km.PATHS.index("list"): [64 * freed_list, 0],
+        # every object followed (the settling window), all of them the stress's
+        km.ST_TRACKED: [enq, 0], km.ST_TRACKED_BYTES: [64 * enq, 0],
+        km.ST_W_FIRST + 0: [enq, 0], km.ST_W_FIRST + 1: [64 * enq, 0],
+        km.ST_W_FIRST + 2: [4, 0], km.ST_W_FIRST + 3: [4 * 32, 0],
+        km.ST_W_FIRST + 4: [0, freed_bulk + freed_list],
+        km.ST_W_FIRST + 5: [0, 64 * (freed_bulk + freed_list)],
     }
     lat = [0] * (km.NPATH * km.HIST_SLOTS)
     lat[32] = freed_bulk  # ~4 s
@@ -26,7 +32,7 @@ def full_raw(t: float, enq: int, freed_bulk: int, freed_list: int, in_map: int |
     return RawSample(t, {"kvfree_rcu": {
         "counters": counters(2, stats, lat=lat, gps=list(lat), gone={0: [freed, 64 * freed]},
                              **extra),
-        "by_task": [[9, "w", enq, 64 * enq, 4, 4 * 32]],
+        "by_task": [[9, "w", enq, 64 * enq, 4, 4 * 32]],  # followed objects
         "freed_by_tgid": [[9, freed, 64 * freed]],
         "in_map": None if in_map is None else {"objects": in_map, "bytes": 64 * in_map},
     }})
@@ -118,11 +124,12 @@ def test_process_rows_and_other_make_the_totals():
     raw = full_raw(1.0, 100, 60, 10, in_map=None)
     kv_raw = raw.families["kvfree_rcu"]
     kv_raw["by_task"] = [[9, "w", 60, 60 * 64, 0, 0], [9, "w2", 20, 20 * 64, 0, 0]] + [
-        [100 + i, f"p{i}", 1, 64, 0, 0] for i in range(km.TOP_PROCESSES + 5)]
+        [100 + i, f"p{i}", 1, 64, 0, 0] for i in range(km.TOP_PROCESSES + 5)]  # 105 followed
     kv_raw["freed_by_tgid"] = [[9, 70, 70 * 64]]
     kv = Collector(provenance("6.12.1"), [], source="synthetic").update(raw)["kvfree_rcu"]
     rows, other = kv["by_process"], kv["by_process_other"]
-    assert rows[0]["tgid"] == 9 and rows[0]["comms"] == ["w", "w2"] and rows[0]["objects"] == 80
+    assert rows[0]["tgid"] == 9 and rows[0]["comms"] == ["w", "w2"] and rows[0]["followed"] == 80
+    assert rows[0]["objects"] == 76  # its share of the 100 enqueued: 80 of 105 followed
     assert len(rows) == km.TOP_PROCESSES and other["processes"] == 6
     for key, total in (("objects", kv["enqueued"]["objects"]),
                        ("pending_bytes", kv["pending"]["bytes"]),

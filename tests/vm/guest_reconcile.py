@@ -24,10 +24,13 @@ QUIET_S = 12  # let the kfree_rcu() objects of boot, attach and the driver's sta
 DRAIN_S = 25
 
 
-def wait_for_baseline(path: Path, timeout: float = 300) -> None:
-    """The recorder has attached once its first snapshot is on disk (bcc compiles first)."""
+def wait_for_baseline(rec: subprocess.Popen, path: Path, timeout: float = 900) -> None:
+    """The recorder has attached once its first snapshot is on disk (bcc compiles first: a
+    minute or more under TCG, longer when the host is busy)."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
+        if rec.poll() is not None:
+            raise SystemExit(f"record exited {rec.returncode} before its first snapshot")
         if path.exists() and len(path.read_text().splitlines()) >= 2:
             return
         time.sleep(0.5)
@@ -42,7 +45,7 @@ def main() -> None:
                               stdout=subprocess.PIPE, text=True)
     assert driver.stdout.readline().strip() == "ready"
     rec = subprocess.Popen([*CLI, "record", "-o", str(out), "--interval", "0.2", "--force"])
-    wait_for_baseline(out)
+    wait_for_baseline(rec, out)
     time.sleep(QUIET_S)
     marks: dict = {"flood_start": time.time()}
     driver.stdin.write("go\n")

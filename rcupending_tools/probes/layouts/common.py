@@ -83,6 +83,24 @@ def bytes_defines(kernel: KernelInfo, lay: Layout) -> None:
             )
         else:
             lay.unavailable["slab_check"] = "neither PGTY_slab nor PG_slab in BTF"
+        folio_order_defines(kernel, lay)
+
+
+def folio_order_defines(kernel: KernelInfo, lay: Layout) -> None:
+    """Where a large kmalloc's order lives, from its head page: the low byte of
+    folio._flags_1 (6.6+), or the first tail page's compound_order (before)."""
+    btf = kernel.btf
+    head_bit = btf.enum_value("PG_head", "pageflags")
+    flags = btf.member_offset("page", "flags")
+    order = btf.member_offset("folio", "_flags_1")
+    if order is None and (old := btf.member_offset("page", "compound_order")) is not None:
+        order = btf.struct_size("page") + old
+    if None in (head_bit, flags, order):
+        lay.unavailable["large_kmalloc_bytes"] = "PG_head, page.flags or the folio order " \
+            "not in BTF: kmalloc > 8 KiB counts as unsized"
+        return
+    lay.defines.update(HAVE_FOLIO_ORDER=None, PG_HEAD_BIT=head_bit, OFF_PAGE_FLAGS=flags,
+                       OFF_FOLIO_ORDER=order)
 
 
 def gp_seq_define(kernel: KernelInfo, lay: Layout) -> None:

@@ -3,8 +3,16 @@ kvfree_rcu() backend (krc, or rcu_pending on a patched kernel), signature and of
 
 from __future__ import annotations
 
+from ... import config
 from ...kernel import KernelInfo
-from .common import Layout, bytes_defines, gp_seq_define, hookable, tracking_defines
+from .common import (
+    Layout,
+    bytes_defines,
+    gp_seq_define,
+    hookable,
+    symbol_range,
+    tracking_defines,
+)
 
 
 def kvfree_layout(kernel: KernelInfo, params: list[str] | None, kind: str) -> Layout:
@@ -13,6 +21,11 @@ def kvfree_layout(kernel: KernelInfo, params: list[str] | None, kind: str) -> La
     d = lay.defines
     tracking_defines(lay)
     d["KV_NCPUS"] = kernel.possible_cpus  # slots of the per-CPU split by enqueue CPU
+    d.pop("SAMPLE_MASK", None)  # kvfree_rcu samples at run time (families/kvfree.py arm())
+    lay.facts["sample_one_in"] = str(config.kvfree_sample_one_in())
+    lay.facts["settle_s"] = str(config.settle_seconds())
+    if config.pending_peak():
+        d["PENDING_PEAK"] = None
     version = kernel.version
     if (params and params[1:2] == ["func"]) or (params is None and version < (6, 3)):
         d["KVFREE_ARGS_OFFSET"] = None  # 6.1: (head, func) with func = offset of the head
@@ -24,6 +37,8 @@ def kvfree_layout(kernel: KernelInfo, params: list[str] | None, kind: str) -> La
     have = hookable(kernel, kind)
 
     enqueue_sym = kernel.clone_name("kvfree_call_rcu") or "kvfree_call_rcu"
+    if (span := symbol_range(kernel, enqueue_sym)) is not None:  # inline frees: the caller
+        d.update(KVFREE_START=hex(span[0]), KVFREE_END=hex(span[1]))
     lay.kprobes += [("kretprobe", enqueue_sym, "kretprobe_kvfree_call_rcu"),
                     ("kprobe", "synchronize_rcu", "kprobe_synchronize_rcu")]
     bnode_nr = btf.member_offset("kvfree_rcu_bulk_data", "nr_records") if btf else None
