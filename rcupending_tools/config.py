@@ -84,6 +84,11 @@ def pending_peak() -> bool:
     return os.environ.get(PENDING_PEAK_ENV, "") == "1"
 
 
+def keep_pending_peak() -> None:
+    """Keep kvfree_rcu's pending high-water mark (compare's runs), in this process."""
+    os.environ[PENDING_PEAK_ENV] = "1"
+
+
 def set_sample(n: int) -> None:
     """`--sample N`: for this process and every child (lab guests inherit it)."""
     os.environ[SAMPLE_ENV] = str(n)

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .. import config
 from ..pipeline.derive import percentile_bounds
 from ..pipeline.session import open_live
 from ..probes.bpfload import LoadError
@@ -87,6 +88,7 @@ def hist_diff(before: dict, after: dict, name: str) -> list[int]:
 
 
 def measure(count: int, threads: int, drain: float, interval: float) -> dict[str, Any]:
+    config.keep_pending_peak()  # the flood's high-water mark, kept by the kernel side
     t0 = time.monotonic()
     cost: CostProbe | None = CostProbe()
     cost_error = None
