@@ -139,6 +139,52 @@ static __always_inline u64 object_lookup(const struct kbases *b, u64 addr, u32 *
 #endif
 }
 
+/* 1 when x != 0, else 0, without a branch (BPF has no conditional set: comparisons become
+ * jumps, and each jump is one more path for the verifier in a loop over objects). */
+static __always_inline u64 nz(u64 x)
+{
+	return (x | -x) >> 63;
+}
+
+/* The bytes a free of `addr` gives back, without branches (the free side's loops): a slab
+ * object's slot size, a large kmalloc's folio, 0 for vmalloc'ed or unknown memory. Reads that
+ * make no sense for the kind at hand fault to 0 and are masked off. */
+static __always_inline u64 object_bytes_fast(const struct kbases *b, u64 addr)
+{
+#ifdef BYTES_UNAVAILABLE
+	return 0;
+#else
+	u64 vm = 1 - nz((addr - b->vmalloc) >> 45);  /* in the vmalloc range */
+	u64 page = b->vmemmap + ((addr - b->page_offset) >> 12) * PAGE_STRUCT_SIZE;
+	u64 head = read_u64(page + OFF_PAGE_COMPOUND_HEAD);
+	u64 tail = head & 1, m = head & ~1ULL;
+	u64 hvo = 1 - nz((~m) & (~m + 1));  /* 7.x compound_info: a mask, not head + 1 */
+	u64 via_mask = page & m, via_head = head - 1;
+	u64 headp = via_head ^ ((via_mask ^ via_head) & -hvo);
+	page = page ^ ((headp ^ page) & -tail);
+#if defined(SLAB_BY_PAGE_TYPE)
+	u32 page_type = 0;
+	bpf_probe_read_kernel(&page_type, sizeof(page_type), (void *)(page + OFF_PAGE_TYPE));
+	u64 slab = 1 - nz((page_type >> 24) ^ SLAB_TYPE);
+#elif defined(SLAB_BY_FLAG)
+	u64 slab = (read_u64(page + OFF_PAGE_FLAGS) >> SLAB_FLAG_BIT) & 1;
+#else
+	u64 slab = 0;
+#endif
+	u32 size = 0;
+	u64 cache = read_u64(page + OFF_SLAB_CACHE);
+	bpf_probe_read_kernel(&size, sizeof(size), (void *)(cache + OFF_KMEM_CACHE_SIZE));
+	u64 bytes = size & -slab;
+#ifdef HAVE_FOLIO_ORDER
+	u8 order = 0;
+	bpf_probe_read_kernel(&order, 1, (void *)(page + OFF_FOLIO_ORDER));
+	u64 large = (1 - slab) & (read_u64(page + OFF_PAGE_FLAGS) >> PG_HEAD_BIT) & 1;
+	bytes |= (4096ULL << (order & 31)) & -large;
+#endif
+	return bytes & -(1 - vm);
+#endif
+}
+
 /* The slab object holding `addr` (bases read now): its slot size and, in *start, the object's
  * first byte; 0 when not a slab object or a large kmalloc (or bytes unavailable). */
 static __always_inline u64 slab_lookup(u64 addr, bool *is_vmalloc, u64 *start)

@@ -36,6 +36,8 @@ struct kv_cfg {
 	u64 window_end;   /* ktime ns: every object followed until then */
 	u64 sample_mask;  /* then 1 in sample_mask + 1 (address hash) */
 	u64 nwatch;
+	u64 look_all;     /* look every free up: objects of the window may still be in the map
+			   * (cleared by user space once ST_WINDOW_GONE = ST_WINDOW_TRACKED) */
 	u32 watch[KV_WATCH_MAX];  /* tgids always followed and counted apart (a stress) */
 };
 
@@ -63,11 +65,6 @@ struct task_bytes {  /* the followed objects of one process (tgid, comm) */
 	u64 headless_bytes;
 };
 
-struct freed_sum {  /* tracked objects gone (freed, replaced), by the enqueuing process */
-	u64 objects;
-	u64 bytes;
-};
-
 #ifndef TRACK_MAX
 #define TRACK_MAX 65536
 #endif
@@ -79,10 +76,8 @@ struct kv_counters {
 BPF_PERCPU_ARRAY(kv_counters, struct kv_counters, 1);  /* every figure, one read: kv_slot */
 BPF_ARRAY(kv_cfg, struct kv_cfg, 1);          /* set by user space (families/kvfree.py) */
 BPF_ARRAY(kv_bases, struct kbases, 1);        /* the kernel's base addresses, read once */
-BPF_ARRAY(kv_window_live, s64, 1);            /* window-tracked objects still in the map */
 BPF_HASH(kv_inflight, u64, struct inflight, TRACK_MAX);
 BPF_HASH(kvfree_by_task, struct task_key, struct task_bytes, TASK_MAP_SIZE);
-BPF_HASH(kv_freed_by_tgid, u32, struct freed_sum, TASK_MAP_SIZE);
 BPF_TABLE("lru_hash", u64, struct path_ctx, kv_ctx, 4096);  /* pid_tgid -> kvfree path */
 
 struct batch_mark {  /* a kfree_rcu batch handed to RCU; its reclaim work running */
@@ -197,34 +192,6 @@ static __always_inline bool is_watched(struct kv_cfg *cfg, u32 tgid)
 	return false;
 }
 
-static __always_inline void window_live_add(s64 n)
-{
-	u32 zero = 0;
-	s64 *live = kv_window_live.lookup(&zero);
-	if (live)
-		__sync_fetch_and_add(live, n);
-}
-
-static __always_inline bool window_live(void)
-{
-	u32 zero = 0;
-	s64 *live = kv_window_live.lookup(&zero);
-	return live && *live > 0;
-}
-
-/* A tracked object of process `tgid` left the tracking map (freed or replaced). */
-static __always_inline void gone_by_tgid(u32 tgid, u64 bytes)
-{
-	struct freed_sum zero = {};
-	struct freed_sum *f = kv_freed_by_tgid.lookup_or_try_init(&tgid, &zero);
-	if (f) {
-		__sync_fetch_and_add(&f->objects, 1);
-		__sync_fetch_and_add(&f->bytes, bytes);
-	} else {
-		count_lost(LOST_TASK_MAP_FULL);
-	}
-}
-
 /* Counts one enqueued object (kvfree_call_rcu(); 7.x also kfree_call_rcu_nolock() straight to
  * a sheaf), of `bytes` when the caller knows them (else looked up). Counters for every object;
  * per object (the tracking map, the per-task records) only those of the window, the sample or
@@ -249,8 +216,7 @@ static __always_inline bool on_enqueue(u64 ptr, bool headless, u64 bytes, u32 ki
 	bool window = now < cfg->window_end;
 	bool watched = cfg->nwatch && is_watched(cfg, tgid);
 	bool follow = ptr && (window || watched || in_sample(ptr, cfg->sample_mask));
-	bool tracked = false, replaced = false;
-	u32 old_tgid = 0;
+	bool tracked = false;
 	u64 old_bytes = 0;
 
 	struct kv_counters *kc = kc_open();
@@ -274,8 +240,6 @@ static __always_inline bool on_enqueue(u64 ptr, bool headless, u64 bytes, u32 ki
 	if (follow) {
 		struct inflight *old = kv_inflight.lookup(&ptr);
 		if (old) {  /* its free was never seen: it leaves pending here, as if freed */
-			replaced = true;
-			old_tgid = old->tgid;
 			old_bytes = old->bytes;
 			u32 c = old->cpu;
 			u16 f = old->flags;
@@ -289,8 +253,7 @@ static __always_inline bool on_enqueue(u64 ptr, bool headless, u64 bytes, u32 ki
 				stat_add(kc, ST_W_GONE, 1);
 				stat_add(kc, ST_W_GONE_BYTES, old_bytes);
 			}
-			if (f & INF_WINDOW)
-				window_live_add(-1);
+			stat_add(kc, ST_WINDOW_GONE, f & INF_WINDOW);
 			pending_add(kc, -1, -(s64)old_bytes);
 		}
 		struct inflight val = {};
@@ -304,6 +267,7 @@ static __always_inline bool on_enqueue(u64 ptr, bool headless, u64 bytes, u32 ki
 		if (tracked) {
 			stat_add(kc, ST_TRACKED, 1);
 			stat_add(kc, ST_TRACKED_BYTES, bytes);
+			stat_add(kc, ST_WINDOW_TRACKED, window);
 		} else {
 			stat_add(kc, ST_UNTRACKED, 1);
 			stat_add(kc, ST_UNTRACKED_BYTES, bytes);
@@ -318,8 +282,6 @@ static __always_inline bool on_enqueue(u64 ptr, bool headless, u64 bytes, u32 ki
 	kc_close(kc);
 
 	if (tracked) {
-		if (window)
-			window_live_add(1);
 		struct task_key key = {.tgid = tgid};
 		bpf_get_current_comm(&key.comm, sizeof(key.comm));
 		struct task_bytes zero = {};
@@ -335,8 +297,6 @@ static __always_inline bool on_enqueue(u64 ptr, bool headless, u64 bytes, u32 ki
 			count_lost(LOST_TASK_MAP_FULL);
 		}
 	}
-	if (replaced)
-		gone_by_tgid(old_tgid, old_bytes);
 	if (out) {
 		out->path = PATH_INLINE;
 		out->ptr = ptr;
@@ -417,73 +377,98 @@ static __always_inline void phases_end(struct phase_ctx *pc)
 #endif
 }
 
-/* The object at `ptr` finished waiting on `path`: counted for every object that was enqueued
- * after attach, with its bytes from its record, else `bytes` when the caller knows them, else
- * looked up now. `count_unmatched`: every object freed here is a kvfree_rcu object, so during
- * the window (every object followed) one we never saw enqueued was queued before we attached:
- * its own row, not a post-attach free. Per object (latency, attribution) only for followed
- * objects; the program that deletes a record accounts its object (once). */
-static __always_inline void on_free(u64 ptr, u32 path, bool count_unmatched, u64 bytes,
-				    struct phase_ctx *pc)
+/* What every free of one program run shares (looked up once, not per object). */
+struct free_env {
+	struct kv_cfg *cfg;
+	struct kbases *bases;
+	u64 now;
+	bool window;    /* every object followed: one not found was enqueued before attach */
+	bool look_all;  /* look every object up (the window, or window objects still in the map) */
+};
+
+static __always_inline bool free_env_init(struct free_env *env)
 {
-	struct kv_cfg *cfg = cfg_get();
-	if (!cfg || !ptr)
-		return;
-	u64 now = bpf_ktime_get_ns();
-	bool window = now < cfg->window_end;
-	bool sampled = in_sample(ptr, cfg->sample_mask);
-	struct inflight v = {};
-	bool found = false;
-	if (window || sampled || window_live()) {
-		struct inflight *e = kv_inflight.lookup(&ptr);
-		if (e) {
-			v = *e;
-			found = kv_inflight.delete(&ptr) == 0;
-			if (!found)
-				return;  /* another program took it first */
-		}
-	}
-	if (!found && window && count_unmatched) {
-		struct kv_counters *kc = kc_open();
-		stat_add(kc, ST_UNMATCHED + path, 1);
-		kc_close(kc);
-		return;
-	}
-	if (found) {
-		bytes = v.bytes;
-	} else if (!bytes) {
-		u32 kind;
-		u64 start;
-		bytes = object_size(ptr, &kind, &start);
-	}
-	if (found && pc)
-		phases_object(pc, v.ts);
-	struct kv_counters *kc = kc_open();
+	env->cfg = cfg_get();
+	env->bases = bases_get();
+	if (!env->cfg || !env->bases)
+		return false;
+	env->now = bpf_ktime_get_ns();
+	env->window = env->now < env->cfg->window_end;
+	env->look_all = env->window || env->cfg->look_all;
+	return true;
+}
+
+/* A followed object's free: latency, its CPU's record, a stress's and the window's share. */
+static __always_inline void free_followed(struct kv_counters *kc, struct free_env *env, u32 path,
+					  u64 ts, u64 gp, u64 bytes, u32 cpu, u32 flags,
+					  struct phase_ctx *pc)
+{
+	if (pc)
+		phases_object(pc, ts);
 	stat_add(kc, ST_FREED + path, 1);
 	stat_add(kc, ST_FREED_BYTES + path, bytes);
 	pending_add(kc, -1, -(s64)bytes);
-	if (found) {
-		u64 gps = (gp_seq_now() - v.gp_seq) >> 2; /* gp_seq: counter << 2 | state */
-		hist_add(kc, KV_LAT, path, now - v.ts, 1);
-		hist_add(kc, KV_GPS, path, gps + 1, 1);
-		u32 cpu = v.cpu;
-		if (cpu < KV_NCPUS) {
-			kc_add(kc, KV_GONE + 2 * cpu, 1);
-			kc_add(kc, KV_GONE + 2 * cpu + 1, bytes);
+	hist_add(kc, KV_LAT, path, env->now - ts, 1);
+	hist_add(kc, KV_GPS, path, ((gp_seq_now() - gp) >> 2) + 1, 1); /* gp_seq: counter << 2 | state */
+	cpu %= KV_NCPUS;  /* a bound the verifier sees, without a branch */
+	kc_add(kc, KV_GONE + 2 * cpu, 1);
+	kc_add(kc, KV_GONE + 2 * cpu + 1, bytes);
+	u64 watched = (flags >> 1) & 1;  /* INF_WATCHED */
+	stat_add(kc, ST_W_GONE, watched);
+	stat_add(kc, ST_W_GONE_BYTES, bytes & -watched);
+	stat_add(kc, ST_WINDOW_GONE, flags & INF_WINDOW);
+}
+
+/* The object at `ptr` finished waiting on `path` (inside the caller's open counters `kc`):
+ * counted for every object enqueued after attach, with its bytes from its record, else
+ * `bytes` when the caller knows them, else looked up now. `count_unmatched`: every object
+ * freed here is a kvfree_rcu object, so during the window (every object followed) one not
+ * found was queued before we attached: its own row, not a post-attach free. The program that
+ * deletes a record accounts its object (once). Each branch ends in its own accounting, so the
+ * verifier's paths of one object rejoin before the next (the bulk loop reads 512). */
+static __always_inline void free_one(struct kv_counters *kc, struct free_env *env, u64 ptr,
+				     u32 path, bool count_unmatched, u64 bytes,
+				     struct phase_ctx *pc)
+{
+	if (!ptr)
+		return;
+	bool sampled = in_sample(ptr, env->cfg->sample_mask);
+	if (env->look_all || sampled) {
+		struct inflight *e = kv_inflight.lookup(&ptr);
+		if (e) {
+			u64 ts = e->ts, gp = e->gp_seq, b = e->bytes;
+			u32 cpu = e->cpu, flags = e->flags;
+			if (kv_inflight.delete(&ptr) == 0)
+				free_followed(kc, env, path, ts, gp, b, cpu, flags, pc);
+			return;  /* accounted here, or by the program that deleted it first */
 		}
-		if (v.flags & INF_WATCHED) {
-			stat_add(kc, ST_W_GONE, 1);
-			stat_add(kc, ST_W_GONE_BYTES, bytes);
+		if (count_unmatched) {
+			if (env->window) {
+				stat_add(kc, ST_UNMATCHED + path, 1);
+				return;
+			}
+			if (sampled)  /* an object from before attach that outlived the window, or a
+				       * full map's */
+				stat_add(kc, ST_LATE_UNMATCHED, 1);
 		}
-	} else if (sampled && !window && count_unmatched) {
-		stat_add(kc, ST_LATE_UNMATCHED, 1);
 	}
+	if (!bytes)
+		bytes = object_bytes_fast(env->bases, ptr);
+	stat_add(kc, ST_FREED + path, 1);
+	stat_add(kc, ST_FREED_BYTES + path, bytes);
+	pending_add(kc, -1, -(s64)bytes);
+}
+
+/* One free on its own (the inline path). */
+static __always_inline void on_free(u64 ptr, u32 path, bool count_unmatched, u64 bytes,
+				    struct phase_ctx *pc)
+{
+	struct free_env env = {};
+	if (!free_env_init(&env))
+		return;
+	struct kv_counters *kc = kc_open();
+	free_one(kc, &env, ptr, path, count_unmatched, bytes, pc);
 	kc_close(kc);
-	if (found) {
-		if (v.flags & INF_WINDOW)
-			window_live_add(-1);
-		gone_by_tgid(v.tgid, bytes);
-	}
 }
 
 static __always_inline u32 current_ctx(void)
@@ -575,30 +560,39 @@ static __always_inline void on_synchronize_rcu_done(void)
 	}
 }
 
-#define BULK_CHUNK 512
+#ifndef BULK_CHUNK
+#define BULK_CHUNK 512  /* records one program run reads */
+#endif
 
 /* Records [from, from + BULK_CHUNK) of an array of `n` kvfree_rcu objects freed now;
  * `vmalloc`: they are vmalloc'ed (their bytes unknown). */
-static __always_inline void on_bulk_records(u64 records, u64 n, u32 from, bool vmalloc)
+static __always_inline void on_bulk_records(u64 records, u64 n, u32 from)
 {
+	struct free_env env = {};
+	if (!free_env_init(&env))
+		return;
+	struct kv_counters *kc = kc_open();
+	if (!kc)
+		return;
 	struct phase_ctx pc;
 	phases_begin(&pc, 0);
 	for (u32 j = 0; j < BULK_CHUNK; j++) {
 		u64 i = from + j;
 		if (i >= n)
 			break;
-		on_free(read_u64(records + 8 * i), PATH_BULK, true, 0, &pc);
+		free_one(kc, &env, read_u64(records + 8 * i), PATH_BULK, true, 0, &pc);
 	}
+	kc_close(kc);
 	phases_end(&pc);
 }
 
 #ifdef HAVE_KVFREE_RCU_BULK
 /* kvfree_rcu_bulk(krcp, bnode, idx), 6.3+: every record of the bulk page is freed now
  * (kfree_bulk() for slab, a vfree() loop for vmalloc). */
-static __always_inline void on_bulk_node(u64 bnode, u32 from, u32 idx)
+static __always_inline void on_bulk_node(u64 bnode, u32 from)
 {
 	event(EV_BULK_PAGES, 1);
-	on_bulk_records(bnode + OFF_BNODE_RECORDS, read_u64(bnode + OFF_BNODE_NR), from, idx != 0);
+	on_bulk_records(bnode + OFF_BNODE_RECORDS, read_u64(bnode + OFF_BNODE_NR), from);
 }
 #endif
 
@@ -650,7 +644,7 @@ TRACEPOINT_PROBE(kmem, kfree)
 int kprobe_kmem_cache_free_bulk(struct pt_regs *ctx)
 {
 	if (current_ctx() == PATH_BULK)
-		on_bulk_records(PT_REGS_PARM3(ctx), PT_REGS_PARM2(ctx), 0, false);
+		on_bulk_records(PT_REGS_PARM3(ctx), PT_REGS_PARM2(ctx), 0);
 	return 0;
 }
 
@@ -695,11 +689,19 @@ static __always_inline void on_sheaf(u64 head)
 {
 	u32 n = 0;
 	bpf_probe_read_kernel(&n, sizeof(n), (void *)(head + OFF_SHEAF_SIZE));
-	for (u32 i = 0; i < 256; i++) {
+	struct free_env env = {};
+	if (!free_env_init(&env))
+		return;
+	struct kv_counters *kc = kc_open();
+	if (!kc)
+		return;
+	for (u32 i = 0; i < BULK_CHUNK; i++) {
 		if (i >= n)
 			break;
-		on_free(read_u64(head + OFF_SHEAF_OBJECTS + 8 * (u64)i), PATH_SHEAF, true, 0, NULL);
+		free_one(kc, &env, read_u64(head + OFF_SHEAF_OBJECTS + 8 * (u64)i), PATH_SHEAF, true,
+			 0, NULL);
 	}
+	kc_close(kc);
 }
 
 static __always_inline void on_sheaf_taken(u64 obj)
@@ -758,7 +760,7 @@ KRETFUNC_PROBE(synchronize_rcu)
 #ifdef HAVE_KVFREE_RCU_BULK
 KFUNC_PROBE(kvfree_rcu_bulk, void *krcp, void *bnode, int idx)
 {
-	on_bulk_node(to_scalar(bnode), 0, idx);
+	on_bulk_node(to_scalar(bnode), 0);
 	return 0;
 }
 #endif
@@ -959,7 +961,7 @@ int kprobe_synchronize_rcu(struct pt_regs *ctx)
 int kprobe_ctx_bulk(struct pt_regs *ctx)
 {
 #ifdef HAVE_KVFREE_RCU_BULK
-	on_bulk_node(PT_REGS_PARM2(ctx), 0, PT_REGS_PARM3(ctx));
+	on_bulk_node(PT_REGS_PARM2(ctx), 0);
 #else
 	list_enter(PATH_BULK);  /* 6.1: kfree_rcu_work */
 #endif

@@ -49,7 +49,9 @@ enum kv_stat {
 	ST_W_UNTRACKED = ST_W_GONE_BYTES + 1,  /* ... watched, but the tracking map was full */
 	ST_W_UNTRACKED_BYTES = ST_W_UNTRACKED + 1,
 	ST_ENQ_NOLOCK = ST_W_UNTRACKED_BYTES + 1,  /* 7.x kfree_rcu_nolock() straight to a sheaf */
-	ST_MAX = ST_ENQ_NOLOCK + 1,
+	ST_WINDOW_TRACKED = ST_ENQ_NOLOCK + 1,  /* followed because enqueued during the window */
+	ST_WINDOW_GONE = ST_WINDOW_TRACKED + 1,  /* ... of those, freed or replaced */
+	ST_MAX = ST_WINDOW_GONE + 1,
 };
 
 /* Counted kernel events. */

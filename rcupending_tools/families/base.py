@@ -9,14 +9,19 @@ source makes it from attached programs, tests make it up. Nothing else knows its
 from __future__ import annotations
 
 import ctypes
+import errno
+import os
 from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from ..pipeline.selfcost import recursion_misses
 
 Raw = dict[str, Any]
+ENOTSUPP = 524  # the kernel's own 'operation not supported' (no batch ops)
 Section = dict[str, Any]
 
 
@@ -130,6 +135,45 @@ def batch_items(table: Any) -> list[tuple[Any, Any]]:
         return list(table.items_lookup_batch())
     except Exception:  # bcc raises bare Exception; older kernels: EINVAL/ENOTSUPP
         return list(table.items())
+
+
+def batch_values(table: Any) -> np.ndarray:
+    """Every value of a hash map as one numpy structured array (the map's value type), read
+    with batch lookups into a buffer of the map's size: a few syscalls and no Python object
+    per entry, so a full 65536-entry map reads in milliseconds. Where the kernel has no batch
+    operations (< 5.6), one lookup per key."""
+    n = int(table.max_entries)
+    keys, values = (table.Key * n)(), (table.Leaf * n)()
+    token_in, token_out, count = ctypes.c_uint64(0), ctypes.c_uint64(0), ctypes.c_uint32(0)
+    total, first = 0, True
+    while total < n:
+        count.value = n - total
+        res = bcc_lib().bpf_lookup_batch(
+            table.map_fd, None if first else ctypes.byref(token_in), ctypes.byref(token_out),
+            ctypes.byref(keys, ctypes.sizeof(table.Key) * total),
+            ctypes.byref(values, ctypes.sizeof(table.Leaf) * total), ctypes.byref(count))
+        err = ctypes.get_errno()
+        total += count.value
+        if res != 0:
+            if err == errno.ENOENT:  # the end of the map
+                break
+            if first and err in (errno.EINVAL, ENOTSUPP, errno.EOPNOTSUPP):
+                raw = b"".join(bytes(v) for v in table.values())
+                return np.frombuffer(raw, dtype=np.dtype(table.Leaf)).copy()
+            raise OSError(err, f"BPF_MAP_LOOKUP_BATCH: {os.strerror(err)}")
+        if count.value == 0:
+            break
+        first = False
+        token_in.value = token_out.value
+    return np.ctypeslib.as_array(values)[:total].copy()
+
+
+def bcc_lib() -> Any:
+    """bcc's libbcc (its bpf_lookup_batch): imported where maps are read, as bcc is only
+    there where probes load."""
+    import bcc.libbcc
+
+    return bcc.libbcc.lib
 
 
 def scalar(key: Any) -> int:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import numpy as np
+
 from .. import config
 from ..pipeline.derive import log2_buckets, percentile_bounds
 from . import base, enums
@@ -35,6 +37,8 @@ ST_LATE_UNMATCHED, ST_ENQ_NOLOCK = H["ST_LATE_UNMATCHED"], H["ST_ENQ_NOLOCK"]
 W_STATS = ("enqueued", "enqueued_bytes", "enqueued_headless", "enqueued_headless_bytes", "freed",
            "freed_bytes", "untracked", "untracked_bytes")  # ST_W_ENQ.. in this order
 ST_W_FIRST = H["ST_W_ENQ"]
+ST_WINDOW_TRACKED, ST_WINDOW_GONE = H["ST_WINDOW_TRACKED"], H["ST_WINDOW_GONE"]
+INF_SHEAF = H["INF_SHEAF"]
 
 
 # ---------------------------------------------------------------- read
@@ -44,27 +48,67 @@ KV_LAT, KV_GPS, KV_DUR, KV_GONE = H["KV_LAT"], H["KV_GPS"], H["KV_DUR"], H["KV_G
 
 
 def read(b: Any, ctx: base.ReadContext) -> Raw:
-    """The maps of bpf/kvfree_rcu.bpf.c: per-process records first (batch lookups), then every
-    counter of every CPU in one lookup (kv_counters), so the totals and their per-CPU and
-    per-path splits describe one instant."""
+    """The maps of bpf/kvfree_rcu.bpf.c: per-process records and the tracking map first (batch
+    lookups), then every counter of every CPU in one lookup (kv_counters), so the totals and
+    their per-CPU and per-path splits describe one instant. The tracking map gives the pending
+    followed objects by process (the weights of the per-process split); with `count_map` it
+    is read again until no counter moved across its read (its totals are then checked)."""
     raw: Raw = {"misses": base.program_misses(b)}  # before the counters: never more
-    gone = {base.scalar(k): [int(v.objects), int(v.bytes)]
-            for k, v in base.batch_items(b["kv_freed_by_tgid"])}
     tasks: dict[tuple[int, str], list[int]] = {}
     for k, v in base.batch_items(b["kvfree_by_task"]):
         cur = tasks.setdefault((int(k.tgid), base.comm(k.comm)), [0] * 4)
         for i, f in enumerate((v.objects, v.bytes, v.headless, v.headless_bytes)):
             cur[i] += int(f)
-    raw["freed_by_tgid"] = sorted([t, *v] for t, v in gone.items())
     raw["by_task"] = [[t, c, *v] for (t, c), v in sorted(tasks.items())]
+    inflight = base.batch_values(b["kv_inflight"])
     raw["counters"], raw["torn"] = base.whole_copy(b["kv_counters"], KV_END)
+    if ctx.count_map:
+        raw["in_map"] = None
+        for _ in range(5):
+            before = raw["counters"]
+            inflight = base.batch_values(b["kv_inflight"])
+            raw["counters"], raw["torn"] = base.whole_copy(b["kv_counters"], KV_END)
+            if raw["counters"] == before:
+                raw["in_map"] = in_map_counts(inflight)
+                break
+            time.sleep(0.05)
+    raw["pending_by_tgid"] = pending_by_tgid(inflight)
     if "kv_pending_gauge" in b:  # RCUPENDING_PENDING_PEAK=1 (compare)
         g = b["kv_pending_gauge"][0]
         raw["pending_gauge"] = [int(g.objects), int(g.bytes), int(g.peak_objects),
                                 int(g.peak_bytes)]
-    if ctx.count_map:
-        raw["in_map"] = _count_inflight(b, raw)
+    _end_look_all(b, raw["counters"])
     return raw
+
+
+def pending_by_tgid(inflight: Any) -> list[list[int]]:
+    """[tgid, objects, bytes] of the followed objects still pending, by enqueuing process."""
+    if not len(inflight):
+        return []
+    tgids, where = np.unique(inflight["tgid"], return_inverse=True)
+    objects = np.bincount(where)
+    nbytes = np.bincount(where, weights=inflight["bytes"].astype(np.float64))
+    return [[int(t), int(o), int(nb)] for t, o, nb in zip(tgids, objects, nbytes, strict=True)]
+
+
+def in_map_counts(inflight: Any) -> dict[str, int]:
+    """The tracking map's objects and bytes (and how many went by the sheaf bypass)."""
+    sheaf = int(np.count_nonzero(inflight["flags"] & INF_SHEAF))
+    return {"objects": len(inflight), "bytes": int(inflight["bytes"].sum()),
+            "krc": len(inflight) - sheaf, "sheaf": sheaf}
+
+
+def _end_look_all(b: Any, counters: list[list[int]]) -> None:
+    """After the settling window, once every object it followed has left the tracking map,
+    the free side stops looking up objects outside the sample (kv_cfg.look_all)."""
+    gone = sum(row[KV_STATS + ST_WINDOW_GONE] for row in counters)
+    tracked = sum(row[KV_STATS + ST_WINDOW_TRACKED] for row in counters)
+    if gone < tracked:
+        return
+    cfg = b["kv_cfg"][0]
+    if cfg.look_all and time.monotonic_ns() > cfg.window_end:
+        cfg.look_all = 0
+        b["kv_cfg"][0] = cfg
 
 
 def arm(b: Any) -> None:
@@ -73,6 +117,7 @@ def arm(b: Any) -> None:
     cfg = b["kv_cfg"][0]
     cfg.window_end = time.monotonic_ns() + config.settle_seconds() * 1_000_000_000
     cfg.sample_mask = config.kvfree_sample_one_in() - 1
+    cfg.look_all = 1
     cfg.nwatch = 0
     b["kv_cfg"][0] = cfg
 
@@ -85,23 +130,6 @@ def watch(b: Any, tgids: set[int]) -> None:
         cfg.watch[i] = t
     cfg.nwatch = len(ids)
     b["kv_cfg"][0] = cfg
-
-
-def _count_inflight(b: Any, raw: Raw, tries: int = 5) -> dict[str, int] | None:
-    """Count the tracking map between two identical reads of the counters (so the count and
-    the counters describe one instant); None if traffic never paused."""
-    for _ in range(tries):
-        counts = {"objects": 0, "bytes": 0, "krc": 0, "sheaf": 0}
-        for v in b["kv_inflight"].values():
-            counts["objects"] += 1
-            counts["bytes"] += int(v.bytes)
-            counts["sheaf" if v.route else "krc"] += 1
-        after, torn = base.whole_copy(b["kv_counters"], KV_END)
-        if after == raw["counters"]:
-            return counts
-        raw["counters"], raw["torn"] = after, torn  # the reading moves to the newer instant
-        time.sleep(0.05)
-    return None
 
 
 # ---------------------------------------------------------------- section
@@ -235,8 +263,8 @@ def section(raw: Raw | None, ctx: base.SectionContext) -> Section | None:
         "conservation": conservation(tracked, sum(g[0] for g in gone), raw.get("in_map")),
     }
     tasks = {(t, c): rest for t, c, *rest in raw.get("by_task") or []}
-    freed_tgid = {t: [o, nb] for t, o, nb in raw.get("freed_by_tgid") or []}
-    out["by_process"], out["by_process_other"] = _by_process(tasks, freed_tgid, out)
+    pending_tgid = {t: [o, nb] for t, o, nb in raw.get("pending_by_tgid") or []}
+    out["by_process"], out["by_process_other"] = _by_process(tasks, pending_tgid, out)
     if raw.get("pending_gauge"):
         # high-water mark kept by the kernel side at every enqueue and free (tracked objects):
         # a peak between two reads that sampling the pending level would miss
@@ -346,12 +374,13 @@ def conservation(tracked: int, gone: int, in_map: dict[str, int] | None) -> dict
     }
 
 
-def _by_process(tasks: dict, gone: dict, kv: Section) -> tuple[list[dict[str, Any]],
-                                                                dict[str, Any]]:
+def _by_process(tasks: dict, pending: dict, kv: Section) -> tuple[list[dict[str, Any]],
+                                                                   dict[str, Any]]:
     """The top processes and an `other` row that together make the exact totals. A process's
-    enqueued and pending objects and bytes are its shares of the totals, weighed by the records
-    of its followed objects (`followed`: how many; all of them while every object is followed,
-    else the sample's); largest remainders, so that rows + other = the totals."""
+    enqueued objects and bytes are its shares of the totals weighed by its followed enqueues
+    (`followed`; all of them while every object is followed, else the sample's); its pending
+    ones, weighed by its followed objects in the tracking map (`pending`: tgid -> [objects,
+    bytes]). Largest remainders, so that rows + other = the totals."""
     procs: dict[int, dict[str, Any]] = {}
     for (tgid, name), (objects, nbytes, *_) in ((k, (list(v) + [0] * 4)[:4])
                                                 for k, v in tasks.items()):
@@ -359,13 +388,14 @@ def _by_process(tasks: dict, gone: dict, kv: Section) -> tuple[list[dict[str, An
         r["comms"][name] = r["comms"].get(name, 0) + objects
         r["objects"] += objects
         r["bytes"] += nbytes
+    for tgid in pending.keys() - procs.keys():  # its per-process record did not fit
+        procs[tgid] = {"comms": {"?": 0}, "objects": 0, "bytes": 0}
     rows = []
     for tgid, r in procs.items():
-        freed, freed_bytes = gone.get(tgid, [0, 0])
+        p_objects, p_bytes = pending.get(tgid, [0, 0])
         comms = sorted(r["comms"], key=lambda c: (-r["comms"][c], c))
         rows.append({"tgid": tgid, "comm": comms[0], "followed": r["objects"],
-                     "w": (r["objects"], r["bytes"], max(0, r["objects"] - freed),
-                           max(0, r["bytes"] - freed_bytes))}
+                     "w": (r["objects"], r["bytes"], p_objects, p_bytes)}
                     | ({"comms": comms} if len(comms) > 1 else {}))
     enq, pend = kv["enqueued"], kv["pending"]
     totals = (("objects", enq["objects"]), ("bytes", enq["bytes"]),
@@ -431,6 +461,13 @@ METRICS: tuple[Metric, ...] = (
     Metric("kvfree_rcu_untracked_objects", "counter", "enqueues the tracking map could not hold"),
     Metric("kvfree_rcu_untracked_bytes", "counter", "bytes of untracked enqueues"),
     Metric("kvfree_rcu_bulk_page_free_events", "counter", "krc bulk pages freed (kvfree_rcu_bulk)"),
+    Metric("kvfree_rcu_followed_objects", "counter",
+           "objects followed one by one (latency, per-CPU and per-process splits)"),
+    Metric("kvfree_rcu_sample_period_objects", "gauge",
+           "after the settling window one object in this many is followed (1: all)"),
+    Metric("kvfree_rcu_splits_exact_info", "gauge",
+           "1 while every object is followed: per-CPU and per-process splits exact; 0: they "
+           "are estimated from the sample"),
     Metric("kvfree_rcu_replaced_objects", "counter",
            "tracked addresses enqueued again before their free was seen"),
     Metric("kvfree_rcu_latency_seconds", "histogram",
@@ -498,6 +535,11 @@ def samples(kv: Section) -> list:
         c("kvfree_rcu_untracked_bytes", unt.get("bytes", 0))
     if "replaced" in kv:
         c("kvfree_rcu_replaced_objects", kv["replaced"])
+    if (t := kv.get("tracking")) is not None:
+        c("kvfree_rcu_followed_objects", t["followed"])
+        c("kvfree_rcu_splits_exact_info", int(bool(t["exact"])))
+        if t.get("one_in"):
+            c("kvfree_rcu_sample_period_objects", int(t["one_in"]))
     if (ev := kv.get("events")) and "bulk_pages" in ev:
         c("kvfree_rcu_bulk_page_free_events", ev["bulk_pages"])
     rows = [*kv["by_process"]]

@@ -116,7 +116,7 @@ def _child(
     enqueues: int | None,
     sockets: int,
     optlen: int,
-    deadline: float | None,
+    duration: float | None,
     rate: float | None = None,
     parent: int | None = None,
     paused: bool = False,
@@ -124,8 +124,9 @@ def _child(
     _die_with_parent(parent)
     w = Worker(sockets, optlen)
     try:
-        if paused:  # sockets made; the go (with the deadline from then) starts the load
-            _, deadline = conn.recv()
+        if paused:  # sockets made; the go starts the load
+            conn.recv()
+        deadline = None if duration is None else time.monotonic() + duration
         conn.send(asdict(w.run(enqueues, deadline, rate)))
         conn.recv()  # hold the sockets open until the parent has measured
     except EOFError:
@@ -162,7 +163,6 @@ class StressRun:
     procs: list
     conns: list
     scenario: str = "kvfree"
-    duration: float | None = None  # a paused run's deadline starts at go()
 
     @property
     def pids(self) -> set[int]:
@@ -170,9 +170,8 @@ class StressRun:
 
     def go(self) -> None:
         """Start a paused run's load (its processes exist and can be watched first)."""
-        deadline = None if self.duration is None else time.monotonic() + self.duration
         for c in self.conns:
-            c.send(("go", deadline))
+            c.send("go")
 
     def running(self, timeout: float) -> bool:
         """Wait up to `timeout` s; True while any worker has not reported."""
@@ -240,7 +239,6 @@ def start(
         raise ValueError("need count >= 0, workers >= 1 and sockets >= workers")
     if rate is not None and (rate <= 0 or count is None):
         raise ValueError("a rate needs a count and must be positive")
-    deadline = time.monotonic() + duration if duration is not None else None
     ctx = mp.get_context("fork")
     procs, conns = [], []
     for w in range(workers):
@@ -248,10 +246,10 @@ def start(
         s = sockets // workers + (1 if w < sockets % workers else 0)
         parent, child = ctx.Pipe(duplex=True)
         r = rate / workers if rate else None
-        args = (child, n, s, optlen, deadline, r, os.getpid(), paused)
+        args = (child, n, s, optlen, duration, r, os.getpid(), paused)
         p = ctx.Process(target=_child, args=args, daemon=True)
         p.start()
         child.close()
         procs.append(p)
         conns.append(parent)
-    return StressRun(procs, conns, duration=duration)
+    return StressRun(procs, conns)

@@ -21,6 +21,9 @@ def summary(snap: Snapshot | None) -> str:
         lines.append(f"  kvfree_rcu enqueued {kv['enqueued']['objects']} ({kinds})")
         if "by_stress" in kv:
             lines.append(f"    by stress workers {kv['by_stress']['enqueued']}")
+        if (t := kv.get("tracking")) and not t.get("exact"):
+            lines.append(f"    per-CPU and per-process splits estimated from 1 in "
+                         f"{t.get('one_in')} objects ({t['followed']} followed)")
     rp = snap["rcu_pending"]
     if rp is not None:
         lines.append(f"  rcu_pending enqueued {rp['enqueued']['objects']}")

@@ -86,6 +86,6 @@ def test_schema_rejects_broken_snapshots():
 
 def test_raw_sample_round_trips_json():
     r = raw(3.0, [1, 2], [0, 1], {(7, "a b"): 3}, lost=1)
-    r.families["kvfree_rcu"].update(freed_by_tgid=[[7, 1, 64]])
+    r.families["kvfree_rcu"].update(pending_by_tgid=[[7, 1, 64]])
     back = RawSample.from_json(json.loads(json.dumps(r.to_json())))
     assert back == r

@@ -49,7 +49,7 @@ def test_families_take_their_names_from_the_headers():
     assert len(kvfree.PATHS) == kvfree.NPATH
     assert len(kvfree.EVENTS) == kvfree.NEV and len(kvfree.DURATIONS) == kvfree.NDUR
     assert kvfree.ST_REPLACED_BYTES == kvfree.ST_UNMATCHED + kvfree.NPATH
-    assert kvfree.ST_MAX == kvfree.ST_ENQ_NOLOCK + 1 and kvfree.ST_W_FIRST + len(kvfree.W_STATS) \
+    assert kvfree.ST_MAX == kvfree.ST_WINDOW_GONE + 1 and kvfree.ST_W_FIRST + len(kvfree.W_STATS) \
         == kvfree.ST_ENQ_NOLOCK
     assert len(pending.STATS) == pending.PS_MAX and len(pending.FLAVORS) == pending.NFL
     assert nolock.STATS[:2] == ("attempts", "failures")

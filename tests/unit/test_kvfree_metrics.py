@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import time
+
+import numpy as np
+
 from rcupending_tools.families import kvfree as km
 from rcupending_tools.pipeline.collector import Collector, provenance
 from rcupending_tools.pipeline.raw import RawSample
@@ -33,7 +37,7 @@ def full_raw(t: float, enq: int, freed_bulk: int, freed_list: int, in_map: int |
         "counters": counters(2, stats, lat=lat, gps=list(lat), gone={0: [freed, 64 * freed]},
                              **extra),
         "by_task": [[9, "w", enq, 64 * enq, 4, 4 * 32]],  # followed objects
-        "freed_by_tgid": [[9, freed, 64 * freed]],
+        "pending_by_tgid": [[9, enq - freed, 64 * (enq - freed)]],  # its objects in the map
         "in_map": None if in_map is None else {"objects": in_map, "bytes": 64 * in_map},
     }})
 
@@ -112,7 +116,8 @@ def test_phases_gp_durations_and_events():
     assert kv["events"]["barrier"]["calls"] == 2
     assert kv["events"]["shrinker"] == {"scans": 1, "freed": 7}
     assert kv["events"]["bulk_pages"] == 3
-    assert [x.value for x in samples(s) if x.name == "kvfree_rcu_bulk_page_free_events_total"] == [3]
+    bulk = [x.value for x in samples(s) if x.name == "kvfree_rcu_bulk_page_free_events_total"]
+    assert bulk == [3]
     assert "kvfree_rcu.phase_ns.batch" in s["histograms"]
     assert "kvfree_rcu.rcu_gp_ns" in s["histograms"]
     # the raw form round-trips (recordings)
@@ -125,7 +130,8 @@ def test_process_rows_and_other_make_the_totals():
     kv_raw = raw.families["kvfree_rcu"]
     kv_raw["by_task"] = [[9, "w", 60, 60 * 64, 0, 0], [9, "w2", 20, 20 * 64, 0, 0]] + [
         [100 + i, f"p{i}", 1, 64, 0, 0] for i in range(km.TOP_PROCESSES + 5)]  # 105 followed
-    kv_raw["freed_by_tgid"] = [[9, 70, 70 * 64]]
+    kv_raw["pending_by_tgid"] = [[9, 10, 10 * 64]] + [
+        [100 + i, 1, 64] for i in range(km.TOP_PROCESSES + 5)]
     kv = Collector(provenance("6.12.1"), [], source="synthetic").update(raw)["kvfree_rcu"]
     rows, other = kv["by_process"], kv["by_process_other"]
     assert rows[0]["tgid"] == 9 and rows[0]["comms"] == ["w", "w2"] and rows[0]["followed"] == 80
@@ -136,6 +142,42 @@ def test_process_rows_and_other_make_the_totals():
                        ("pending_objects", kv["pending"]["objects"])):
         assert sum(r[key] for r in rows) + other[key] == total, key
         assert min(r[key] for r in rows) >= 0 and other[key] >= 0
+
+
+def _inflight(rows: list[tuple[int, int, int]]) -> np.ndarray:
+    """Tracking-map values as the batch read gives them: (tgid, bytes, flags) per object."""
+    dt = np.dtype([("ts", "<u8"), ("gp_seq", "<u8"), ("bytes", "<u8"), ("tgid", "<u4"),
+                   ("cpu", "<u2"), ("flags", "<u2")])
+    return np.array([(0, 0, b, t, 0, f) for t, b, f in rows], dtype=dt)
+
+
+def test_the_tracking_map_gives_pending_by_process_and_its_totals():
+    m = _inflight([(7, 64, 0), (9, 128, km.INF_SHEAF), (7, 32, 1)])
+    assert km.pending_by_tgid(m) == [[7, 2, 96], [9, 1, 128]]
+    assert km.in_map_counts(m) == {"objects": 3, "bytes": 224, "krc": 2, "sheaf": 1}
+    assert km.pending_by_tgid(_inflight([])) == []
+
+
+class _Cfg:
+    look_all, window_end = 1, 0
+
+
+def test_lookups_of_every_free_end_when_the_window_objects_are_gone():
+    """kv_cfg.look_all is cleared only after the window and once every object it followed
+    has left the tracking map (its frees and replacements counted)."""
+    b = {"kv_cfg": [_Cfg()]}
+    row = [0] * (km.KV_STATS + km.ST_MAX)
+    row[km.KV_STATS + km.ST_WINDOW_TRACKED] = 5
+    row[km.KV_STATS + km.ST_WINDOW_GONE] = 4
+    km._end_look_all(b, [row])
+    assert b["kv_cfg"][0].look_all == 1
+    row[km.KV_STATS + km.ST_WINDOW_GONE] = 5
+    b["kv_cfg"][0].window_end = time.monotonic_ns() + 10**12  # the window still open
+    km._end_look_all(b, [row])
+    assert b["kv_cfg"][0].look_all == 1
+    b["kv_cfg"][0].window_end = 0
+    km._end_look_all(b, [row])
+    assert b["kv_cfg"][0].look_all == 0
 
 
 def test_shares_are_whole_and_exact():

@@ -162,6 +162,14 @@ def _kvfree_lines(state: DashboardState, kv: dict[str, Any], width: int) -> list
     return out
 
 
+def estimated(fam: dict[str, Any] | None) -> str:
+    """` (est. 1/N)` where a split is estimated from a sample, not exact."""
+    t = (fam or {}).get("tracking")
+    if not t or t.get("exact"):
+        return ""
+    return f" (est. 1/{t.get('one_in') or '?'}, {_n(t['followed'])} followed)"
+
+
 def _range(bounds: dict[str, Any], p: str) -> str:
     """A percentile as the log2 bucket holding it (`16.8–33.6 ms`); `≤x` from older
     snapshots, which kept only the upper bound."""
@@ -262,7 +270,7 @@ def render(state: DashboardState, width: int = 80, height: int = 24) -> Group:
         top += _kvfree_lines(state, kv, width)
         pend = kv.get("pending") or {}
         if "bytes_by_cpu" in pend:
-            cpu_label, vals = "  pending bytes per CPU ", pend["bytes_by_cpu"]
+            cpu_label, vals = f"  pending bytes per CPU{estimated(kv)} ", pend["bytes_by_cpu"]
         else:
             cpu_label, vals = "  enqueued per CPU ", kv["enqueued"]["by_cpu"]
         cpu_items = [f"{i}:{_n(n)}" for i, n in enumerate(vals)]
@@ -338,7 +346,7 @@ def render(state: DashboardState, width: int = 80, height: int = 24) -> Group:
         tab = Table(box=None, pad_edge=False, padding=(0, 1))
         tab.add_column("tgid", justify="right", width=8)
         tab.add_column("comm", width=16, no_wrap=True, overflow="ellipsis")
-        tab.add_column(f"{fam} enqueued", justify="right", width=20)
+        tab.add_column(f"{fam} enqueued{estimated(fam_data)}", justify="right", width=20)
         if with_bytes:
             tab.add_column("pending bytes", justify="right", width=14)
         tab.add_column("share", justify="right", width=6)
