@@ -144,7 +144,7 @@ def batch_values(table: Any) -> np.ndarray:
     operations (< 5.6), one lookup per key."""
     n = int(table.max_entries)
     keys, values = (table.Key * n)(), (table.Leaf * n)()
-    token_in, token_out, count = ctypes.c_uint64(0), ctypes.c_uint64(0), ctypes.c_uint32(0)
+    token_in, token_out, count = ctypes.c_uint32(0), ctypes.c_uint32(0), ctypes.c_uint32(0)
     total, first = 0, True
     while total < n:
         count.value = n - total
@@ -165,7 +165,7 @@ def batch_values(table: Any) -> np.ndarray:
             break
         first = False
         token_in.value = token_out.value
-    return np.ctypeslib.as_array(values)[:total].copy()
+    return np.frombuffer(values, dtype=np.dtype(table.Leaf), count=total).copy()
 
 
 def bcc_lib() -> Any:
