@@ -23,6 +23,8 @@
 #include "kmem.bpf.h"
 #include "kvfree_rcu.h"
 
+#define SLAB_FREE_NOLOCK 0x01  /* mm/slab.h, 7.x: __kfree_rcu_sheaf()'s free_flags */
+
 struct inflight {
 	u64 ts;
 	u64 gp_seq;
@@ -122,6 +124,14 @@ static __always_inline void stat_add(struct kv_counters *kc, u32 idx, u64 n)
 static __always_inline void ev_add(struct kv_counters *kc, u32 idx, u64 n)
 {
 	kc_add(kc, KV_EVENTS + idx, n);
+}
+
+/* One count of a kv_stat on its own (its own bracket). */
+static __always_inline void event_stat(u32 idx)
+{
+	struct kv_counters *kc = kc_open();
+	stat_add(kc, idx, 1);
+	kc_close(kc);
 }
 
 /* One event on its own (its own bracket). */
@@ -894,8 +904,9 @@ KFUNC_PROBE(fill_page_cache_func, void *work)
 #endif
 
 #ifdef HAVE_KFREE_NOLOCK
-/* 7.x kfree_rcu_nolock(): into an rcu_free sheaf, else deferred to irq_work, which then calls
- * kvfree_call_rcu() (counted there as an enqueue). Counted here, not tracked per object. */
+/* 7.x kfree_rcu_nolock(): into an rcu_free sheaf (counted as an enqueue by __kfree_rcu_sheaf's
+ * exit, SLAB_FREE_NOLOCK), else deferred to irq_work, which then calls kvfree_call_rcu()
+ * (counted there). The calls are counted here. */
 KFUNC_PROBE(kfree_call_rcu_nolock, void *head, void *ptr)
 {
 	event(EV_NOLOCK_ENQ, 1);
@@ -918,8 +929,14 @@ KRETFUNC_PROBE(__kfree_rcu_sheaf, void *s, void *obj, unsigned int free_flags, b
 KRETFUNC_PROBE(__kfree_rcu_sheaf, void *s, void *obj, bool ret)
 #endif
 {
-	if (ret)
-		on_sheaf_taken(to_scalar(obj));
+	if (!ret)
+		return 0;
+#if defined(SHEAF_FREE_FLAGS_ARG) && defined(HAVE_KFREE_NOLOCK)
+	/* kfree_rcu_nolock() straight to a sheaf: an enqueue kvfree_call_rcu() never saw */
+	if (free_flags & SLAB_FREE_NOLOCK && on_enqueue(to_scalar(obj), false, 0, MEM_UNSIZED, NULL))
+		event_stat(ST_ENQ_NOLOCK);
+#endif
+	on_sheaf_taken(to_scalar(obj));
 	return 0;
 }
 

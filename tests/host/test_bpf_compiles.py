@@ -52,9 +52,19 @@ def test_kvfree_program_compiles(extra):
     compile_ok("kvfree_rcu.bpf.c", defines, "kprobe")
 
 
-def test_kvfree_fentry_build_compiles():
+FENTRY_EXTRAS = {
+    "6.12 phases": {"HAVE_PHASES": None, "HAVE_GP_DURATION": None},
+    "7.3 sheaves, nolock": {"HAVE_KFREE_RCU_SHEAF": None, "OFF_SHEAF_SIZE": 0,
+                            "OFF_SHEAF_OBJECTS": 8, "SHEAF_FREE_FLAGS_ARG": None,
+                            "HAVE_KFREE_NOLOCK": None, "HAVE_DEFER_KFREE": None,
+                            "HAVE_RCU_FREE_SHEAF_NOBARN": None},
+}
+
+
+@pytest.mark.parametrize("extra", list(FENTRY_EXTRAS))
+def test_kvfree_fentry_build_compiles(extra):
     defines = {"KVFREE_SYM": "kvfree_call_rcu", "KVFREE_FENTRY": None, **host_bytes_defines(),
-               "HAVE_PHASES": None, "HAVE_GP_DURATION": None}
+               **FENTRY_EXTRAS[extra]}
     compile_ok("kvfree_rcu.bpf.c", defines, "fentry")
 
 
