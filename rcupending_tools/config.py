@@ -80,6 +80,12 @@ def settle_seconds() -> int:
     return SETTLE_DEFAULT_S if value is None else value
 
 
+def default_settle(seconds: int) -> None:
+    """A command's own settling window unless RCUPENDING_SETTLE says otherwise (bench
+    overhead measures the steady state: 0)."""
+    os.environ.setdefault(SETTLE_ENV, str(seconds))
+
+
 def pending_peak() -> bool:
     return os.environ.get(PENDING_PEAK_ENV, "") == "1"
 

@@ -106,6 +106,7 @@ def overhead(
         empty_switch = Switch(empty.bpf)
         empty_switch.pause()
         progress("compiling and loading the collector")
+        config.default_settle(0)  # the steady state: 1 in RCUPENDING_SAMPLE objects followed
         session = open_live()
         src = session.source
         kv = src.loaded.get("kvfree_call_rcu")
@@ -154,13 +155,16 @@ def overhead(
         empty.close()
     result = _result(kernel, threads, repeats, seconds, rates, stats_runs, python)
     result["full_tracking"] = tracking
+    result["settings"] = {"sample_one_in": config.kvfree_sample_one_in(),
+                          "settle_s": config.settle_seconds()}
     return result
 
 
 def _tracking(snap: Snapshot) -> dict[str, int]:
     """Enqueues the full phases saw and how many the per-object map could not hold."""
     kv = snap["kvfree_rcu"] or {"enqueued": {"objects": 0}, "untracked": {"objects": 0}}
-    return {"enqueued": kv["enqueued"]["objects"], "untracked": kv["untracked"]["objects"]}
+    return {"enqueued": kv["enqueued"]["objects"], "untracked": kv["untracked"]["objects"],
+            "followed": (kv.get("tracking") or {}).get("followed")}
 
 
 def _python_rate(workers: int, seconds: float, progress: Callable[[str], None]) -> dict:
