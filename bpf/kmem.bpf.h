@@ -141,9 +141,17 @@ static __always_inline u64 object_lookup(const struct kbases *b, u64 addr, u32 *
 
 /* 1 when x != 0, else 0, without a branch (BPF has no conditional set: comparisons become
  * jumps, and each jump is one more path for the verifier in a loop over objects). */
-static __always_inline u64 nz(u64 x)
+/* Hides a value from clang (not from the verifier): a 0/1 mask stays arithmetic instead of
+ * becoming a select, which BPF compiles to a branch. */
+#define opaque(x) asm volatile("" : "+r"(x))
+
+static __always_inline u64 nz(u64 x)  /* 1 if x != 0, without a branch */
 {
-	return (x | -x) >> 63;
+	u64 t = x | -x;
+	opaque(t);
+	t >>= 63;
+	opaque(t);
+	return t;
 }
 
 /* The bytes a free of `addr` gives back, without branches (the free side's loops): a slab

@@ -321,31 +321,62 @@ static __always_inline bool on_enqueue(u64 ptr, bool headless, u64 bytes, u32 ki
  * kfree_rcu_work the batch's queue time (queue_rcu_work) and start split the wait into batch
  * wait, grace period and reclaim; freed elsewhere (kvfree_rcu_drain_ready from the monitor,
  * the shrinker) the grace period had already ended when the monitor looked: one `ready`
- * duration. Per call, from the mean enqueue time of its objects (exact for one object): the
- * per-record cost stays one addition, so the 512-record bulk loop fits the verifier. */
-struct phase_acc {
-	u64 n;
-	u64 ts_sum;
-};
-
-/* Running sums live in a per-CPU map, not on the stack: stack values that differ between a
- * record found and one not found would keep the verifier from merging its paths (2^records). */
-BPF_PERCPU_ARRAY(kv_phase_acc, struct phase_acc, 2);  /* 0: bulk records, 1: list kfree */
-
+ * duration. Per call, from the mean enqueue time of its followed objects (exact for one
+ * object): the per-record cost stays two additions. */
 struct phase_ctx {
 	u64 queued;
 	u64 started;
-	struct phase_acc *acc;
 };
 
-static __always_inline void phases_begin(struct phase_ctx *pc, u32 slot)
+/* A free program's per-object working values live in per-CPU map memory, not in registers or
+ * on the stack: the verifier does not track what it loads from a map, so both sides of each
+ * per-object branch end in the same state and it checks one path per object (the 512-record
+ * bulk loop fits every supported kernel's limit), not one per combination. One slot per
+ * program (SC_*): a program does not nest in itself, another may interrupt it. */
+struct free_scratch {
+	struct inflight rec;  /* the object's record, zero when not looked up or not found */
+	u64 look;
+	u64 deleted;          /* 1: this program deleted the record (and accounts the object) */
+	u64 bytes;
+	u64 n;                /* followed objects freed in this run (phases) */
+	u64 ts_sum;           /* their enqueue times */
+};
+enum { SC_BULK, SC_LIST, SC_VFREE, SC_SHEAF, SC_INLINE_ENQ, SC_INLINE_SYNC, SC_SLOTS };
+BPF_PERCPU_ARRAY(kv_free_scratch, struct free_scratch, SC_SLOTS);
+
+#define LOAD(x) (*(volatile typeof(x) *)&(x))  /* a fresh load: no value carried by clang */
+
+/* What every free of one program run shares (looked up once, not per object). */
+struct free_env {
+	struct kv_cfg *cfg;
+	struct kbases *bases;
+	struct free_scratch *sc;
+	u64 now;
+	u64 gp;         /* grace periods now (rcu_state.gp_seq) */
+	u64 window;     /* 1: every object followed, one not found was enqueued before attach */
+	u64 look_all;   /* 1: look every object up (the window, or window objects in the map) */
+};
+
+static __always_inline bool free_env_init(struct free_env *env, u32 slot)
+{
+	env->cfg = cfg_get();
+	env->bases = bases_get();
+	env->sc = kv_free_scratch.lookup(&slot);
+	if (!env->cfg || !env->bases || !env->sc)
+		return false;
+	env->now = bpf_ktime_get_ns();
+	env->gp = gp_seq_now();
+	u64 d = env->now - env->cfg->window_end;  /* ktime < 2^63: negative while in the window */
+	opaque(d);
+	env->window = d >> 63;
+	env->look_all = env->window | nz(env->cfg->look_all);
+	env->sc->n = env->sc->ts_sum = 0;
+	return true;
+}
+
+static __always_inline void phases_begin(struct phase_ctx *pc)
 {
 	pc->queued = pc->started = 0;
-	pc->acc = kv_phase_acc.lookup(&slot);
-	if (pc->acc) {
-		pc->acc->n = 0;
-		pc->acc->ts_sum = 0;
-	}
 #ifdef HAVE_PHASES
 	u64 id = bpf_get_current_pid_tgid();
 	struct batch_mark *m = kv_work.lookup(&id);
@@ -356,23 +387,13 @@ static __always_inline void phases_begin(struct phase_ctx *pc, u32 slot)
 #endif
 }
 
-static __always_inline void phases_object(struct phase_ctx *pc, u64 enq_ts)
-{
-	if (pc->acc) {
-		pc->acc->n += 1;
-		pc->acc->ts_sum += enq_ts;
-	}
-}
-
-static __always_inline void phases_end(struct phase_ctx *pc)
+static __always_inline void phases_end(struct phase_ctx *pc, struct free_env *env)
 {
 #ifdef HAVE_PHASES
-	if (!pc->acc)
-		return;
-	u64 n = pc->acc->n;
+	u64 n = env->sc->n;
 	if (!n)
 		return;
-	u64 now = bpf_ktime_get_ns(), mean = pc->acc->ts_sum / n;
+	u64 now = bpf_ktime_get_ns(), mean = env->sc->ts_sum / n;
 	struct kv_counters *kc = kc_open();
 	if (pc->queued && pc->queued >= mean) {
 		dur_add_n(kc, DUR_BATCH, pc->queued - mean, n);
@@ -387,98 +408,82 @@ static __always_inline void phases_end(struct phase_ctx *pc)
 #endif
 }
 
-/* What every free of one program run shares (looked up once, not per object). */
-struct free_env {
-	struct kv_cfg *cfg;
-	struct kbases *bases;
-	u64 now;
-	bool window;    /* every object followed: one not found was enqueued before attach */
-	bool look_all;  /* look every object up (the window, or window objects still in the map) */
-};
-
-static __always_inline bool free_env_init(struct free_env *env)
-{
-	env->cfg = cfg_get();
-	env->bases = bases_get();
-	if (!env->cfg || !env->bases)
-		return false;
-	env->now = bpf_ktime_get_ns();
-	env->window = env->now < env->cfg->window_end;
-	env->look_all = env->window || env->cfg->look_all;
-	return true;
-}
-
-/* A followed object's free: latency, its CPU's record, a stress's and the window's share. */
-static __always_inline void free_followed(struct kv_counters *kc, struct free_env *env, u32 path,
-					  u64 ts, u64 gp, u64 bytes, u32 cpu, u32 flags,
-					  struct phase_ctx *pc)
-{
-	if (pc)
-		phases_object(pc, ts);
-	stat_add(kc, ST_FREED + path, 1);
-	stat_add(kc, ST_FREED_BYTES + path, bytes);
-	pending_add(kc, -1, -(s64)bytes);
-	hist_add(kc, KV_LAT, path, env->now - ts, 1);
-	hist_add(kc, KV_GPS, path, ((gp_seq_now() - gp) >> 2) + 1, 1); /* gp_seq: counter << 2 | state */
-	cpu %= KV_NCPUS;  /* a bound the verifier sees, without a branch */
-	kc_add(kc, KV_GONE + 2 * cpu, 1);
-	kc_add(kc, KV_GONE + 2 * cpu + 1, bytes);
-	u64 watched = (flags >> 1) & 1;  /* INF_WATCHED */
-	stat_add(kc, ST_W_GONE, watched);
-	stat_add(kc, ST_W_GONE_BYTES, bytes & -watched);
-	stat_add(kc, ST_WINDOW_GONE, flags & INF_WINDOW);
-}
-
 /* The object at `ptr` finished waiting on `path` (inside the caller's open counters `kc`):
  * counted for every object enqueued after attach, with its bytes from its record, else
- * `bytes` when the caller knows them, else looked up now. `count_unmatched`: every object
- * freed here is a kvfree_rcu object, so during the window (every object followed) one not
- * found was queued before we attached: its own row, not a post-attach free. The program that
- * deletes a record accounts its object (once). Each branch ends in its own accounting, so the
- * verifier's paths of one object rejoin before the next (the bulk loop reads 512). */
+ * `bytes` when the caller knows them, else looked up now. `count_unmatched` (0/1): every
+ * object freed here is a kvfree_rcu object, so during the window (every object followed) one
+ * not found was queued before we attached: its own row, not a post-attach free. The program
+ * that deletes a record accounts its object (once); one that found a record another deleted
+ * first counts nothing. Arithmetic on 0/1 masks after the two branches (the lookup, the bytes
+ * of an object not followed), whose results go through the scratch slot. */
 static __always_inline void free_one(struct kv_counters *kc, struct free_env *env, u64 ptr,
-				     u32 path, bool count_unmatched, u64 bytes,
-				     struct phase_ctx *pc)
+				     u32 path, u64 count_unmatched, u64 bytes)
 {
-	if (!ptr)
-		return;
-	bool sampled = in_sample(ptr, env->cfg->sample_mask);
-	if (env->look_all || sampled) {
+	struct free_scratch *sc = env->sc;
+	u64 hash = (((ptr >> 4) * 0x9E3779B97F4A7C15ULL) >> 40) & env->cfg->sample_mask;
+	u64 sampled = 1 - nz(hash);
+	sc->look = (env->look_all | sampled) & nz(ptr);
+	sc->deleted = 0;
+	__builtin_memset(&sc->rec, 0, sizeof(sc->rec));
+	if (LOAD(sc->look)) {
 		struct inflight *e = kv_inflight.lookup(&ptr);
 		if (e) {
-			u64 ts = e->ts, gp = e->gp_seq, b = e->bytes;
-			u32 cpu = e->cpu, flags = e->flags;
-			if (kv_inflight.delete(&ptr) == 0)
-				free_followed(kc, env, path, ts, gp, b, cpu, flags, pc);
-			return;  /* accounted here, or by the program that deleted it first */
-		}
-		if (count_unmatched) {
-			if (env->window) {
-				stat_add(kc, ST_UNMATCHED + path, 1);
-				return;
-			}
-			if (sampled)  /* an object from before attach that outlived the window, or a
-				       * full map's */
-				stat_add(kc, ST_LATE_UNMATCHED, 1);
+			sc->rec = *e;
+			sc->deleted = 1 - nz((u64)kv_inflight.delete(&ptr));
 		}
 	}
-	if (!bytes)
-		bytes = object_bytes_fast(env->bases, ptr);
-	stat_add(kc, ST_FREED + path, 1);
-	stat_add(kc, ST_FREED_BYTES + path, bytes);
-	pending_add(kc, -1, -(s64)bytes);
+	u64 ts = LOAD(sc->rec.ts), rb = LOAD(sc->rec.bytes);
+	u64 seen = nz(ts);                               /* a record was there */
+	u64 deleted = LOAD(sc->deleted);
+	u64 found = seen & deleted;                      /* ... and this program accounts it */
+	u64 raced = seen & (1 - deleted);                /* ... another deleted it first */
+	u64 unmatched = count_unmatched & LOAD(sc->look) & (1 - seen);
+	u64 early = unmatched & env->window;             /* enqueued before attach: its own row */
+	stat_add(kc, ST_UNMATCHED + path, early);
+	/* an object from before attach that outlived the window, or a full map's */
+	stat_add(kc, ST_LATE_UNMATCHED, unmatched & (1 - env->window) & sampled);
+	sc->bytes = rb;
+	if (!found)
+		sc->bytes = bytes ? bytes : object_bytes_fast(env->bases, ptr);
+	u64 counted = nz(ptr) & (1 - early) & (1 - raced);
+	u64 b = LOAD(sc->bytes) & -counted;
+	stat_add(kc, ST_FREED + path, counted);
+	stat_add(kc, ST_FREED_BYTES + path, b);
+	pending_add(kc, -(s64)counted, -(s64)b);
+	/* a followed object: latency, grace periods, its CPU's and its kind's share */
+	u64 gp = LOAD(sc->rec.gp_seq);
+	hist_add(kc, KV_LAT, path, env->now - ts, found);
+	hist_add(kc, KV_GPS, path, ((env->gp - gp) >> 2) + 1, found); /* gp_seq: counter << 2 | state */
+	u32 cpu = LOAD(sc->rec.cpu) % KV_NCPUS;  /* a bound the verifier sees, without a branch */
+	u64 flags = LOAD(sc->rec.flags);
+	u64 fb = b & -found;
+	kc_add(kc, KV_GONE + 2 * cpu, found);
+	kc_add(kc, KV_GONE + 2 * cpu + 1, fb);
+	u64 watched = (flags >> 1) & found;  /* INF_WATCHED */
+	stat_add(kc, ST_W_GONE, watched);
+	stat_add(kc, ST_W_GONE_BYTES, fb & -watched);
+	stat_add(kc, ST_WINDOW_GONE, flags & INF_WINDOW & found);
+	sc->n += found;
+	sc->ts_sum += ts & -found;
 }
 
-/* One free on its own (the inline path). */
-static __always_inline void on_free(u64 ptr, u32 path, bool count_unmatched, u64 bytes,
-				    struct phase_ctx *pc)
+/* One free on its own (inline, list, vfree), in scratch slot `slot`; with_phases: its phase. */
+static __always_inline void on_free(u64 ptr, u32 path, u64 count_unmatched, u64 bytes, u32 slot,
+				    bool with_phases)
 {
 	struct free_env env = {};
-	if (!free_env_init(&env))
+	if (!free_env_init(&env, slot))
 		return;
+	struct phase_ctx pc;
+	if (with_phases)
+		phases_begin(&pc);
 	struct kv_counters *kc = kc_open();
-	free_one(kc, &env, ptr, path, count_unmatched, bytes, pc);
+	if (!kc)
+		return;
+	free_one(kc, &env, ptr, path, count_unmatched, bytes);
 	kc_close(kc);
+	if (with_phases)
+		phases_end(&pc, &env);
 }
 
 static __always_inline u32 current_ctx(void)
@@ -533,7 +538,7 @@ static __always_inline void enqueue_exit(void)
 	u64 id = bpf_get_current_pid_tgid();
 	struct path_ctx *c = kv_ctx.lookup(&id);
 	if (c && c->path == PATH_INLINE && c->synced)
-		on_free(c->ptr, PATH_INLINE, true, c->bytes, NULL);
+		on_free(c->ptr, PATH_INLINE, 1, c->bytes, SC_INLINE_ENQ, false);
 	kv_ctx.delete(&id);
 }
 
@@ -565,7 +570,7 @@ static __always_inline void on_synchronize_rcu_done(void)
 	u64 id = bpf_get_current_pid_tgid();
 	struct path_ctx *c = kv_ctx.lookup(&id);
 	if (c && c->path == PATH_INLINE && c->synced) {
-		on_free(c->ptr, PATH_INLINE, true, c->bytes, NULL);
+		on_free(c->ptr, PATH_INLINE, 1, c->bytes, SC_INLINE_SYNC, false);
 		kv_ctx.delete(&id);
 	}
 }
@@ -579,21 +584,21 @@ static __always_inline void on_synchronize_rcu_done(void)
 static __always_inline void on_bulk_records(u64 records, u64 n, u32 from)
 {
 	struct free_env env = {};
-	if (!free_env_init(&env))
+	if (!free_env_init(&env, SC_BULK))
 		return;
+	struct phase_ctx pc;
+	phases_begin(&pc);
 	struct kv_counters *kc = kc_open();
 	if (!kc)
 		return;
-	struct phase_ctx pc;
-	phases_begin(&pc, 0);
 	for (u32 j = 0; j < BULK_CHUNK; j++) {
 		u64 i = from + j;
 		if (i >= n)
 			break;
-		free_one(kc, &env, read_u64(records + 8 * i), PATH_BULK, true, 0, &pc);
+		free_one(kc, &env, read_u64(records + 8 * i), PATH_BULK, 1, 0);
 	}
 	kc_close(kc);
-	phases_end(&pc);
+	phases_end(&pc, &env);
 }
 
 #ifdef HAVE_KVFREE_RCU_BULK
@@ -637,12 +642,7 @@ TRACEPOINT_PROBE(kmem, kfree)
 		return 0;
 	u32 c = current_ctx();
 	if (c == PATH_LIST || c == PATH_BULK)  /* PATH_BULK: 6.1's kfree_rcu_work */
-	{
-		struct phase_ctx pc;
-		phases_begin(&pc, 1);
-		on_free((u64)args->ptr, PATH_LIST, !PENDING_BACKEND, 0, &pc);
-		phases_end(&pc);
-	}
+		on_free((u64)args->ptr, PATH_LIST, !PENDING_BACKEND, 0, SC_LIST, true);
 	return 0;
 }
 
@@ -662,13 +662,9 @@ int kprobe_kmem_cache_free_bulk(struct pt_regs *ctx)
 int kprobe_vfree(struct pt_regs *ctx)
 {
 	if (current_ctx() == PATH_BULK)
-	{
-		struct phase_ctx pc;
-		phases_begin(&pc, 1);
 		/* rcu_pending keeps vmalloc objects on its lists; krc in bulk pages */
-		on_free(PT_REGS_PARM1(ctx), PENDING_BACKEND ? PATH_LIST : PATH_BULK, true, 0, &pc);
-		phases_end(&pc);
-	}
+		on_free(PT_REGS_PARM1(ctx), PENDING_BACKEND ? PATH_LIST : PATH_BULK, 1, 0, SC_VFREE,
+			true);
 	return 0;
 }
 #endif
@@ -700,7 +696,7 @@ static __always_inline void on_sheaf(u64 head)
 	u32 n = 0;
 	bpf_probe_read_kernel(&n, sizeof(n), (void *)(head + OFF_SHEAF_SIZE));
 	struct free_env env = {};
-	if (!free_env_init(&env))
+	if (!free_env_init(&env, SC_SHEAF))
 		return;
 	struct kv_counters *kc = kc_open();
 	if (!kc)
@@ -708,8 +704,7 @@ static __always_inline void on_sheaf(u64 head)
 	for (u32 i = 0; i < BULK_CHUNK; i++) {
 		if (i >= n)
 			break;
-		free_one(kc, &env, read_u64(head + OFF_SHEAF_OBJECTS + 8 * (u64)i), PATH_SHEAF, true,
-			 0, NULL);
+		free_one(kc, &env, read_u64(head + OFF_SHEAF_OBJECTS + 8 * (u64)i), PATH_SHEAF, 1, 0);
 	}
 	kc_close(kc);
 }
