@@ -19,15 +19,28 @@ def schema() -> dict[str, Any]:
     return json.loads(text)
 
 
-def validation_errors(snapshot: Snapshot) -> list[str]:
-    """Every way `snapshot` breaks the schema (empty when valid)."""
+@cache
+def _validator() -> Any:
     import jsonschema
 
-    validator = jsonschema.Draft202012Validator(schema())
-    return [
-        f"{'/'.join(map(str, e.path)) or '<root>'}: {e.message}"
-        for e in validator.iter_errors(snapshot)
-    ]
+    return jsonschema.Draft202012Validator(schema())
+
+
+def _say(e: Any) -> str:
+    return f"{'/'.join(map(str, e.path)) or '<root>'}: {e.message[:200]}"
+
+
+def validation_errors(snapshot: Snapshot) -> list[str]:
+    """Every way `snapshot` breaks the schema (empty when valid)."""
+    return [_say(e) for e in _validator().iter_errors(snapshot)]
+
+
+def first_error(snapshot: Snapshot) -> str | None:
+    """The first way `snapshot` breaks the schema, or None (the fast path for readers)."""
+    v = _validator()
+    if v.is_valid(snapshot):
+        return None
+    return _say(next(iter(v.iter_errors(snapshot))))
 
 
 def is_snapshot(obj: Any) -> bool:

@@ -56,6 +56,7 @@ class DashboardState:
         self.note = note  # one dim line under the header (e.g. why this is not live)
         self.started = time.monotonic()
         self.total = total  # snapshots in a replayed recording
+        self.replay = False  # a recording that can seek
         self.prev: Snapshot | None = None
         self.cur: Snapshot | None = None
         self.trend: deque[float] = deque(maxlen=240)  # pending bytes, else enqueues/s
@@ -78,6 +79,18 @@ class DashboardState:
         r = derive.rate(self.prev, snap, _kv_objects)
         if r is not None:
             self.trend.append(r)
+
+    def jump(self, snaps: list[Snapshot], position: int) -> None:
+        """A replay moved to another place: `snaps` are the snapshot before it and it; the
+        replay stays paused there (step on with the arrow keys, p plays on)."""
+        self.prev = self.cur = None
+        self.trend.clear()
+        self.trend_is_pending = False
+        for s in snaps:
+            self.push(s)
+        self.seen = position
+        self.paused = True
+        self.ended = False
 
     def rate(self, get: Callable[[Snapshot], Any]) -> float | None:
         return derive.rate(self.prev, self.cur, get)
