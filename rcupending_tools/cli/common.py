@@ -9,6 +9,8 @@ import sys
 
 import typer
 
+from .. import sanitize
+
 SELF_COST_HELP = "enable BPF run-time stats while running; per-program cost in self_cost"
 MAX_DURATION = 1e7  # seconds (115 days): a longer --duration is a typo, and sleep() overflows
 MAX_INTERVAL = 86400.0
@@ -22,7 +24,8 @@ def finite(value: float | None) -> float | None:
 
 
 def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    """One line on stderr (control characters from names and files escaped)."""
+    print(sanitize.text(message), file=sys.stderr, flush=True)
 
 
 def emit_json(obj: object) -> None:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from .. import outputs
+from .. import outputs, sanitize
 from ..errors import UserError
 from ..pipeline.schema import Snapshot
 from . import samples as metrics
@@ -28,9 +28,12 @@ CHUNK = 256  # snapshots per DataFrame
 
 
 def neutralise(value: Any) -> Any:
-    """A string a spreadsheet would run as a formula, made plain text ('=1+1' -> "'=1+1")."""
-    if isinstance(value, str) and value.startswith(FORMULA_START):
-        return "'" + value
+    """A string a spreadsheet would run as a formula, made plain text ('=1+1' -> "'=1+1");
+    control characters escaped (sanitize.text)."""
+    if isinstance(value, str):
+        value = sanitize.text(value)
+        if value.startswith(FORMULA_START):
+            return "'" + value
     return value
 
 

@@ -22,6 +22,7 @@ from prometheus_client.core import (
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from .. import sanitize
 from ..errors import UserError
 from ..pipeline.schema import Snapshot
 from . import samples as metrics
@@ -84,7 +85,7 @@ class SnapshotExporter(Collector):
             else:
                 m = GaugeMetricFamily(PREFIX + fam.name, fam.help, labels=labels)
             for s in smps:
-                m.add_metric([s.labels[k] for k in labels], s.value)
+                m.add_metric([sanitize.text(s.labels[k]) for k in labels], s.value)
             yield m
         for name, smps in sorted(by_family.items()):  # histograms without a family of their own
             labels = sorted({k for s in smps for k in s.labels if k != "le"})
@@ -97,7 +98,7 @@ def _histogram(
     h = HistogramMetricFamily(name, doc, labels=labels)
     series: dict[tuple[str, ...], list[tuple[str, float]]] = {}
     for s in smps:
-        key = tuple(s.labels.get(k, "") for k in labels)
+        key = tuple(sanitize.text(s.labels.get(k, "")) for k in labels)
         series.setdefault(key, [])
         if s.name.endswith("_bucket"):
             series[key].append((s.labels["le"], s.value))

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import outputs
+from .. import outputs, sanitize
 from ..errors import UserError
 from ..pipeline import derive
 from ..pipeline.recording import Reader, Recording
@@ -87,12 +87,16 @@ def build(rec: Recording, outdir: str | Path, *, force: bool = False) -> Report:
 
 
 def _build(rec: Recording, out: Path) -> Report:
+    rec = Recording(sanitize.text(rec.path), sanitize.deep(rec.header),
+                    [sanitize.deep(s) for s in rec.snapshots], rec.truncated,
+                    [sanitize.text(n) for n in rec.notes], rec.count)
     import logging
 
     import matplotlib
 
     matplotlib.use("Agg")
     logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)  # no findfont floods
+    matplotlib.rcParams["text.parse_math"] = False  # a comm with $...$ is text, not TeX
     import matplotlib.pyplot as plt
 
     rep = Report(out)

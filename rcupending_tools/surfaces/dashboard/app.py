@@ -129,9 +129,9 @@ def show(
                     draw(force=state.cur is None)  # the waiting line counts seconds
                     continue
                 if isinstance(item, str):
-                    state.log.append(item)
+                    state.add_log(item)
                     if not interactive:
-                        print(item, file=sys.stderr)
+                        print(state.log[-1], file=sys.stderr)
                     draw()
                     continue
                 state.push(item)

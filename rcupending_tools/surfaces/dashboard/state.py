@@ -7,6 +7,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from ... import sanitize
 from ...pipeline import derive
 from ...pipeline.schema import Snapshot
 
@@ -52,8 +53,8 @@ class DashboardState:
     """What the view remembers between snapshots: the last two and a rate history."""
 
     def __init__(self, banner: str, total: int | None = None, note: str = "") -> None:
-        self.banner = banner
-        self.note = note  # one dim line under the header (e.g. why this is not live)
+        self.banner = sanitize.text(banner)
+        self.note = sanitize.text(note)  # one dim line under the header (e.g. why this is not live)
         self.started = time.monotonic()
         self.total = total  # snapshots in a replayed recording
         self.replay = False  # a recording that can seek
@@ -67,6 +68,8 @@ class DashboardState:
         self.seen = 0
 
     def push(self, snap: Snapshot) -> None:
+        """Remember `snap` (its strings escaped: a comm or a recording may hold escapes)."""
+        snap = sanitize.deep(snap)
         self.prev, self.cur = self.cur, snap
         self.seen += 1
         pending = _kv_pending_bytes(snap)
@@ -91,6 +94,9 @@ class DashboardState:
         self.seen = position
         self.paused = True
         self.ended = False
+
+    def add_log(self, line: str) -> None:
+        self.log.append(sanitize.text(line))
 
     def rate(self, get: Callable[[Snapshot], Any]) -> float | None:
         return derive.rate(self.prev, self.cur, get)
