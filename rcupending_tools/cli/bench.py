@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from ..bench import overhead as bench_overhead
-from .common import emit_json, log, terminate_as_interrupt
+from .common import emit_json, finite, log, terminate_as_interrupt
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -21,7 +21,9 @@ app = typer.Typer(
 def overhead(
     json_out: Annotated[bool, typer.Option("--json", help="one JSON object")] = False,
     repeats: Annotated[int, typer.Option(min=1, max=50, help="rounds of the three phases")] = 3,
-    seconds: Annotated[float, typer.Option(min=0.2, max=600, help="seconds per phase")] = 3.0,
+    seconds: Annotated[
+        float, typer.Option(min=0.2, max=600, callback=finite, help="seconds per phase")
+    ] = 3.0,
     threads: Annotated[
         int | None, typer.Option(min=1, max=256, help="driver threads (default: one per CPU)")
     ] = None,
