@@ -319,7 +319,7 @@ def render(state: DashboardState, width: int = 80, height: int = 24) -> Group:
             if with_bytes:
                 row.append(_n(p["pending_bytes"]))
             row.append(f"{100 * p['objects'] / total:.0f}%")
-            tab.add_row(*row)
+            tab.add_row(*(Text(c) for c in row))  # a comm is text, never rich markup
         middle.append(tab)
     return Group(*top, *middle, *bottom)
 
