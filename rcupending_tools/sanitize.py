@@ -1,15 +1,17 @@
 """Strings from a kernel, a process or a file, made safe to show: a terminal, an HTML page, a
 plot or a Prometheus label gets every control character escaped (`\\x1b`, `\\n`), so a comm
 or a recording cannot move the cursor, clear the screen, set a terminal title or break a line.
-Also escaped: the Unicode line separators and the bidirectional overrides (text that reads
-differently from what it is)."""
+Also escaped: the Unicode line separators, the bidirectional overrides (text that reads
+differently from what it is) and lone surrogates (JSON's "\\ud800": no encoding can write it)."""
 
 from __future__ import annotations
 
 import re
 from typing import Any
 
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_UNSAFE = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
+)
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 

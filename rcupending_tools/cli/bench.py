@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from ..bench import overhead as bench_overhead
+from ..bench import replay as bench_replay
 from .common import emit_json, finite, log, terminate_as_interrupt
 
 app = typer.Typer(
     no_args_is_help=True,
     rich_markup_mode=None,
-    help="Benchmarks: what the probes cost.",
+    help="Benchmarks: what the probes cost, what long recordings cost the surfaces.",
 )
 
 
@@ -48,3 +50,27 @@ def overhead(
 
 def register(root: typer.Typer) -> None:
     root.add_typer(app, name="bench")
+
+
+@app.command()
+def replay(
+    snapshots: Annotated[int, typer.Option(min=2, max=10_000_000, help="recording length")] = (
+        200_000),
+    keep: Annotated[
+        Path | None,
+        typer.Option(help="keep the recording here (reused if it exists: a faster rerun)"),
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="one JSON object")] = False,
+) -> None:
+    """A long recording (shaped like the shipped one) through the surfaces: `top --replay`'s
+    first frame, and `export` (CSV, JSON lines) max RSS under /usr/bin/time -v."""
+    start = time.monotonic()
+
+    def progress(message: str) -> None:
+        log(f"bench: +{time.monotonic() - start:5.1f}s {message}")
+
+    result = bench_replay.run(snapshots, keep, progress)
+    if json_out:
+        emit_json(result)
+    else:
+        print(bench_replay.text(result))

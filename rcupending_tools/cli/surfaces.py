@@ -3,10 +3,8 @@ or a recording (pipeline/feeds.py); they read snapshots only."""
 
 from __future__ import annotations
 
-import json
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -15,11 +13,10 @@ import typer
 from .. import outputs
 from ..errors import UserError
 from ..pipeline import feeds, recording
-from ..pipeline.schema import Snapshot
 from ..pipeline.session import open_live
 from ..surfaces import dashboard, prom
 from ..surfaces import report as report_surface
-from ..surfaces.export import CsvAppender, progress_bar, write_csv, write_jsonl
+from ..surfaces.export import CsvAppender, export_recording
 from .common import (
     MAX_DURATION,
     MAX_INTERVAL,
@@ -157,47 +154,7 @@ def export(
     """Export a recording as tidy CSV (timestamp, seq, metric, labels..., value; see README)
     and/or JSON lines of its snapshots. Outputs appear only when the whole recording was read
     (an error leaves none, and any old file as it was)."""
-    if not csv and not jsonl:
-        raise UserError("nothing to export: give --csv FILE and/or --jsonl FILE")
-    if csv == "-" and jsonl == "-":
-        raise UserError("--csv and --jsonl cannot both go to stdout")
-    wanted = [o for o in (csv, jsonl) if o is not None]
-    for i, o in enumerate(wanted):
-        outputs.check(o, force=force, inputs=[recording_file], others=wanted[:i])
-    with recording.open_recording(recording_file) as reader:
-        opened: list[outputs.Atomic] = []
-        bar = progress_bar(reader.size, lambda: reader.position, f"export {reader.path}")
-        try:
-            for o in wanted:
-                opened.append(outputs.Atomic(o, newline="" if o == csv else None))
-            step = bar.update_from if bar is not None else (lambda: None)
-            if bar is not None:
-                bar.start()
-            if csv and jsonl:  # one pass: each snapshot to both
-                out_csv, out_jsonl = opened
-                jsonl_n = [0]
-
-                def both() -> Iterator[Snapshot]:
-                    for s in reader:
-                        out_jsonl.write(json.dumps(s, sort_keys=True) + "\n")
-                        jsonl_n[0] += 1
-                        yield s
-
-                rows, n = write_csv(both(), out_csv, step)
-            elif csv:
-                rows, n = write_csv(reader, opened[0], step)
-            else:
-                n = write_jsonl(reader, opened[0], step)
-            if bar is not None:
-                bar.stop()
-            for o in opened:
-                o.commit()
-        except BaseException:
-            if bar is not None:
-                bar.stop()
-            for o in opened:
-                o.discard()
-            raise
+    rows, n = export_recording(recording_file, csv, jsonl, force=force)
     if csv:
         log(f"{'stdout' if csv == '-' else csv}: {rows} rows from {n} snapshots")
     if jsonl:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
-from .. import outputs
+from .. import outputs, sanitize
 from ..errors import UserError
 from .schema import Snapshot, first_error, is_snapshot
 
@@ -142,30 +142,40 @@ def _float(text: str) -> float:
     return v
 
 
-def _depth_ok(obj: Any) -> bool:
-    stack = [(obj, 1)]
-    while stack:
-        o, d = stack.pop()
-        if d > MAX_DEPTH:
-            return False
-        if isinstance(o, dict):
-            stack.extend((v, d + 1) for v in o.values() if isinstance(v, dict | list))
-        elif isinstance(o, list):
-            stack.extend((v, d + 1) for v in o if isinstance(v, dict | list))
-    return True
+_STRUCTURE = bytes(c for c in range(256) if c not in b'[]{}"')  # deleted: all but these
+_DIGITS = bytes(0x31 if 0x30 <= c <= 0x39 else 0x2E for c in range(256))  # digit -> 1, else .
 
 
-def parse_line(text: str) -> Any:
-    """One JSON record: finite numbers, 64-bit integers, at most MAX_DEPTH deep (else _Bad)."""
+def _depth(raw: bytes, limit: int = MAX_DEPTH) -> int:
+    """Nesting depth of valid JSON `raw` (up to limit + 1), at C speed: drop escaped quotes
+    and backslashes, keep brackets and quotes, drop what was inside strings, then strip the
+    innermost [] and {} pairs once per level."""
+    b = raw.replace(b"\\\\", b"").replace(b'\\"', b"").translate(None, _STRUCTURE)
+    b = b"".join(b.split(b'"')[::2])
+    depth = 0
+    while b and depth <= limit:
+        depth += 1
+        b = b.replace(b"[]", b"").replace(b"{}", b"")
+    return depth
+
+
+def parse_line(raw: bytes) -> Any:
+    """One JSON record: finite numbers, 64-bit integers, at most MAX_DEPTH deep (else _Bad).
+    The checks look at the bytes first (C speed); the exact, slow one only when it could
+    fail."""
+    text = raw.decode("utf-8", errors="replace")
     try:
-        obj = json.loads(text, parse_int=_int, parse_float=_float, parse_constant=_bad_constant)
+        obj = json.loads(text, parse_float=_float, parse_constant=_bad_constant)
+        if b"1" * 20 in raw.translate(_DIGITS):  # 20 digits in a row: maybe beyond 64 bits
+            obj = json.loads(text, parse_int=_int, parse_float=_float,
+                             parse_constant=_bad_constant)
     except json.JSONDecodeError as e:
         raise _Bad(e.msg) from None
     except RecursionError:
         raise _Bad("nested too deeply") from None
     except ValueError as e:  # int() of too many digits, _Bad
         raise _Bad(str(e)) from None
-    if not _depth_ok(obj):
+    if _depth(raw) > MAX_DEPTH:
         raise _Bad(f"nested deeper than {MAX_DEPTH}")
     return obj
 
@@ -240,7 +250,7 @@ class Reader:
             head: Any = None
         else:
             try:
-                head = parse_line(line)
+                head = parse_line(raw)
             except _Bad:
                 head = None
         if not isinstance(head, dict) or head.get("format") != FORMAT:
@@ -284,7 +294,7 @@ class Reader:
                 return None  # a blank last line
             raise UserError(f"{p} line {lineno}: empty line inside the recording (corrupt)")
         try:
-            snap = parse_line(raw.decode("utf-8", errors="replace"))
+            snap = parse_line(raw)
         except _Bad as e:
             if not complete:
                 if self.truncated:
@@ -294,7 +304,7 @@ class Reader:
                         "complete snapshots before it")
                 self.notes.append(note)
                 if self.warn:
-                    print(f"rcupending: warning: {note}", file=self.warn)
+                    print(f"rcupending: warning: {sanitize.text(note)}", file=self.warn)
                 return None
             raise UserError(f"{p} line {lineno}: corrupt record ({e})") from None
         err = first_error(snap) if isinstance(snap, dict) else "not a JSON object"

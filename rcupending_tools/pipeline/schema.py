@@ -26,6 +26,17 @@ def _validator() -> Any:
     return jsonschema.Draft202012Validator(schema())
 
 
+@cache
+def _fast() -> Any:
+    """jsonschema-rs (compiled, ~20x faster: a 200,000-snapshot export validates every line
+    in seconds); the pure-Python validator when it is not installed."""
+    try:
+        import jsonschema_rs
+    except ImportError:
+        return None
+    return jsonschema_rs.validator_for(schema())
+
+
 def _say(e: Any) -> str:
     return f"{'/'.join(map(str, e.path)) or '<root>'}: {e.message[:200]}"
 
@@ -37,6 +48,13 @@ def validation_errors(snapshot: Snapshot) -> list[str]:
 
 def first_error(snapshot: Snapshot) -> str | None:
     """The first way `snapshot` breaks the schema, or None (the fast path for readers)."""
+    fast = _fast()
+    if fast is not None:
+        try:
+            if fast.is_valid(snapshot):
+                return None
+        except (ValueError, OverflowError):  # a number it cannot hold: let jsonschema say
+            pass
     v = _validator()
     if v.is_valid(snapshot):
         return None

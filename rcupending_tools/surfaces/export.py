@@ -11,12 +11,13 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from .. import outputs, sanitize
 from ..errors import UserError
+from ..pipeline import recording
 from ..pipeline.schema import Snapshot
 from . import samples as metrics
 
@@ -188,3 +189,52 @@ def progress_bar(total_bytes: int, position: Callable[[], int], what: str) -> An
     task = bar.add_task(what, total=total_bytes)
     bar.update_from = lambda: bar.update(task, completed=position())  # type: ignore[attr-defined]
     return bar
+
+
+def export_recording(recording_file: str | Path, csv: str | None, jsonl: str | None, *,
+                     force: bool = False, progress: bool = True,
+                     warn: Any = True) -> tuple[int, int]:
+    """`rcupending export`: the recording streamed to CSV and/or JSON lines, outputs checked
+    before it is read and renamed into place only when all of it was (an error leaves none,
+    and an old file as it was). Returns (CSV rows, snapshots)."""
+    if not csv and not jsonl:
+        raise UserError("nothing to export: give --csv FILE and/or --jsonl FILE")
+    if csv == "-" and jsonl == "-":
+        raise UserError("--csv and --jsonl cannot both go to stdout")
+    wanted = [o for o in (csv, jsonl) if o is not None]
+    for i, o in enumerate(wanted):
+        outputs.check(o, force=force, inputs=[recording_file], others=wanted[:i])
+    with recording.open_recording(recording_file, warn=warn) as reader:
+        opened: list[outputs.Atomic] = []
+        bar = (progress_bar(reader.size, lambda: reader.position, f"export {reader.path}")
+               if progress else None)
+        try:
+            for o in wanted:
+                opened.append(outputs.Atomic(o, newline="" if o == csv else None))
+            step = bar.update_from if bar is not None else (lambda: None)
+            if bar is not None:
+                bar.start()
+            if csv and jsonl:  # one pass: each snapshot to both
+                out_csv, out_jsonl = opened
+
+                def both() -> Iterator[Snapshot]:
+                    for s in reader:
+                        out_jsonl.write(json.dumps(s, sort_keys=True) + "\n")
+                        yield s
+
+                rows, n = write_csv(both(), out_csv, step)
+            elif csv:
+                rows, n = write_csv(reader, opened[0], step)
+            else:
+                rows, n = 0, write_jsonl(reader, opened[0], step)
+            if bar is not None:
+                bar.stop()
+            for o in opened:
+                o.commit()
+        except BaseException:
+            if bar is not None:
+                bar.stop()
+            for o in opened:
+                o.discard()
+            raise
+    return rows, n

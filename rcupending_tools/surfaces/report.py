@@ -86,10 +86,15 @@ def build(rec: Recording, outdir: str | Path, *, force: bool = False) -> Report:
     return rep
 
 
+def _clean(rec: Recording) -> Recording:
+    """`rec` with every string escaped (sanitize.py): plot labels and the page show them."""
+    return Recording(sanitize.text(rec.path), sanitize.deep(rec.header),
+                     [sanitize.deep(s) for s in rec.snapshots], rec.truncated,
+                     [sanitize.text(n) for n in rec.notes], rec.count)
+
+
 def _build(rec: Recording, out: Path) -> Report:
-    rec = Recording(sanitize.text(rec.path), sanitize.deep(rec.header),
-                    [sanitize.deep(s) for s in rec.snapshots], rec.truncated,
-                    [sanitize.text(n) for n in rec.notes], rec.count)
+    rec = _clean(rec)
     import logging
 
     import matplotlib
@@ -279,6 +284,7 @@ def _table(rows: list[tuple[str, Any]]) -> str:
 
 
 def _html(rec: Recording, rep: Report) -> str:
+    rec = _clean(rec)
     prov = rec.provenance
     first, last = rec.snapshots[0], rec.last
     lab = prov.get("lab") or {}

@@ -13,7 +13,8 @@ import sys
 
 import pytest
 
-from rcupending_tools.surfaces.export import neutralise, read_csv, restore
+from rcupending_tools.errors import UserError
+from rcupending_tools.surfaces.export import export_recording, neutralise, read_csv, restore
 from tests.conftest import RCUPENDING, REPO, run_cli
 from tests.unit.surfaces_fixtures import full_snapshots, write_recording
 
@@ -42,27 +43,35 @@ def refused_and_intact(rec, args, needle, **kw) -> None:
     assert digest(rec) == before, "the input changed"
 
 
-@pytest.mark.parametrize("force", [[], ["--force"]])
+@pytest.mark.parametrize("force", [False, True])
 @pytest.mark.parametrize(
-    "args",
+    "csv,jsonl",
     [
-        ["top", "--replay", "{rec}", "--speed", "0", "--csv", "{rec}"],
-        ["export", "{rec}", "--csv", "{rec}"],
-        ["export", "{rec}", "--jsonl", "{rec}"],
-        ["export", "{rec}", "--csv", "{tmp}/x.csv", "--jsonl", "{rec}"],
-        ["export", "{rec}", "--csv", "{link}"],  # a symbolic link to the input
-        ["export", "{rec}", "--jsonl", "{hard}"],  # a hard link: the same inode
+        ("{rec}", None),
+        (None, "{rec}"),
+        ("{tmp}/x.csv", "{rec}"),
+        ("{link}", None),  # a symbolic link to the input
+        (None, "{hard}"),  # a hard link: the same inode
     ],
 )
-def test_an_output_that_is_the_input_is_refused(rec, tmp_path, args, force):
+def test_an_output_that_is_the_input_is_refused(rec, tmp_path, csv, jsonl, force):
     (tmp_path / "link").symlink_to(rec)
     os.link(rec, tmp_path / "hard")
     fill = {"rec": str(rec), "tmp": str(tmp_path), "link": str(tmp_path / "link"),
             "hard": str(tmp_path / "hard")}
-    argv = [a.format(**fill) for a in args] + force
-    refused_and_intact(rec, argv, "refusing to write over what is read",
-                       stdin=subprocess.DEVNULL)
+    before = digest(rec)
+    with pytest.raises(UserError, match="refusing to write over what is read"):
+        export_recording(rec, csv and csv.format(**fill), jsonl and jsonl.format(**fill),
+                         force=force, progress=False)
+    assert digest(rec) == before, "the input changed"
     assert not (tmp_path / "x.csv").exists()  # nothing opened before the check
+
+
+@pytest.mark.parametrize("args", [["top", "--replay", "{rec}", "--speed", "0", "--csv", "{rec}",
+                                   "--force"], ["export", "{rec}", "--csv", "{rec}"]])
+def test_the_commands_refuse_their_input_as_output(rec, args):
+    refused_and_intact(rec, [a.format(rec=rec) for a in args],
+                       "refusing to write over what is read", stdin=subprocess.DEVNULL)
 
 
 def test_stdout_appending_to_the_input_is_refused(rec):
@@ -81,24 +90,28 @@ def test_the_same_file_twice_is_refused(rec, tmp_path):
     assert "given as two outputs" in err and not out.exists()
 
 
-@pytest.mark.parametrize(
-    "args",
-    [
-        ["export", "{rec}", "--csv", "{out}"],
-        ["export", "{rec}", "--jsonl", "{out}"],
-        ["top", "--replay", "{rec}", "--speed", "0", "--csv", "{out}"],
-    ],
-)
-def test_existing_outputs_are_replaced_only_with_force(rec, tmp_path, args):
+@pytest.mark.parametrize("which", ["csv", "jsonl"])
+def test_existing_exports_are_replaced_only_with_force(rec, tmp_path, which):
     out = tmp_path / "existing"
     out.write_text("precious\n")
-    argv = [a.format(rec=rec, out=out) for a in args]
+    kw = {"csv": None, "jsonl": None, which: str(out)}
+    with pytest.raises(UserError, match="never overwritten .*--force"):
+        export_recording(rec, progress=False, **kw)
+    assert out.read_text() == "precious\n"
+    export_recording(rec, progress=False, force=True, **kw)
+    assert out.read_text() != "precious\n" and out.stat().st_size > 100
+
+
+def test_top_csv_replaces_only_with_force(rec, tmp_path):
+    out = tmp_path / "existing"
+    out.write_text("precious\n")
+    argv = ["top", "--replay", str(rec), "--speed", "0", "--csv", str(out)]
     err = one_line_error(run_cli(*argv, timeout=120, stdin=subprocess.DEVNULL))
     assert "never overwritten" in err and "--force" in err
     assert out.read_text() == "precious\n"
     proc = run_cli(*argv, "--force", timeout=120, stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stderr
-    assert out.read_text() != "precious\n" and out.stat().st_size > 100
+    assert out.read_text().startswith("timestamp,seq,")
 
 
 def test_an_error_mid_file_leaves_no_output_and_the_old_one_intact(tmp_path):
@@ -108,9 +121,10 @@ def test_an_error_mid_file_leaves_no_output_and_the_old_one_intact(tmp_path):
     path.write_text("".join(lines))
     fresh, old = tmp_path / "fresh.csv", tmp_path / "old.jsonl"
     old.write_text("old\n")
-    for args in (["--csv", str(fresh)], ["--jsonl", str(old), "--force"]):
-        err = one_line_error(run_cli("export", str(path), *args, timeout=120))
-        assert "line 501: corrupt record" in err
+    err = one_line_error(run_cli("export", str(path), "--csv", str(fresh), timeout=120))
+    assert "line 501: corrupt record" in err
+    with pytest.raises(UserError, match="line 501: corrupt record"):
+        export_recording(path, None, str(old), force=True, progress=False, warn=None)
     assert not fresh.exists() and old.read_text() == "old\n"
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".part")]
     err = one_line_error(run_cli("top", "--replay", str(path), "--speed", "0", "--csv",
@@ -154,26 +168,29 @@ def test_broken_pipe_is_quiet_and_exits_0(tmp_path):
     assert proc.stderr == "", proc.stderr
 
 
-@pytest.mark.parametrize("comm", ["=HYPERLINK(\"http://x\",\"y\")", "+1+2", "-bash", "@SUM(A1)",
-                                  "\tx", "'=quoted", "plain", "-"])
-def test_formula_cells_are_neutralised_and_read_back(comm, tmp_path):
+def test_formula_cells_are_neutralised_and_read_back(tmp_path):
+    comms = ["=HYPERLINK(\"http://x\",\"y\")", "+1+2", "-bash", "@SUM(A1)", "\tx", "'=quoted",
+             "plain", "-"]
     snaps = full_snapshots(2)
     for s in snaps:
-        s["kvfree_rcu"]["by_process"][0]["comm"] = comm
+        s["kvfree_rcu"]["by_process"] = [
+            {"tgid": 10 + i, "comm": c, "objects": 1} for i, c in enumerate(comms)]
         s["provenance"] = dict(s["provenance"], kernel_release="=1+1")
     path = write_recording(tmp_path / "r.jsonl", snaps)
     out = tmp_path / "o.csv"
-    assert run_cli("export", str(path), "--csv", str(out), timeout=120).returncode == 0
+    export_recording(path, str(out), None, progress=False)
     with open(out, newline="") as f:
         cells = [c for row in csv.reader(f) for c in row]
     assert not [c for c in cells if c.startswith(("=", "+", "@", "\t", "\r"))
                 and c != "+Inf"]  # `le`, a number's spelling
     assert not [c for c in cells if c.startswith("-") and not c[1:2].isdigit()]
+    assert "'=HYPERLINK(\"http://x\",\"y\")" in cells and "'-bash" in cells
     df = read_csv(out)
     assert set(df["kernel_release"]) == {"=1+1"}
     rows = df[df["metric"] == "kvfree_rcu_process_enqueued_objects_total"]
-    assert set(rows["comm"]) == {"kworker/0:1", comm if comm != "\tx" else "\\tx"}
-    assert restore(neutralise(comm)) == (comm if comm != "\tx" else "\\tx")
+    shown = [c if c != "\tx" else "\\tx" for c in comms]  # a tab is escaped, not kept
+    assert sorted(set(rows["comm"])) == sorted(shown)
+    assert [restore(neutralise(c)) for c in comms] == shown
 
 
 def test_collect_csv_is_documented_as_append():
