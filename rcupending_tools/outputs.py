@@ -181,6 +181,18 @@ class Atomic:
             self.discard()
 
 
+def check_dir(path: PathLike, names: Iterable[str], *, force: bool = False) -> None:
+    """Refuse (one line) a directory output that holds any of `names`, unless `force`."""
+    out = Path(path)
+    if out.is_dir():
+        clash = [n for n in names if (out / n).exists()]
+        if clash and not force:
+            raise UserError(f"{out} already holds {', '.join(clash[:3])}; it is never "
+                            "overwritten (choose another directory, or pass --force)")
+    elif out.exists() or os.path.lexists(out):
+        raise UserError(f"{out} exists and is not a directory")
+
+
 @contextmanager
 def atomic_dir(path: PathLike, names: Iterable[str], *, force: bool = False) -> Iterator[Path]:
     """A directory filled in a temporary one beside it; on success its files replace `names`
@@ -189,13 +201,7 @@ def atomic_dir(path: PathLike, names: Iterable[str], *, force: bool = False) -> 
     page would lie)."""
     out = Path(path)
     names = list(names)
-    if out.is_dir():
-        clash = [n for n in names if (out / n).exists()]
-        if clash and not force:
-            raise UserError(f"{out} already holds {', '.join(clash[:3])}; it is never "
-                            "overwritten (choose another directory, or pass --force)")
-    elif out.exists() or os.path.lexists(out):
-        raise UserError(f"{out} exists and is not a directory")
+    check_dir(out, names, force=force)
     base = out.absolute().parent
     while not base.is_dir():  # the temporary directory goes where `out` will be created
         base = base.parent

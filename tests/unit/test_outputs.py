@@ -211,3 +211,11 @@ def test_jsonl_round_trip_unchanged_by_neutralising(tmp_path):
     out = tmp_path / "o.jsonl"
     assert run_cli("export", str(path), "--jsonl", str(out), timeout=120).returncode == 0
     assert [json.loads(ln) for ln in out.read_text().splitlines()] == snaps
+
+
+def test_compare_refuses_an_earlier_comparison_before_booting_anything(tmp_path):
+    (tmp_path / "table.md").write_text("hours of VM runs\n")
+    err = one_line_error(run_cli("compare", "--kernels", "debian:6.12,debian:6.17", "--out",
+                                 str(tmp_path), timeout=60))
+    assert "already holds table.md" in err and "--force" in err
+    assert (tmp_path / "table.md").read_text() == "hours of VM runs\n"
