@@ -110,6 +110,7 @@ class Atomic:
 
     def __init__(self, path: PathLike, newline: str | None = None, *, append: bool = False):
         self.path = str(path)
+        self.target = self.path
         self.tmp: str | None = None
         st = _stat(self.path)
         try:
@@ -118,8 +119,9 @@ class Atomic:
             elif append or (st is not None and not stat.S_ISREG(st.st_mode)):
                 mode = "a" if append else "w"
                 self.f = open(self.path, mode, encoding="utf-8", newline=newline)  # noqa: SIM115
-            else:
-                d, base = os.path.split(os.path.abspath(self.path))
+            else:  # through a symbolic link: its target is replaced, the link stays
+                self.target = os.path.realpath(self.path)
+                d, base = os.path.split(self.target)
                 fd, self.tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=".part", dir=d)
                 os.fchmod(fd, _mode())
                 self.f = os.fdopen(fd, "w", encoding="utf-8", newline=newline)
@@ -152,7 +154,7 @@ class Atomic:
                 os.fsync(self.f.fileno())
             self.f.close()
             if self.tmp is not None:
-                os.replace(self.tmp, self.path)
+                os.replace(self.tmp, self.target)
                 self.tmp = None
         except OSError as e:
             self.discard()

@@ -219,3 +219,12 @@ def test_compare_refuses_an_earlier_comparison_before_booting_anything(tmp_path)
                                  str(tmp_path), timeout=60))
     assert "already holds table.md" in err and "--force" in err
     assert (tmp_path / "table.md").read_text() == "hours of VM runs\n"
+
+
+def test_an_output_through_a_symbolic_link_replaces_its_target(rec, tmp_path):
+    target = tmp_path / "real.jsonl"
+    target.write_text("old\n")
+    (tmp_path / "link.jsonl").symlink_to(target)
+    export_recording(rec, None, str(tmp_path / "link.jsonl"), force=True, progress=False)
+    assert (tmp_path / "link.jsonl").is_symlink()
+    assert len(target.read_text().splitlines()) == 4
