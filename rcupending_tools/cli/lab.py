@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from .. import outputs
 from ..compare import report, runner
 from ..lab import build, kernels, vm
 from .common import log
@@ -62,6 +63,7 @@ def compare(
     out: Annotated[str, typer.Option(help="directory for the table, CSVs, plots")] = (
         "build/compare"
     ),
+    force: Annotated[bool, typer.Option(help="replace an earlier comparison in OUT")] = False,
 ) -> None:
     """The same scenario on two kernels, alternating A/B/A/B: one table, plots, CSVs.
 
@@ -71,11 +73,14 @@ def compare(
     variant_list = runner.parse_list(variants, "variants", tuple(runner.VARIANTS))
     runner.parse_list(stress, "stress", runner.STRESSES)
     outdir = Path(out)
+    names = report.files(variant_list)
+    outputs.check_dir(outdir, names, force=force)  # before hours of VM runs, not after
     specs = runner.plan(kernel_list, variant_list, repeats)
     guest_args = ["--count", str(count), "--rcuscale-loops", str(rcuscale_loops)]
     start = time.monotonic()
     runs = [r.to_json() for r in runner.run_all(specs, guest_args, log)]
-    md, pngs = report.write(runs, kernel_list, outdir)
+    with outputs.atomic_dir(outdir, names, force=force) as tmp:
+        md, pngs = report.write(runs, kernel_list, tmp)
     print(md)
     failed = [r for r in runs if not r["ok"]]
     print(f"{len(runs) - len(failed)}/{len(runs)} runs ok in {time.monotonic() - start:.0f} s; "

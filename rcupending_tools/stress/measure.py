@@ -89,6 +89,11 @@ def run(load: KvfreeLoad, session: LiveSession | None, *, interval: float | None
         if session is not None:
             result.update(_measured(session, expected, load.headless, drain, flush_sheaves))
         return result
+    except BaseException:
+        if run_ is not None:
+            run_.abort()  # Ctrl-C, SIGTERM or an error: stop the workers now
+            run_ = None
+        raise
     finally:
         if run_ is not None:
             run_.finish()  # workers close their sockets only after the final read

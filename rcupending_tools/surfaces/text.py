@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from .. import sanitize
 from ..pipeline.schema import Snapshot
 
 
 def summary(snap: Snapshot | None) -> str:
     if snap is None:
         return "no snapshot"
+    snap = sanitize.deep(snap)
     lines = [
         f"[{snap['source']}] kernel {snap['provenance']['kernel_release']} "
         f"t+{snap['elapsed_s']:.1f}s"
@@ -39,8 +41,8 @@ def summary(snap: Snapshot | None) -> str:
 
 def check_lines(release: str, probes: list[dict[str, Any]]) -> list[str]:
     """`rcupending check`: one line per probe (status, mechanism, detail)."""
-    out = [f"kernel {release}"]
-    for p in probes:
+    out = [f"kernel {sanitize.text(release)}"]
+    for p in sanitize.deep(probes):
         what = (p.get("mechanism") or "") if p["status"] in ("attached", "stand-in") else ""
         out.append(f"  {p['name']:<22} {p['status']:<9} {what:<12} {p['detail']}")
     return out
@@ -65,6 +67,7 @@ def kvfree_stress_lines(result: dict) -> list[str]:
     """`stress kvfree` (with --measure): the truth beside what was measured, and the verdict."""
     out: list[str] = []
     add = out.append
+    result = sanitize.deep(result)
     exp = result["expected"]
     add(
         f"stress kvfree: {exp['calls']} setsockopt calls on {exp['sockets']} sockets "
@@ -110,6 +113,7 @@ def nolock_stress_lines(result: dict[str, Any]) -> list[str]:
     """`stress nolock`: the driver's counts, what was measured, the independent count, checks."""
     out: list[str] = []
     add = out.append
+    result = sanitize.deep(result)
     d = result["driver"]
     add(f"stress nolock {result['scenario']} on {result['kernel_release']}: "
           f"{d['calls']} program runs in {d['batches']} batches, {d['seconds']:.2f} s; "

@@ -213,10 +213,11 @@ def render(state: DashboardState, width: int = 80, height: int = 24) -> Group:
     where = s["source"]
     if prov.get("lab"):
         where += f" {prov['lab'].get('spec', '')}"
-    pos = f"snapshot {s['seq']}" + (f" ({state.seen}/{state.total})" if state.total else "")
+    pos = f"snapshot {s['seq']}" + (f" ({state.seen}/{state.total})" if state.total
+                                    else f" ({state.seen}/…)" if state.replay else "")
     flags = "  PAUSED" if state.paused else ""
     if state.ended:
-        flags += "  END of recording" if state.total else "  END of the feed"
+        flags += "  END of recording" if state.total or state.replay else "  END of the feed"
     info = _line(
         width,
         (f"kernel {prov['kernel_release']} · {where} · t+{s['elapsed_s']:.0f}s · {pos}", "bold"),
@@ -276,7 +277,8 @@ def render(state: DashboardState, width: int = 80, height: int = 24) -> Group:
     bottom: list[Any] = [Text("probes", style="bold")]
     bottom += [_probe_line(p, width) for p in s["probes"]]
     bottom += [Text(ln[:width], style="dim") for ln in list(state.log)[-1:]]
-    keys = "q quit · p pause" + ("" if state.total is not None else " · Ctrl-C detaches")
+    keys = "q quit · p pause" + (" · ←/→ g/G seek" if state.replay
+                                  else "" if state.total is not None else " · Ctrl-C detaches")
     bottom.append(
         _line(width, (flags.strip() + "  " if flags else "", "bold yellow"), (keys, "dim"))
     )
@@ -317,7 +319,7 @@ def render(state: DashboardState, width: int = 80, height: int = 24) -> Group:
             if with_bytes:
                 row.append(_n(p["pending_bytes"]))
             row.append(f"{100 * p['objects'] / total:.0f}%")
-            tab.add_row(*row)
+            tab.add_row(*(Text(c) for c in row))  # a comm is text, never rich markup
         middle.append(tab)
     return Group(*top, *middle, *bottom)
 
