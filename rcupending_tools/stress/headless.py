@@ -29,6 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from ..paths import process_running
 from . import reap
 from .kvfree import StressRun
 
@@ -103,10 +104,6 @@ def release(name: str, mnt: str) -> bool:
     return False
 
 
-def _alive(pid: int) -> bool:
-    return Path(f"/proc/{pid}").exists()
-
-
 def clean_leftovers() -> list[str]:
     """What killed headless runs left (a mount, a hierarchy kept alive by its directory, an
     empty mount point), removed; returns what was removed. Needs root."""
@@ -115,7 +112,7 @@ def clean_leftovers() -> list[str]:
     removed = []
     mounts = _mounts()
     for name in sorted(_hierarchies() | set(mounts)):
-        if _alive(int(name[len(PREFIX):])):
+        if process_running(int(name[len(PREFIX):])):
             continue
         points = mounts.get(name, [])
         for mnt in points[1:]:
@@ -132,7 +129,8 @@ def clean_leftovers() -> list[str]:
                 pass
     for d in Path(tempfile.gettempdir()).glob(f"{MOUNT_PREFIX}*"):
         pid = d.name[len(MOUNT_PREFIX):].split("-", 1)[0]
-        if d.is_dir() and not os.path.ismount(d) and (not pid.isdigit() or not _alive(int(pid))):
+        gone = not pid.isdigit() or not process_running(int(pid))
+        if gone and d.is_dir() and not os.path.ismount(d):
             try:
                 d.rmdir()
                 removed.append(f"mount point {d}")

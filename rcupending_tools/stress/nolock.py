@@ -32,7 +32,7 @@ from typing import Any
 
 from ..errors import UserError
 from ..kernel import KernelInfo
-from ..paths import bin_dir
+from ..paths import bin_dir, process_running
 from . import reap
 
 HERE = Path(__file__).resolve().parent
@@ -155,7 +155,7 @@ class Cgroup:
                 raise UserError(f"cannot enable the memory controller: {e.strerror}") from e
         for stale in CGROUP_ROOT.glob("rcupending-nolock-*"):  # of a killed run
             pid = stale.name.rsplit("-", 1)[-1]
-            if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            if pid.isdigit() and not process_running(int(pid)):
                 try:
                     stale.rmdir()
                 except OSError:
