@@ -32,8 +32,6 @@ struct inflight {
 	u16 route;  /* 0: krc batching, 1: sheaf bypass */
 };
 
-#define MAX_CPUS 1024
-
 #ifdef HAVE_PENDING_BACKEND
 #define PENDING_BACKEND 1  /* kvfree_rcu() backed by rcu_pending (a patched kernel) */
 #else
@@ -54,9 +52,10 @@ struct task_bytes {
 	u64 headless;        /* of those, kfree_rcu_mightsleep() objects */
 	u64 headless_bytes;
 	u64 untracked;       /* of those, not tracked per object: their frees are not seen */
+	u64 untracked_bytes;
 };
 
-struct freed_sum {  /* frees, by the process that enqueued the objects */
+struct freed_sum {  /* tracked objects gone (freed, replaced), by the enqueuing process */
 	u64 objects;
 	u64 bytes;
 };
@@ -65,16 +64,15 @@ struct freed_sum {  /* frees, by the process that enqueued the objects */
 #define TRACK_MAX 65536
 #endif
 
-BPF_PERCPU_ARRAY(kv_stats, u64, ST_MAX);
-BPF_PERCPU_ARRAY(kv_lat_hist, u64, NPATH * HIST_SLOTS);  /* log2(ns) enqueue -> free */
-BPF_PERCPU_ARRAY(kv_gp_hist, u64, NPATH * HIST_SLOTS);   /* log2(1 + grace periods) */
+struct kv_counters {
+	u64 v[KV_SLOTS];
+};
+
+BPF_PERCPU_ARRAY(kv_counters, struct kv_counters, 1);  /* every figure, one read: kv_slot */
 BPF_HASH(kv_inflight, u64, struct inflight, TRACK_MAX);
 BPF_HASH(kvfree_by_task, struct task_key, struct task_bytes, TASK_MAP_SIZE);
 BPF_HASH(kv_freed_by_tgid, u32, struct freed_sum, TASK_MAP_SIZE);
 BPF_HASH(kv_ctx, u64, struct path_ctx, 4096);  /* pid_tgid -> running kvfree path */
-BPF_ARRAY(kv_freed_by_enq_cpu, struct freed_sum, MAX_CPUS);  /* by the CPU that enqueued */
-BPF_PERCPU_ARRAY(kv_events, u64, NEV);
-BPF_PERCPU_ARRAY(kv_dur_hist, u64, NDUR * HIST_SLOTS);  /* log2(ns) per kv_dur */
 
 struct batch_mark {  /* a kfree_rcu batch handed to RCU; its reclaim work running */
 	u64 queued;
@@ -86,51 +84,88 @@ BPF_HASH(kv_barrier_start, u64, u64, 1024);               /* pid_tgid -> call ti
 BPF_ARRAY(kv_gp_start, u64, 1);
 BPF_ARRAY(kv_pending_gauge, struct gauge, 1);  /* tracked pending now, and its peak */
 
-static __always_inline void pending_add(s64 objects, s64 bytes)
+/* This CPU's counters, opened for a group of updates (NULL: not found, nothing counted). */
+static __always_inline struct kv_counters *kc_open(void)
+{
+	u32 zero = 0;
+	struct kv_counters *kc = kv_counters.lookup(&zero);
+	if (kc)
+		kc->v[KV_BEGIN]++;
+	return kc;
+}
+
+static __always_inline void kc_close(struct kv_counters *kc)
+{
+	if (kc)
+		kc->v[KV_END]++;
+}
+
+static __always_inline void kc_add(struct kv_counters *kc, u32 idx, u64 n)
+{
+	if (kc && idx < KV_SLOTS)
+		kc->v[idx] += n;
+}
+
+static __always_inline void stat_add(struct kv_counters *kc, u32 idx, u64 n)
+{
+	kc_add(kc, KV_STATS + idx, n);
+}
+
+static __always_inline void ev_add(struct kv_counters *kc, u32 idx, u64 n)
+{
+	kc_add(kc, KV_EVENTS + idx, n);
+}
+
+/* One event on its own (its own bracket). */
+static __always_inline void event(u32 idx, u64 n)
+{
+	struct kv_counters *kc = kc_open();
+	ev_add(kc, idx, n);
+	kc_close(kc);
+}
+
+static __always_inline void hist_add(struct kv_counters *kc, u32 base, u32 row, u64 value, u64 n)
+{
+	kc_add(kc, base + (row * HIST_SLOTS + (log2_slot(value) & (HIST_SLOTS - 1))), n);
+}
+
+static __always_inline void dur_add_n(struct kv_counters *kc, u32 which, u64 ns, u64 n)
+{
+	hist_add(kc, KV_DUR, which, ns, n);
+}
+
+/* Tracked pending: the global gauge with its peak (compare), and this CPU's net share. */
+static __always_inline void pending_add(struct kv_counters *kc, s64 objects, s64 bytes)
 {
 	u32 zero = 0;
 	gauge_add(kv_pending_gauge.lookup(&zero), objects, bytes);
+	kc_add(kc, KV_GAUGE, (u64)objects);
+	kc_add(kc, KV_GAUGE + 1, (u64)bytes);
 }
 
-static __always_inline void stat_add(u32 idx, u64 n)
+/* A tracked object of process `tgid` left the tracking map (freed or replaced). */
+static __always_inline void gone_by_tgid(u32 tgid, u64 bytes)
 {
-	u64 *c = kv_stats.lookup(&idx);
-	if (c)
-		*c += n;
-}
-
-static __always_inline void ev_add(u32 idx, u64 n)
-{
-	u64 *c = kv_events.lookup(&idx);
-	if (c)
-		*c += n;
-}
-
-static __always_inline void dur_add(u32 which, u64 ns)
-{
-	u32 slot = which * HIST_SLOTS + log2_slot(ns);
-	u64 *h = kv_dur_hist.lookup(&slot);
-	if (h)
-		(*h)++;
+	struct freed_sum zero = {};
+	struct freed_sum *f = kv_freed_by_tgid.lookup_or_try_init(&tgid, &zero);
+	if (f) {
+		__sync_fetch_and_add(&f->objects, 1);
+		__sync_fetch_and_add(&f->bytes, bytes);
+	} else {
+		count_lost(LOST_TASK_MAP_FULL);
+	}
 }
 
 /* Counts one kvfree_call_rcu() object; false (nothing counted) until the tool is armed. */
 static __always_inline bool on_enqueue(u64 ptr, bool headless)
 {
 	if (!is_armed()) {
-		ev_add(EV_UNARMED, 1);
+		event(EV_UNARMED, 1);
 		return false;
 	}
 	bool is_vmalloc = false;
 	u64 start;
 	u64 bytes = slab_lookup(ptr, &is_vmalloc, &start);
-	stat_add(headless ? ST_ENQ_HEADLESS : ST_ENQ_HEAD, 1);
-	stat_add(ST_ENQ_BYTES, bytes);
-	if (!bytes)
-		stat_add(ST_ENQ_UNSIZED, 1);
-	if (is_vmalloc)
-		stat_add(ST_ENQ_VMALLOC, 1);
-
 	struct task_key key = current_task_key();
 	struct inflight val = {};
 	val.ts = bpf_ktime_get_ns();
@@ -138,24 +173,46 @@ static __always_inline bool on_enqueue(u64 ptr, bool headless)
 	val.bytes = bytes;
 	val.tgid = key.tgid;
 	val.cpu = bpf_get_smp_processor_id();
+
+	struct kv_counters *kc = kc_open();
+	stat_add(kc, headless ? ST_ENQ_HEADLESS : ST_ENQ_HEAD, 1);
+	stat_add(kc, ST_ENQ_BYTES, bytes);
+	if (!bytes)
+		stat_add(kc, ST_ENQ_UNSIZED, 1);
+	if (is_vmalloc)
+		stat_add(kc, ST_ENQ_VMALLOC, 1);
 	/* untracked: counted, never matched on the free side (object unknown: 6.1 headless
 	 * under fentry; outside the sample; the map full) */
 	bool tracked = false;
+	u32 old_tgid = 0;
+	u64 old_bytes = 0;
+	bool replaced = false;
 	if (ptr && !sampled(ptr)) {
-		ev_add(EV_UNSAMPLED, 1);
+		ev_add(kc, EV_UNSAMPLED, 1);
 	} else if (ptr) {
 		struct inflight *old = kv_inflight.lookup(&ptr);
-		s64 old_bytes = old ? old->bytes : 0;
-		if (old)
-			stat_add(ST_REPLACED, 1);
+		if (old) {  /* its free was never seen: it leaves the map here, as if freed */
+			replaced = true;
+			old_tgid = old->tgid;
+			old_bytes = old->bytes;
+			u32 c = old->cpu;
+			stat_add(kc, ST_REPLACED, 1);
+			stat_add(kc, ST_REPLACED_BYTES, old_bytes);
+			if (c < KV_NCPUS) {
+				kc_add(kc, KV_GONE + 2 * c, 1);
+				kc_add(kc, KV_GONE + 2 * c + 1, old_bytes);
+			}
+			pending_add(kc, -1, -(s64)old_bytes);
+		}
 		tracked = kv_inflight.update(&ptr, &val) == 0;
-		if (tracked)  /* a replaced entry was pending already: only its size changes */
-			pending_add(old ? 0 : 1, (s64)bytes - old_bytes);
+		if (tracked)
+			pending_add(kc, 1, bytes);
 	}
 	if (!tracked) {
-		stat_add(ST_UNTRACKED, 1);
-		stat_add(ST_UNTRACKED_BYTES, bytes);
+		stat_add(kc, ST_UNTRACKED, 1);
+		stat_add(kc, ST_UNTRACKED_BYTES, bytes);
 	}
+	kc_close(kc);
 
 	struct task_bytes zero = {};
 	struct task_bytes *t = kvfree_by_task.lookup_or_try_init(&key, &zero);
@@ -166,11 +223,15 @@ static __always_inline bool on_enqueue(u64 ptr, bool headless)
 			__sync_fetch_and_add(&t->headless, 1);
 			__sync_fetch_and_add(&t->headless_bytes, bytes);
 		}
-		if (!tracked)
+		if (!tracked) {
 			__sync_fetch_and_add(&t->untracked, 1);
+			__sync_fetch_and_add(&t->untracked_bytes, bytes);
+		}
 	} else {
 		count_lost(LOST_TASK_MAP_FULL);
 	}
+	if (replaced)
+		gone_by_tgid(old_tgid, old_bytes);
 	return true;
 }
 
@@ -221,14 +282,6 @@ static __always_inline void phases_object(struct phase_ctx *pc, u64 enq_ts)
 	}
 }
 
-static __always_inline void dur_add_n(u32 which, u64 ns, u64 n)
-{
-	u32 slot = which * HIST_SLOTS + log2_slot(ns);
-	u64 *h = kv_dur_hist.lookup(&slot);
-	if (h)
-		*h += n;
-}
-
 static __always_inline void phases_end(struct phase_ctx *pc)
 {
 #ifdef HAVE_PHASES
@@ -238,20 +291,23 @@ static __always_inline void phases_end(struct phase_ctx *pc)
 	if (!n)
 		return;
 	u64 now = bpf_ktime_get_ns(), mean = pc->acc->ts_sum / n;
+	struct kv_counters *kc = kc_open();
 	if (pc->queued && pc->queued >= mean) {
-		dur_add_n(DUR_BATCH, pc->queued - mean, n);
-		dur_add_n(DUR_GP, pc->started - pc->queued, n);
-		dur_add_n(DUR_RECLAIM, now > pc->started ? now - pc->started : 0, n);
-		ev_add(EV_PHASED, n);
+		dur_add_n(kc, DUR_BATCH, pc->queued - mean, n);
+		dur_add_n(kc, DUR_GP, pc->started - pc->queued, n);
+		dur_add_n(kc, DUR_RECLAIM, now > pc->started ? now - pc->started : 0, n);
+		ev_add(kc, EV_PHASED, n);
 	} else {
-		dur_add_n(DUR_READY, now > mean ? now - mean : 0, n);
-		ev_add(EV_READY, n);
+		dur_add_n(kc, DUR_READY, now > mean ? now - mean : 0, n);
+		ev_add(kc, EV_READY, n);
 	}
+	kc_close(kc);
 #endif
 }
 
 /* The object at `ptr` finished waiting on `path`; `count_unmatched`: every object freed here is
- * a kvfree_rcu object, so one we never saw enqueued was queued before we attached. */
+ * a kvfree_rcu object, so one we never saw enqueued was queued before we attached. The program
+ * that deletes the tracking entry accounts the object (once, whatever runs concurrently). */
 static __always_inline void on_free(u64 ptr, u32 path, bool count_unmatched,
 				    struct phase_ctx *pc)
 {
@@ -260,42 +316,33 @@ static __always_inline void on_free(u64 ptr, u32 path, bool count_unmatched,
 	struct inflight *v = kv_inflight.lookup(&ptr);
 
 	if (!v) {
-		if (count_unmatched)
-			stat_add(ST_UNMATCHED + path, 1);
+		if (count_unmatched) {
+			struct kv_counters *kc = kc_open();
+			stat_add(kc, ST_UNMATCHED + path, 1);
+			kc_close(kc);
+		}
 		return;
 	}
-	u64 delta = bpf_ktime_get_ns() - v->ts;
-	u64 gps = (gp_seq_now() - v->gp_seq) >> 2; /* gp_seq: counter << 2 | state */
-	u32 slot = path * HIST_SLOTS + log2_slot(delta);
-	u64 *h = kv_lat_hist.lookup(&slot);
-	if (h)
-		(*h)++;
-	slot = path * HIST_SLOTS + log2_slot(gps + 1);
-	h = kv_gp_hist.lookup(&slot);
-	if (h)
-		(*h)++;
-	if (pc)
-		phases_object(pc, v->ts);
-	u64 bytes = v->bytes;
+	u64 ts = v->ts, gp = v->gp_seq, bytes = v->bytes;
 	u32 tgid = v->tgid, cpu = v->cpu;
-	struct freed_sum *by_cpu = kv_freed_by_enq_cpu.lookup(&cpu);
-	if (by_cpu) {
-		__sync_fetch_and_add(&by_cpu->objects, 1);
-		__sync_fetch_and_add(&by_cpu->bytes, bytes);
+	if (kv_inflight.delete(&ptr) != 0)
+		return;  /* another program took it first */
+	u64 delta = bpf_ktime_get_ns() - ts;
+	u64 gps = (gp_seq_now() - gp) >> 2; /* gp_seq: counter << 2 | state */
+	if (pc)
+		phases_object(pc, ts);
+	struct kv_counters *kc = kc_open();
+	hist_add(kc, KV_LAT, path, delta, 1);
+	hist_add(kc, KV_GPS, path, gps + 1, 1);
+	stat_add(kc, ST_FREED + path, 1);
+	stat_add(kc, ST_FREED_BYTES + path, bytes);
+	if (cpu < KV_NCPUS) {
+		kc_add(kc, KV_GONE + 2 * cpu, 1);
+		kc_add(kc, KV_GONE + 2 * cpu + 1, bytes);
 	}
-	stat_add(ST_FREED + path, 1);
-	stat_add(ST_FREED_BYTES + path, bytes);
-	kv_inflight.delete(&ptr);
-	pending_add(-1, -(s64)bytes);
-
-	struct freed_sum zero = {};
-	struct freed_sum *f = kv_freed_by_tgid.lookup_or_try_init(&tgid, &zero);
-	if (f) {
-		__sync_fetch_and_add(&f->objects, 1);
-		__sync_fetch_and_add(&f->bytes, bytes);
-	} else {
-		count_lost(LOST_TASK_MAP_FULL);
-	}
+	pending_add(kc, -1, -(s64)bytes);
+	kc_close(kc);
+	gone_by_tgid(tgid, bytes);
 }
 
 static __always_inline u32 current_ctx(void)
@@ -373,6 +420,7 @@ static __always_inline void on_bulk_records(u64 records, u64 n, u32 from)
  * (kfree_bulk() for slab, a vfree() loop for vmalloc). */
 static __always_inline void on_bulk_node(u64 bnode, u32 from)
 {
+	event(EV_BULK_PAGES, 1);
 	on_bulk_records(bnode + OFF_BNODE_RECORDS, read_u64(bnode + OFF_BNODE_NR), from);
 }
 #endif
@@ -480,11 +528,13 @@ static __always_inline void on_sheaf(u64 head)
 static __always_inline void on_sheaf_taken(u64 obj)
 {
 	struct inflight *v = kv_inflight.lookup(&obj);
-	stat_add(ST_ENQ_SHEAF, 1);
+	struct kv_counters *kc = kc_open();
+	stat_add(kc, ST_ENQ_SHEAF, 1);
 	if (v) {
-		stat_add(ST_ENQ_SHEAF_BYTES, v->bytes);
+		stat_add(kc, ST_ENQ_SHEAF_BYTES, v->bytes);
 		v->route = 1;
 	}
+	kc_close(kc);
 }
 #endif
 
@@ -566,7 +616,7 @@ KFUNC_PROBE(kfree_rcu_work, void *work)
 	u64 id = bpf_get_current_pid_tgid();
 	kv_work.update(&id, &m);
 	kv_batch_queued.delete(&rwork);
-	ev_add(EV_RECLAIM_WORK, 1);
+	event(EV_RECLAIM_WORK, 1);
 #endif
 	return 0;
 }
@@ -613,8 +663,10 @@ KFUNC_PROBE(rcu_gp_cleanup)
 	u32 zero = 0;
 	u64 *start = kv_gp_start.lookup(&zero);
 	if (start && *start) {
-		dur_add(DUR_RCU_GP, bpf_ktime_get_ns() - *start);
-		ev_add(EV_GP, 1);
+		struct kv_counters *kc = kc_open();
+		dur_add_n(kc, DUR_RCU_GP, bpf_ktime_get_ns() - *start, 1);
+		ev_add(kc, EV_GP, 1);
+		kc_close(kc);
 		*start = 0;
 	}
 	return 0;
@@ -633,11 +685,13 @@ KRETFUNC_PROBE(kvfree_rcu_barrier)
 {
 	u64 id = bpf_get_current_pid_tgid();
 	u64 *start = kv_barrier_start.lookup(&id);
+	struct kv_counters *kc = kc_open();
 	if (start) {
-		dur_add(DUR_BARRIER, bpf_ktime_get_ns() - *start);
+		dur_add_n(kc, DUR_BARRIER, bpf_ktime_get_ns() - *start, 1);
 		kv_barrier_start.delete(&id);
 	}
-	ev_add(EV_BARRIER, 1);
+	ev_add(kc, EV_BARRIER, 1);
+	kc_close(kc);
 	return 0;
 }
 #endif
@@ -645,9 +699,11 @@ KRETFUNC_PROBE(kvfree_rcu_barrier)
 #ifdef HAVE_SHRINK_SCAN
 KRETFUNC_PROBE(kfree_rcu_shrink_scan, void *shrink, void *sc, unsigned long ret)
 {
-	ev_add(EV_SHRINK_SCAN, 1);
+	struct kv_counters *kc = kc_open();
+	ev_add(kc, EV_SHRINK_SCAN, 1);
 	if (ret != ~0UL)  /* SHRINK_STOP */
-		ev_add(EV_SHRINK_FREED, ret);
+		ev_add(kc, EV_SHRINK_FREED, ret);
+	kc_close(kc);
 	return 0;
 }
 #endif
@@ -655,7 +711,7 @@ KRETFUNC_PROBE(kfree_rcu_shrink_scan, void *shrink, void *sc, unsigned long ret)
 #ifdef HAVE_PAGE_REFILL
 KFUNC_PROBE(fill_page_cache_func, void *work)
 {
-	ev_add(EV_REFILL, 1);
+	event(EV_REFILL, 1);
 	return 0;
 }
 #endif
@@ -665,7 +721,7 @@ KFUNC_PROBE(fill_page_cache_func, void *work)
  * kvfree_call_rcu() (counted there as an enqueue). Counted here, not tracked per object. */
 KFUNC_PROBE(kfree_call_rcu_nolock, void *head, void *ptr)
 {
-	ev_add(EV_NOLOCK_ENQ, 1);
+	event(EV_NOLOCK_ENQ, 1);
 	return 0;
 }
 #endif
@@ -673,7 +729,7 @@ KFUNC_PROBE(kfree_call_rcu_nolock, void *head, void *ptr)
 #ifdef HAVE_DEFER_KFREE
 KFUNC_PROBE(defer_kfree_rcu, void *head)
 {
-	ev_add(EV_NOLOCK_DEFER, 1);
+	event(EV_NOLOCK_DEFER, 1);
 	return 0;
 }
 #endif

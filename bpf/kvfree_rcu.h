@@ -1,9 +1,15 @@
-/* kvfree_rcu family: the indexes of bpf/kvfree_rcu.bpf.c's counters and histograms.
- * The one definition: rcupending_tools/families/kvfree.py reads this header (families/enums.py)
- * for names, order and sizes. Per-CPU counter rows: kv_stat; per-path histogram rows:
- * path * HIST_SLOTS + slot; kv_events: kv_event; kv_dur_hist: kv_dur * HIST_SLOTS + slot. */
+/* kvfree_rcu family: where each figure of bpf/kvfree_rcu.bpf.c lives in its one per-CPU
+ * value (kv_counters, enum kv_slot). The one definition: rcupending_tools/families/kvfree.py
+ * reads this header (families/enums.py) for names, order and sizes. */
 #ifndef RCUPENDING_KVFREE_RCU_H
 #define RCUPENDING_KVFREE_RCU_H
+
+#ifndef HIST_SLOTS
+#define HIST_SLOTS 64
+#endif
+#ifndef KV_NCPUS
+#define KV_NCPUS 64  /* possible CPUs: the loader passes this machine's number */
+#endif
 
 /* Where an object's wait ended. */
 enum free_path {
@@ -26,10 +32,12 @@ enum kv_stat {
 	ST_UNTRACKED = 7,      /* not tracked per object (map full): free side cannot match */
 	ST_UNTRACKED_BYTES = 8,
 	ST_REPLACED = 9,       /* a tracked address enqueued again before its free was seen */
+	/* (its bytes: ST_REPLACED_BYTES, after the paths) */
 	ST_FREED = 10,                   /* + path */
 	ST_FREED_BYTES = ST_FREED + NPATH, /* + path */
 	ST_UNMATCHED = ST_FREED_BYTES + NPATH, /* + path: frees of objects enqueued before attach */
-	ST_MAX = ST_UNMATCHED + NPATH,
+	ST_REPLACED_BYTES = ST_UNMATCHED + NPATH,
+	ST_MAX = ST_REPLACED_BYTES + 1,
 };
 
 /* Counted kernel events. */
@@ -46,7 +54,8 @@ enum kv_event {
 	EV_NOLOCK_DEFER = 9,  /* of those, deferred to irq_work (defer_kfree_rcu) */
 	EV_UNSAMPLED = 10,    /* enqueues outside the sample (RCUPENDING_SAMPLE): untracked */
 	EV_UNARMED = 11,      /* calls before every hook was attached: not counted */
-	NEV = 12,
+	EV_BULK_PAGES = 12,   /* krc bulk pages freed (kvfree_rcu_bulk calls) */
+	NEV = 13,
 };
 
 /* Duration histograms. */
@@ -58,6 +67,26 @@ enum kv_dur {
 	DUR_RCU_GP = 4,   /* rcu_gp_init -> rcu_gp_cleanup: one RCU grace period */
 	DUR_BARRIER = 5,  /* kvfree_rcu_barrier() call duration */
 	NDUR = 6,
+};
+
+/* The one per-CPU value (kv_counters): every figure of the family, so that one lookup reads
+ * them all for every CPU at one instant. A program brackets its updates with KV_BEGIN++ first
+ * and KV_END++ last; a reader's copy of a CPU is whole when the two are equal (the copy runs
+ * from KV_END, the lowest word, to KV_BEGIN, the highest). KV_GONE counts, by the CPU that
+ * enqueued them, the tracked objects that left the tracking map (freed or replaced), so that
+ * per-CPU pending is enqueued - untracked - gone of that CPU, and sums to the total. */
+enum kv_slot {
+	KV_END = 0,
+	KV_STATS = 1,                          /* + kv_stat */
+	KV_EVENTS = KV_STATS + ST_MAX,         /* + kv_event */
+	KV_GAUGE = KV_EVENTS + NEV,            /* + 0, 1: net tracked pending objects, bytes of
+	                                          the programs that ran on this CPU */
+	KV_LAT = KV_GAUGE + 2,                 /* + path * HIST_SLOTS + log2(ns) enqueue -> free */
+	KV_GPS = KV_LAT + NPATH * HIST_SLOTS,  /* + path * HIST_SLOTS + log2(1 + grace periods) */
+	KV_DUR = KV_GPS + NPATH * HIST_SLOTS,  /* + kv_dur * HIST_SLOTS + log2(ns) */
+	KV_GONE = KV_DUR + NDUR * HIST_SLOTS,  /* + 2 * enqueue CPU (+ 1: bytes) */
+	KV_BEGIN = KV_GONE + 2 * KV_NCPUS,
+	KV_SLOTS = KV_BEGIN + 1,
 };
 
 #endif

@@ -9,6 +9,7 @@ source makes it from attached programs, tests make it up. Nothing else knows its
 from __future__ import annotations
 
 import ctypes
+from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -116,6 +117,33 @@ def summed(table: Any, n: int) -> list[int]:
 def comm(raw: bytes) -> str:
     """A task's comm as the kernel stores it (NUL-padded bytes)."""
     return bytes(raw).split(b"\0", 1)[0].decode(errors="replace")
+
+
+def batch_items(table: Any) -> list[tuple[Any, Any]]:
+    """Every (key, value) of a hash map: batch lookups (a few syscalls for the whole map,
+    5.6+), else one lookup per key where the kernel has no batch operations."""
+    try:
+        return list(table.items_lookup_batch())
+    except Exception:  # bcc raises bare Exception; older kernels: EINVAL/ENOTSUPP
+        return list(table.items())
+
+
+def scalar(key: Any) -> int:
+    """A map key of an integer type, as batch lookups (int) and item lookups (ctypes) give it."""
+    return int(getattr(key, "value", key))
+
+
+def whole_copy(table: Any, end: int, tries: int = 8) -> tuple[list[list[int]], bool]:
+    """Every CPU's copy of entry 0 of a per-CPU array of u64 words, in one lookup; read again
+    (up to `tries` times) while a CPU's copy was taken in the middle of an update: its first
+    word (`end`, the updates finished) differs from its last (the updates begun). Words are
+    signed (a gauge may be negative on one CPU). (copies, torn: the last try still was)."""
+    for _ in range(tries):
+        value = table[0]
+        rows = [list(array("q", bytes(cpu))) for cpu in value]
+        if all(row[end] == row[-1] for row in rows):
+            return rows, False
+    return rows, True
 
 
 def program_misses(b: Any) -> dict[str, int]:

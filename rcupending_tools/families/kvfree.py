@@ -20,7 +20,7 @@ ST_ENQ_UNSIZED, ST_ENQ_VMALLOC = H["ST_ENQ_UNSIZED"], H["ST_ENQ_VMALLOC"]
 ST_ENQ_SHEAF, ST_ENQ_SHEAF_BYTES = H["ST_ENQ_SHEAF"], H["ST_ENQ_SHEAF_BYTES"]
 ST_UNTRACKED, ST_UNTRACKED_BYTES = H["ST_UNTRACKED"], H["ST_UNTRACKED_BYTES"]
 ST_REPLACED, ST_FREED, ST_FREED_BYTES = H["ST_REPLACED"], H["ST_FREED"], H["ST_FREED_BYTES"]
-ST_UNMATCHED, ST_MAX = H["ST_UNMATCHED"], H["ST_MAX"]
+ST_UNMATCHED, ST_REPLACED_BYTES, ST_MAX = H["ST_UNMATCHED"], H["ST_REPLACED_BYTES"], H["ST_MAX"]
 EVENTS = H.enum("kv_event").names("EV_")
 NEV = H["NEV"]
 DURATIONS = H.enum("kv_dur").names("DUR_")
@@ -31,40 +31,35 @@ TOP_PROCESSES = 20
 
 # ---------------------------------------------------------------- read
 
+KV_END, KV_STATS, KV_EVENTS, KV_GAUGE = H["KV_END"], H["KV_STATS"], H["KV_EVENTS"], H["KV_GAUGE"]
+KV_LAT, KV_GPS, KV_DUR, KV_GONE = H["KV_LAT"], H["KV_GPS"], H["KV_DUR"], H["KV_GONE"]
+
 
 def read(b: Any, ctx: base.ReadContext) -> Raw:
-    """The maps of bpf/kvfree_rcu.bpf.c. Free-side maps first, then per-task enqueues, then
-    the counters: while traffic runs, each split is read before the total it is compared with."""
-    raw: Raw = {
-        "events": base.summed(b["kv_events"], NEV),
-        "dur_hist": base.summed(b["kv_dur_hist"], NDUR * HIST_SLOTS),
-    }
-    hist_lat = base.summed(b["kv_lat_hist"], NPATH * HIST_SLOTS)
-    hist_gp = base.summed(b["kv_gp_hist"], NPATH * HIST_SLOTS)
-    table = b["kv_freed_by_enq_cpu"]
-    ncpu = len(b["kv_stats"][0])
-    freed_by_cpu = [[int(table[c].objects), int(table[c].bytes)] for c in range(ncpu)]
-    freed_by_tgid = sorted([int(k.value), int(v.objects), int(v.bytes)]
-                           for k, v in b["kv_freed_by_tgid"].items())
+    """The maps of bpf/kvfree_rcu.bpf.c: per-process records first (batch lookups), then every
+    counter of every CPU in one lookup (kv_counters), so the totals and their per-CPU and
+    per-path splits describe one instant."""
+    raw: Raw = {"misses": base.program_misses(b)}  # before the counters: never more
+    gone = {base.scalar(k): [int(v.objects), int(v.bytes)]
+            for k, v in base.batch_items(b["kv_freed_by_tgid"])}
     tasks: dict[tuple[int, str], list[int]] = {}
-    for k, v in b["kvfree_by_task"].items():
-        cur = tasks.setdefault((int(k.tgid), base.comm(k.comm)), [0, 0, 0, 0, 0])
-        for i, f in enumerate((v.objects, v.bytes, v.headless, v.headless_bytes, v.untracked)):
+    for k, v in base.batch_items(b["kvfree_by_task"]):
+        cur = tasks.setdefault((int(k.tgid), base.comm(k.comm)), [0] * 6)
+        for i, f in enumerate((v.objects, v.bytes, v.headless, v.headless_bytes, v.untracked,
+                               v.untracked_bytes)):
             cur[i] += int(f)
-    raw["misses"] = base.program_misses(b)  # before the counters: never more than them
-    raw["stats"] = base.percpu_rows(b["kv_stats"], ST_MAX)
-    raw.update(lat_hist=hist_lat, gp_hist=hist_gp, freed_by_enq_cpu=freed_by_cpu,
-               freed_by_tgid=freed_by_tgid,
-               by_task=[[t, c, *v] for (t, c), v in sorted(tasks.items())])
+    raw["freed_by_tgid"] = sorted([t, *v] for t, v in gone.items())
+    raw["by_task"] = [[t, c, *v] for (t, c), v in sorted(tasks.items())]
+    raw["counters"], raw["torn"] = base.whole_copy(b["kv_counters"], KV_END)
     g = b["kv_pending_gauge"][0]
     raw["pending_gauge"] = [int(g.objects), int(g.bytes), int(g.peak_objects),
                             int(g.peak_bytes)]
     if ctx.count_map:
-        raw["in_map"] = _count_inflight(b, raw["stats"])
+        raw["in_map"] = _count_inflight(b, raw)
     return raw
 
 
-def _count_inflight(b: Any, stats: list[list[int]], tries: int = 5) -> dict[str, int] | None:
+def _count_inflight(b: Any, raw: Raw, tries: int = 5) -> dict[str, int] | None:
     """Count the tracking map between two identical reads of the counters (so the count and
     the counters describe one instant); None if traffic never paused."""
     for _ in range(tries):
@@ -73,10 +68,10 @@ def _count_inflight(b: Any, stats: list[list[int]], tries: int = 5) -> dict[str,
             counts["objects"] += 1
             counts["bytes"] += int(v.bytes)
             counts["sheaf" if v.route else "krc"] += 1
-        after = base.percpu_rows(b["kv_stats"], ST_MAX)
-        if after == stats:
+        after, torn = base.whole_copy(b["kv_counters"], KV_END)
+        if after == raw["counters"]:
             return counts
-        stats[:] = after  # the reading moves to the newer instant
+        raw["counters"], raw["torn"] = after, torn  # the reading moves to the newer instant
         time.sleep(0.05)
     return None
 
@@ -84,15 +79,39 @@ def _count_inflight(b: Any, stats: list[list[int]], tries: int = 5) -> dict[str,
 # ---------------------------------------------------------------- section
 
 
+def _view(counters: list[list[int]]) -> dict[str, Any]:
+    """The packed per-CPU counters (kv_slot) as the figures they hold."""
+    ncpu = len(counters)
+    slots_ = len(counters[0])
+    nslots = (slots_ - KV_GONE - 1) // 2  # the KV_NCPUS the program was built with
+
+    def total(lo: int, n: int) -> list[int]:
+        return [sum(row[lo + i] for row in counters) for i in range(n)]
+
+    gone = total(KV_GONE, 2 * nslots)
+    return {
+        "stats": [[row[KV_STATS + i] for row in counters] for i in range(ST_MAX)],
+        "events": total(KV_EVENTS, NEV),
+        "gauge": total(KV_GAUGE, 2),
+        "lat_hist": total(KV_LAT, NPATH * HIST_SLOTS),
+        "gp_hist": total(KV_GPS, NPATH * HIST_SLOTS),
+        "dur_hist": total(KV_DUR, NDUR * HIST_SLOTS),
+        "gone_by_cpu": [[gone[2 * c], gone[2 * c + 1]] if c < nslots else [0, 0]
+                        for c in range(ncpu)],
+    }
+
+
 def _row(st: list[list[int]], idx: int) -> int:
     return sum(st[idx])
 
 
 def section(raw: Raw | None, ctx: base.SectionContext) -> Section | None:
-    """Snapshot section `kvfree_rcu` (None when the probe is not attached)."""
-    if raw is None or raw.get("stats") is None:
+    """Snapshot section `kvfree_rcu` (None when the probe is not attached). Every total and
+    its per-CPU and per-path splits come from one read of the counters (raw `counters`)."""
+    if raw is None or raw.get("counters") is None:
         return None
-    st = raw["stats"]
+    view = _view(raw["counters"])
+    st = view["stats"]
     ncpu = len(st[0])
     head, headless = _row(st, ST_ENQ_HEAD), _row(st, ST_ENQ_HEADLESS)
     enq_by_cpu = [st[ST_ENQ_HEAD][c] + st[ST_ENQ_HEADLESS][c] for c in range(ncpu)]
@@ -106,12 +125,15 @@ def section(raw: Raw | None, ctx: base.SectionContext) -> Section | None:
     freed = sum(v["objects"] for v in by_path.values())
     freed_bytes = sum(v["bytes"] for v in by_path.values())
     untracked, untracked_bytes = _row(st, ST_UNTRACKED), _row(st, ST_UNTRACKED_BYTES)
-    replaced = _row(st, ST_REPLACED)
-    fcpu = raw.get("freed_by_enq_cpu") or [[0, 0]] * ncpu
-    tasks = {(t, c): rest for t, c, *rest in raw.get("by_task") or []}
-    freed_tgid = {t: [o, nb] for t, o, nb in raw.get("freed_by_tgid") or []}
-    lat = raw.get("lat_hist") or [0] * (NPATH * HIST_SLOTS)
-    gps = raw.get("gp_hist") or [0] * (NPATH * HIST_SLOTS)
+    replaced, replaced_bytes = _row(st, ST_REPLACED), _row(st, ST_REPLACED_BYTES)
+    gone = view["gone_by_cpu"]
+    # pending of CPU c: what c enqueued and tracked, less what of it left the tracking map
+    pending_by_cpu = [enq_by_cpu[c] - st[ST_UNTRACKED][c] - gone[c][0] for c in range(ncpu)]
+    pending_bytes_by_cpu = [enq_bytes_by_cpu[c] - st[ST_UNTRACKED_BYTES][c] - gone[c][1]
+                            for c in range(ncpu)]
+    pending = enq - untracked - freed - replaced
+    pending_bytes = enq_bytes - untracked_bytes - freed_bytes - replaced_bytes
+    lat, gps = view["lat_hist"], view["gp_hist"]
     lat_total = [sum(lat[i * HIST_SLOTS + s] for i in range(NPATH)) for s in range(HIST_SLOTS)]
     gp_total = [sum(gps[i * HIST_SLOTS + s] for i in range(NPATH)) for s in range(HIST_SLOTS)]
     out: Section = {
@@ -128,26 +150,27 @@ def section(raw: Raw | None, ctx: base.SectionContext) -> Section | None:
             "unsized": _row(st, ST_ENQ_UNSIZED),
             "vmalloc": _row(st, ST_ENQ_VMALLOC),
             # calls while the tool was still attaching its hooks (not counted above)
-            "before_armed": _event(raw, "unarmed"),
+            "before_armed": _event(view, "unarmed"),
         },
         "freed": {
             "objects": freed,
             "bytes": freed_bytes,
             "by_path": by_path,
+            # frees of objects enqueued before attach: their own row, subtracted from nothing
             "pre_attach": {p: _row(st, ST_UNMATCHED + i) for i, p in enumerate(PATHS)},
         },
         "pending": {
-            "objects": enq - freed - untracked - replaced,
-            "bytes": enq_bytes - freed_bytes - untracked_bytes,
-            "by_cpu": [enq_by_cpu[c] - (fcpu[c][0] if c < len(fcpu) else 0) for c in range(ncpu)],
-            "bytes_by_cpu": [
-                enq_bytes_by_cpu[c] - (fcpu[c][1] if c < len(fcpu) else 0) for c in range(ncpu)
-            ],
+            "objects": pending,
+            "bytes": pending_bytes,
+            "by_cpu": pending_by_cpu,
+            "bytes_by_cpu": pending_bytes_by_cpu,
+            # the kernel side's own running count of tracked pending, from the same read
+            "gauge": {"objects": view["gauge"][0], "bytes": view["gauge"][1]},
         },
-        # not followed per object: outside the sample (RCUPENDING_SAMPLE) or the map full
         "untracked": {"objects": untracked, "bytes": untracked_bytes,
-                      "unsampled": _event(raw, "unsampled")},
+                      "unsampled": _event(view, "unsampled")},
         "replaced": replaced,
+        "replaced_bytes": replaced_bytes,
         "fallback": {
             "list": by_path["list"]["objects"],
             "inline": by_path["inline"]["objects"],
@@ -165,14 +188,16 @@ def section(raw: Raw | None, ctx: base.SectionContext) -> Section | None:
             },
         },
         "conservation": conservation(enq, freed, untracked, replaced, raw.get("in_map")),
-        "by_process": _by_process(tasks, freed_tgid),
     }
+    tasks = {(t, c): rest for t, c, *rest in raw.get("by_task") or []}
+    freed_tgid = {t: [o, nb] for t, o, nb in raw.get("freed_by_tgid") or []}
+    out["by_process"], out["by_process_other"] = _by_process(tasks, freed_tgid, out)
     if raw.get("pending_gauge"):
         # high-water mark kept by the kernel side at every enqueue and free (tracked objects):
         # a peak between two reads that sampling the pending level would miss
         _, _, peak_objects, peak_bytes = raw["pending_gauge"]
         out["pending"]["peak"] = {"objects": peak_objects, "bytes": peak_bytes}
-    out.update(_kernel_events(raw))
+    out.update(_kernel_events(view))
     if (m := raw.get("misses")) is not None:
         # runs the kernel skipped: fentry's per-program recursion check (a preempted program
         # on that CPU counts too, on preemptible kernels), or kprobe programs nested in another
@@ -201,8 +226,10 @@ def _by_stress(tasks: dict, freed_tgid: dict, tgids: frozenset[int]) -> dict[str
         "freed_bytes": sum(v[1] for v in f),
         # not followed per object (sampling, a full map): their frees are not seen
         "untracked": sum(v[4] for v in mine if len(v) > 4),
+        "untracked_bytes": sum(v[5] for v in mine if len(v) > 5),
     }
     bs["pending"] = bs["enqueued"] - bs["freed"] - bs["untracked"]
+    bs["pending_bytes"] = bs["enqueued_bytes"] - bs["freed_bytes"] - bs["untracked_bytes"]
     return bs
 
 
@@ -238,6 +265,7 @@ def _kernel_events(raw: Raw) -> dict[str, Any]:
             "shrinker": {"scans": ev["shrink_scan"], "freed": ev["shrink_freed"]},
             "page_refill": ev["refill"],
             "reclaim_work": ev["reclaim_work"],
+            "bulk_pages": ev["bulk_pages"],
             "kfree_rcu_nolock": {"calls": ev["nolock_enq"], "deferred": ev["nolock_defer"]},
         },
     }
@@ -245,12 +273,13 @@ def _kernel_events(raw: Raw) -> dict[str, Any]:
 
 def histograms(raw: Raw | None) -> dict[str, Any]:
     """Log2 latency histograms of the kvfree family, per path and in total."""
-    if raw is None or raw.get("stats") is None or raw.get("lat_hist") is None:
+    if raw is None or raw.get("counters") is None:
         return {}
+    view = _view(raw["counters"])
     out: dict[str, Any] = {}
     for name, h, unit in (
-        ("latency_ns", raw["lat_hist"], "ns"),
-        ("latency_gps", raw.get("gp_hist") or [], "grace periods + 1"),
+        ("latency_ns", view["lat_hist"], "ns"),
+        ("latency_gps", view["gp_hist"], "grace periods + 1"),
     ):
         if not h:
             continue
@@ -260,9 +289,9 @@ def histograms(raw: Raw | None) -> dict[str, Any]:
             part = base.slots(h, i, HIST_SLOTS)
             if sum(part):
                 out[f"kvfree_rcu.{name}.{p}"] = {"unit": unit, "buckets": log2_buckets(part)}
-    if raw.get("dur_hist") is not None:
+    if view.get("dur_hist") is not None:
         for d in DURATIONS:
-            part = _dur(raw, d)
+            part = _dur(view, d)
             if sum(part):
                 key = f"kvfree_rcu.phase_ns.{d}" if d in PHASES else f"kvfree_rcu.{d}_ns"
                 out[key] = {"unit": "ns", "buckets": log2_buckets(part)}
@@ -287,17 +316,64 @@ def conservation(
     }
 
 
-def _by_process(tasks: dict, freed_tgid: dict) -> list[dict[str, Any]]:
+def _by_process(tasks: dict, gone: dict, kv: Section) -> tuple[list[dict[str, Any]],
+                                                                dict[str, Any]]:
+    """The top processes and an `other` row that together make the totals: enqueued objects and
+    bytes exactly (the per-process records are read before the counters), pending objects and
+    bytes as each process's share of the exact totals (its records' own pending, read apart
+    from the counters, weighs its share; largest remainders)."""
+    procs: dict[int, dict[str, Any]] = {}
+    for (tgid, name), (objects, nbytes, _, _, unt, unt_bytes, *_) in (
+            (k, (list(v) + [0] * 6)[:6]) for k, v in tasks.items()):
+        r = procs.setdefault(tgid, {"tgid": tgid, "comms": {}, "objects": 0, "bytes": 0,
+                                    "untracked": 0, "untracked_bytes": 0})
+        r["comms"][name] = r["comms"].get(name, 0) + objects
+        r["objects"] += objects
+        r["bytes"] += nbytes
+        r["untracked"] += unt
+        r["untracked_bytes"] += unt_bytes
     rows = []
-    for (tgid, name), (objects, nbytes, *_) in tasks.items():
-        rows.append({"tgid": tgid, "comm": name, "objects": objects, "bytes": nbytes})
-    freed_left = dict(freed_tgid)
-    for r in rows:  # a tgid may appear with several comms: attribute frees once
-        f = freed_left.pop(r["tgid"], [0, 0])
-        r["freed"], r["freed_bytes"] = f[0], f[1]
-        r["pending_bytes"] = r["bytes"] - f[1]
+    for tgid, r in procs.items():
+        freed, freed_bytes = gone.get(tgid, [0, 0])
+        comms = sorted(r["comms"], key=lambda c: (-r["comms"][c], c))
+        rows.append({"tgid": tgid, "comm": comms[0], "objects": r["objects"], "bytes": r["bytes"],
+                     "freed": freed, "freed_bytes": freed_bytes,
+                     "own": max(0, r["objects"] - r["untracked"] - freed),
+                     "own_bytes": max(0, r["bytes"] - r["untracked_bytes"] - freed_bytes)}
+                    | ({"comms": comms} if len(comms) > 1 else {}))
+    pend = kv["pending"]
+    for key, weight in (("pending_objects", "own"), ("pending_bytes", "own_bytes")):
+        total = pend["objects" if key == "pending_objects" else "bytes"]
+        for r, share in zip(rows, shares(total, [r[weight] for r in rows]), strict=True):
+            r[key] = share
     rows.sort(key=lambda r: (-r["pending_bytes"], -r["objects"], r["tgid"]))
-    return rows[:TOP_PROCESSES]
+    top = rows[:TOP_PROCESSES]
+    for r in top:
+        del r["own"], r["own_bytes"]
+    enq = kv["enqueued"]
+    other = {
+        "processes": len(rows) - len(top),
+        "objects": enq["objects"] - sum(r["objects"] for r in top),
+        "bytes": enq["bytes"] - sum(r["bytes"] for r in top),
+        "pending_objects": pend["objects"] - sum(r["pending_objects"] for r in top),
+        "pending_bytes": pend["bytes"] - sum(r["pending_bytes"] for r in top),
+    }
+    return top, other
+
+
+def shares(total: int, weights: list[int]) -> list[int]:
+    """`total` split in proportion to `weights` in whole units that sum to it exactly (largest
+    remainders); all to nobody (zeros) when the weights are all zero or the total is not
+    positive, and the remainder then stays with `other`."""
+    wsum = sum(weights)
+    if total <= 0 or wsum <= 0:
+        return [0] * len(weights)
+    parts = [divmod(total * w, wsum) for w in weights]  # integers: exact for any size
+    out = [q for q, _ in parts]
+    left = total - sum(out)
+    for i in sorted(range(len(weights)), key=lambda i: (-parts[i][1], i))[:left]:
+        out[i] += 1
+    return out
 
 
 # ---------------------------------------------------------------- metrics
@@ -333,6 +409,7 @@ METRICS: tuple[Metric, ...] = (
     Metric("kvfree_rcu_pending_bytes_by_cpu", "gauge", "pending bytes by enqueuing CPU", ("cpu",)),
     Metric("kvfree_rcu_untracked_objects", "counter", "enqueues the tracking map could not hold"),
     Metric("kvfree_rcu_untracked_bytes", "counter", "bytes of untracked enqueues"),
+    Metric("kvfree_rcu_bulk_page_free_events", "counter", "krc bulk pages freed (kvfree_rcu_bulk)"),
     Metric("kvfree_rcu_replaced_objects", "counter",
            "tracked addresses enqueued again before their free was seen"),
     Metric("kvfree_rcu_latency_seconds", "histogram",
@@ -344,11 +421,10 @@ METRICS: tuple[Metric, ...] = (
     Metric("kvfree_rcu_latency_by_path_grace_periods", "histogram",
            "grace periods elapsed + 1 between enqueue and free, by free path", ("path",)),
     Metric("kvfree_rcu_process_enqueued_objects", "counter",
-           "kvfree_call_rcu() objects of the top processes (a process leaving the top 20 "
-           "disappears)",
+           "kvfree_call_rcu() objects of the top 20 processes and of all others (tgid other)",
            ("tgid", "comm")),
     Metric("kvfree_rcu_process_pending_bytes", "gauge",
-           "bytes a top process enqueued that are not yet freed (stranded)", ("tgid", "comm")),
+           "a top process's share of the pending bytes (tgid other: the rest)", ("tgid", "comm")),
     Metric("kvfree_rcu_stress_enqueued_objects", "counter",
            "kvfree_call_rcu() objects of the running stress scenario's workers"),
 )
@@ -401,15 +477,16 @@ def samples(kv: Section) -> list:
         c("kvfree_rcu_untracked_bytes", unt.get("bytes", 0))
     if "replaced" in kv:
         c("kvfree_rcu_replaced_objects", kv["replaced"])
-    for p in kv["by_process"]:
+    if (ev := kv.get("events")) and "bulk_pages" in ev:
+        c("kvfree_rcu_bulk_page_free_events", ev["bulk_pages"])
+    rows = [*kv["by_process"]]
+    if (other := kv.get("by_process_other")) is not None:
+        rows.append(dict(other, tgid="other", comm="other"))  # rows + other = the totals
+    for p in rows:
         c("kvfree_rcu_process_enqueued_objects", p["objects"], tgid=p["tgid"], comm=p["comm"])
         if "pending_bytes" in p:
-            c(
-                "kvfree_rcu_process_pending_bytes",
-                p["pending_bytes"],
-                tgid=p["tgid"],
-                comm=p["comm"],
-            )
+            c("kvfree_rcu_process_pending_bytes", p["pending_bytes"], tgid=p["tgid"],
+              comm=p["comm"])
     if "by_stress" in kv:
         c("kvfree_rcu_stress_enqueued_objects", kv["by_stress"].get("enqueued", 0))
     return c.out

@@ -30,6 +30,15 @@ class KSym:
     module: str | None
 
 
+def parse_cpu_list(text: str) -> int:
+    """The highest CPU of a kernel CPU list such as "0-3,8,10-11" (-1 when empty)."""
+    top = -1
+    for part in text.strip().split(","):
+        if part:
+            top = max(top, int(part.rpartition("-")[2]))
+    return top
+
+
 def parse_kallsyms(text: str) -> dict[str, list[KSym]]:
     """Index /proc/kallsyms text by symbol name (a name may occur more than once)."""
     syms: dict[str, list[KSym]] = {}
@@ -130,6 +139,11 @@ class KernelInfo:
             if k.kind in "tTwW"
         )
         return [a for a, _ in pairs], [n for _, n in pairs]
+
+    @cached_property
+    def possible_cpus(self) -> int:
+        """How many CPUs per-CPU maps have a slot for (highest possible CPU + 1)."""
+        return parse_cpu_list(Path("/sys/devices/system/cpu/possible").read_text()) + 1
 
     @cached_property
     def _core_text(self) -> tuple[int, int]:

@@ -22,27 +22,57 @@ def log2_buckets(counts: list[int]) -> Buckets:
     return [[0 if s == 0 else 1 << s, 1 << (s + 1), n] for s, n in enumerate(counts) if n]
 
 
-def percentile(buckets: Buckets, p: float) -> int | float | None:
-    """The upper bound of the bucket holding the p-th percentile (p in 0..100); None when
-    empty. Exact in integers: the first bucket where count so far * 100 >= p * total."""
+def percentile_range(buckets: Buckets, p: float) -> tuple[int | float, int | float] | None:
+    """[low, high) of the bucket holding the p-th percentile (p in 0..100): all a histogram
+    can say of it. None when empty. Exact in integers: the first bucket where the count so far
+    * 100 >= p * total."""
     ordered = sorted(buckets, key=lambda b: b[1])
     total = sum(b[2] for b in ordered)
     if total <= 0:
         return None
     cum = 0
-    for _low, high, count in ordered:
+    for low, high, count in ordered:
         cum += count
         if cum * 100 >= p * total:
-            return high
-    return ordered[-1][1]
+            return low, high
+    return ordered[-1][0], ordered[-1][1]
 
 
-def percentile_bounds(counts: list[int]) -> dict[str, int | None]:
-    """p50/p90/p99 and the maximum of log2 slot counts, as upper bucket bounds."""
+def percentile(buckets: Buckets, p: float) -> int | float | None:
+    """The upper bound of the bucket holding the p-th percentile (None when empty)."""
+    r = percentile_range(buckets, p)
+    return None if r is None else r[1]
+
+
+def percentile_bounds(counts: list[int]) -> dict[str, Any]:
+    """p50/p90/p99 and the maximum of log2 slot counts as upper bucket bounds, and `ranges`:
+    each one's [low, high) bucket, which is what the histogram knows of it."""
     buckets = log2_buckets(counts)
-    out: dict[str, int | None] = {f"p{p}": percentile(buckets, p) for p in PERCENTILES}
-    out["max"] = buckets[-1][1] if buckets else None
+    ranges = {f"p{p}": percentile_range(buckets, p) for p in PERCENTILES}
+    ranges["max"] = (buckets[-1][0], buckets[-1][1]) if buckets else None
+    out: dict[str, Any] = {k: None if r is None else r[1] for k, r in ranges.items()}
+    out["ranges"] = {k: None if r is None else list(r) for k, r in ranges.items()}
     return out
+
+
+def interval(before: Buckets, after: Buckets) -> Buckets:
+    """The buckets of what a cumulative histogram gained between two snapshots."""
+    old = {(lo, hi): n for lo, hi, n in before}
+    return [[lo, hi, n - old.get((lo, hi), 0)] for lo, hi, n in after
+            if n - old.get((lo, hi), 0) > 0]
+
+
+def fmt_range(r: tuple[float, float] | list[float] | None, unit: str = "ns") -> str:
+    """A bucket as people read it: `16.8–33.6 ms` (ns), `2–4` (other units); `?` if none."""
+    if r is None:
+        return "?"
+    lo, hi = r
+    if unit != "ns":
+        return f"{lo:,g}–{hi:,g}"
+    for name, div in (("s", 1e9), ("ms", 1e6), ("µs", 1e3)):
+        if hi > div:
+            return f"{lo / div:.3g}–{hi / div:.3g} {name}"
+    return f"{lo:.0f}–{hi:.0f} ns"
 
 
 def rate(prev: Snapshot | None, cur: Snapshot | None,

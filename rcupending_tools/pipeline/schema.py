@@ -9,7 +9,7 @@ from importlib import resources
 from typing import Any
 
 SCHEMA_NAME = "rcupending-snapshot"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 Snapshot = dict[str, Any]
 # What surfaces show: snapshots, log lines (str), or None (nothing new yet: poll keys).

@@ -65,6 +65,7 @@ def argv(
     sockets: int = 8,
     duration: float | None = None,
     hold: bool = False,
+    go: bool = False,
 ) -> list[str]:
     if (count is None) == (duration is None):
         raise ValueError("give exactly one of count and duration")
@@ -75,7 +76,7 @@ def argv(
     args += ["--optlen", str(optlen), "--sockets", str(sockets)]
     if threads:
         args += ["--threads", str(threads)]
-    return args + (["--hold"] if hold else [])
+    return args + (["--hold"] if hold else []) + (["--go"] if go else [])
 
 
 def truth(out: dict[str, Any]) -> dict[str, Any]:

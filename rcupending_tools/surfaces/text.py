@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import sanitize
+from ..pipeline import derive
 from ..pipeline.schema import Snapshot
 
 
@@ -98,7 +99,8 @@ def kvfree_stress_lines(result: dict) -> list[str]:
                 f"({bs['freed_bytes']} bytes), pending {bs['pending']}"
             )
             add(
-                f"             latency p50 <= {lat['ns']['p50']} ns, p99 <= {lat['ns']['p99']} ns"
+                f"             latency p50 {derive.fmt_range(lat['ns']['ranges']['p50'])}, "
+                f"p99 {derive.fmt_range(lat['ns']['ranges']['p99'])}"
                 f" over {lat['count']} frees; fallbacks list {kv['fallback']['list']}, "
                 f"inline {kv['fallback']['inline']}"
             )

@@ -8,6 +8,7 @@ from rcupending_tools.families import kvfree as km
 from rcupending_tools.pipeline.collector import Collector, provenance
 from rcupending_tools.pipeline.raw import RawSample
 from rcupending_tools.pipeline.schema import validation_errors
+from tests.unit.kvfree_raw import counters
 
 PROBES = [
     {
@@ -21,12 +22,11 @@ PROBES = [
 
 
 def raw(t: float, head: list[int], headless: list[int], tasks: dict, lost: int = 0) -> RawSample:
-    stats = [[0] * len(head) for _ in range(km.ST_MAX)]
-    stats[km.ST_ENQ_HEAD], stats[km.ST_ENQ_HEADLESS] = head, headless
-    stats[km.ST_ENQ_BYTES] = [64 * (a + b) for a, b in zip(head, headless, strict=True)]
+    stats = {km.ST_ENQ_HEAD: head, km.ST_ENQ_HEADLESS: headless,
+             km.ST_ENQ_BYTES: [64 * (a + b) for a, b in zip(head, headless, strict=True)]}
     by_task = [[t_, c, n, 64 * n] for (t_, c), n in tasks.items()]
-    return RawSample(t, {"kvfree_rcu": {"stats": stats, "by_task": by_task}},
-                     lost=[lost, 0, 0, 0])
+    return RawSample(t, {"kvfree_rcu": {"counters": counters(len(head), stats),
+                                        "by_task": by_task}}, lost=[lost, 0, 0, 0])
 
 
 def test_snapshot_totals_per_cpu_per_kind_and_stress_share():
@@ -83,7 +83,6 @@ def test_schema_rejects_broken_snapshots():
 
 def test_raw_sample_round_trips_json():
     r = raw(3.0, [1, 2], [0, 1], {(7, "a b"): 3}, lost=1)
-    r.families["kvfree_rcu"].update(freed_by_tgid=[[7, 1, 64]],
-                                    lat_hist=[0] * (km.NPATH * km.HIST_SLOTS))
+    r.families["kvfree_rcu"].update(freed_by_tgid=[[7, 1, 64]])
     back = RawSample.from_json(json.loads(json.dumps(r.to_json())))
     assert back == r

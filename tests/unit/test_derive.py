@@ -9,7 +9,9 @@ def test_percentile_bounds():
     counts = [0] * 64
     counts[10], counts[20] = 90, 10  # 90 values in [1024, 2048), 10 in [2^20, 2^21)
     b = derive.percentile_bounds(counts)
-    assert b == {"p50": 2048, "p90": 2048, "p99": 1 << 21, "max": 1 << 21}
+    assert {k: b[k] for k in ("p50", "p90", "p99", "max")} == {
+        "p50": 2048, "p90": 2048, "p99": 1 << 21, "max": 1 << 21}
+    assert b["ranges"]["p50"] == [1024, 2048] and b["ranges"]["p99"] == [1 << 20, 1 << 21]
     assert derive.percentile_bounds([0] * 64)["p50"] is None
 
 
@@ -32,3 +34,16 @@ def test_rate_between_snapshots():
 def test_rates_of_a_series():
     s = pd.Series([0, 10, 30], index=[0.0, 1.0, 3.0])
     assert derive.rates(s).tolist() == [10.0, 10.0]
+
+
+def test_ranges_are_what_people_read():
+    assert derive.fmt_range([1 << 24, 1 << 25]) == "16.8–33.6 ms"
+    assert derive.fmt_range([2, 4], "grace periods + 1") == "2–4"
+    assert derive.fmt_range(None) == "?"
+
+
+def test_interval_buckets_are_the_difference():
+    before = [[1, 2, 5], [2, 4, 1]]
+    after = [[1, 2, 5], [2, 4, 3], [4, 8, 2]]
+    assert derive.interval(before, after) == [[2, 4, 2], [4, 8, 2]]
+    assert derive.percentile_range(derive.interval(before, after), 50) == (2, 4)

@@ -48,7 +48,7 @@ def test_families_take_their_names_from_the_headers():
     assert kvfree.PATHS == ("bulk", "list", "inline", "sheaf", "other")
     assert len(kvfree.PATHS) == kvfree.NPATH
     assert len(kvfree.EVENTS) == kvfree.NEV and len(kvfree.DURATIONS) == kvfree.NDUR
-    assert kvfree.ST_MAX == kvfree.ST_UNMATCHED + kvfree.NPATH
+    assert kvfree.ST_MAX == kvfree.ST_REPLACED_BYTES + 1 == kvfree.ST_UNMATCHED + kvfree.NPATH + 1
     assert len(pending.STATS) == pending.PS_MAX and len(pending.FLAVORS) == pending.NFL
     assert nolock.STATS[:2] == ("attempts", "failures")
     assert nolock.CONTEXTS == ("task", "softirq", "hardirq", "nmi", "unknown")

@@ -6,27 +6,28 @@ from rcupending_tools.families import kvfree as km
 from rcupending_tools.pipeline.collector import Collector, provenance
 from rcupending_tools.pipeline.raw import RawSample
 from rcupending_tools.pipeline.schema import validation_errors
+from rcupending_tools.surfaces.samples import samples
+from tests.unit.kvfree_raw import counters
 
 
-def full_raw(t: float, enq: int, freed_bulk: int, freed_list: int, in_map: int | None):
-    stats = [[0, 0] for _ in range(km.ST_MAX)]
-    stats[km.ST_ENQ_HEAD] = [enq, 0]
-    stats[km.ST_ENQ_BYTES] = [64 * enq, 0]
-    stats[km.ST_FREED + km.PATHS.index("bulk")] = [0, freed_bulk]
-    stats[km.ST_FREED_BYTES + km.PATHS.index("bulk")] = [0, 64 * freed_bulk]
-    stats[km.ST_FREED + km.PATHS.index("list")] = [freed_list, 0]
-    stats[km.ST_FREED_BYTES + km.PATHS.index("list")] = [64 * freed_list, 0]
+def full_raw(t: float, enq: int, freed_bulk: int, freed_list: int, in_map: int | None,
+             **extra):  # noqa: ANN003 - events, dur: see counters()
+    stats = {
+        km.ST_ENQ_HEAD: [enq, 0], km.ST_ENQ_BYTES: [64 * enq, 0],
+        km.ST_FREED + km.PATHS.index("bulk"): [0, freed_bulk],
+        km.ST_FREED_BYTES + km.PATHS.index("bulk"): [0, 64 * freed_bulk],
+        km.ST_FREED + km.PATHS.index("list"): [freed_list, 0],
+        km.ST_FREED_BYTES + km.PATHS.index("list"): [64 * freed_list, 0],
+    }
     lat = [0] * (km.NPATH * km.HIST_SLOTS)
     lat[32] = freed_bulk  # ~4 s
     lat[km.HIST_SLOTS + 20] = freed_list
     freed = freed_bulk + freed_list
     return RawSample(t, {"kvfree_rcu": {
-        "stats": stats,
-        "lat_hist": lat,
-        "gp_hist": list(lat),
+        "counters": counters(2, stats, lat=lat, gps=list(lat), gone={0: [freed, 64 * freed]},
+                             **extra),
         "by_task": [[9, "w", enq, 64 * enq, 4, 4 * 32]],
         "freed_by_tgid": [[9, freed, 64 * freed]],
-        "freed_by_enq_cpu": [[freed, 64 * freed], [0, 0]],
         "in_map": None if in_map is None else {"objects": in_map, "bytes": 64 * in_map},
     }})
 
@@ -42,6 +43,7 @@ def test_pending_fallback_and_conservation():
         "bytes": 30 * 64,
         "by_cpu": [30, 0],
         "bytes_by_cpu": [30 * 64, 0],
+        "gauge": {"objects": 30, "bytes": 30 * 64},
     }
     assert kv["fallback"]["list"] == 10 and kv["fallback"]["list_ratio"] == 10 / 70
     assert kv["conservation"]["ok"] is True
@@ -54,6 +56,8 @@ def test_pending_fallback_and_conservation():
         "freed": 70,
         "freed_bytes": 4480,
         "pending": 30,
+        "pending_bytes": 1920,
+        "untracked_bytes": 0,
     }
     assert kv["latency"]["count"] == 70
     assert kv["latency"]["by_path"]["bulk"]["ns"]["p50"] == 1 << 33
@@ -76,12 +80,9 @@ def test_pending_peak_comes_from_the_kernel_gauge():
 
 
 def test_phases_gp_durations_and_events():
-    raw = full_raw(1.0, 100, 60, 10, in_map=30)
     col = Collector(provenance("6.12.1"), [], source="synthetic")
-    assert col.update(raw)["kvfree_rcu"]["phases"] is None  # an older recording: unknown
     ev = dict.fromkeys(km.EVENTS, 0) | {"phased": 65, "ready": 5, "gp": 40, "barrier": 2,
-                                        "shrink_scan": 1, "shrink_freed": 7}
-    raw.families["kvfree_rcu"]["events"] = [ev[e] for e in km.EVENTS]
+                                        "shrink_scan": 1, "shrink_freed": 7, "bulk_pages": 3}
     dur = [0] * (km.NDUR * km.HIST_SLOTS)
     for i, (name, slot, n) in enumerate(
         [("batch", 32, 65), ("gp", 24, 65), ("reclaim", 10, 65), ("ready", 33, 5),
@@ -89,20 +90,69 @@ def test_phases_gp_durations_and_events():
     ):
         assert km.DURATIONS[i] == name
         dur[i * km.HIST_SLOTS + slot] = n
-    raw.families["kvfree_rcu"]["dur_hist"] = dur
+    raw = full_raw(1.0, 100, 60, 10, in_map=30, events=[ev[e] for e in km.EVENTS], dur=dur)
+    kv_raw = raw.families["kvfree_rcu"]
     s = col.update(raw)
     assert validation_errors(s) == []
     kv = s["kvfree_rcu"]
     assert kv["phases"]["objects"] == {"phased": 65, "ready": 5}
     assert kv["phases"]["ready"]["count"] == 5
-    assert kv["phases"]["batch"] == {"count": 65, "ns": {"p50": 1 << 33, "p90": 1 << 33,
-                                                           "p99": 1 << 33, "max": 1 << 33}}
+    batch = kv["phases"]["batch"]
+    assert batch["count"] == 65 and batch["ns"]["p50"] == batch["ns"]["max"] == 1 << 33
+    assert batch["ns"]["ranges"]["p99"] == [1 << 32, 1 << 33]
     assert kv["phases"]["gp"]["ns"]["p50"] == 1 << 25
-    assert kv["rcu_gp"] == {"completed": 40, "duration": {"count": 40, "ns": {
-        "p50": 1 << 24, "p90": 1 << 24, "p99": 1 << 24, "max": 1 << 24}}}
+    assert kv["rcu_gp"]["completed"] == 40 and kv["rcu_gp"]["duration"]["count"] == 40
+    assert kv["rcu_gp"]["duration"]["ns"]["p50"] == 1 << 24
     assert kv["events"]["barrier"]["calls"] == 2
     assert kv["events"]["shrinker"] == {"scans": 1, "freed": 7}
+    assert kv["events"]["bulk_pages"] == 3
+    assert [x.value for x in samples(s) if x.name == "kvfree_rcu_bulk_page_free_events_total"] == [3]
     assert "kvfree_rcu.phase_ns.batch" in s["histograms"]
     assert "kvfree_rcu.rcu_gp_ns" in s["histograms"]
     # the raw form round-trips (recordings)
-    assert RawSample.from_json(raw.to_json()).families["kvfree_rcu"]["dur_hist"] == dur
+    assert RawSample.from_json(raw.to_json()).families["kvfree_rcu"] == kv_raw
+
+
+def test_process_rows_and_other_make_the_totals():
+    """Two comms of one process are one row; rows + other = the totals, shares are whole."""
+    raw = full_raw(1.0, 100, 60, 10, in_map=None)
+    kv_raw = raw.families["kvfree_rcu"]
+    kv_raw["by_task"] = [[9, "w", 60, 60 * 64, 0, 0], [9, "w2", 20, 20 * 64, 0, 0]] + [
+        [100 + i, f"p{i}", 1, 64, 0, 0] for i in range(km.TOP_PROCESSES + 5)]
+    kv_raw["freed_by_tgid"] = [[9, 70, 70 * 64]]
+    kv = Collector(provenance("6.12.1"), [], source="synthetic").update(raw)["kvfree_rcu"]
+    rows, other = kv["by_process"], kv["by_process_other"]
+    assert rows[0]["tgid"] == 9 and rows[0]["comms"] == ["w", "w2"] and rows[0]["objects"] == 80
+    assert len(rows) == km.TOP_PROCESSES and other["processes"] == 6
+    for key, total in (("objects", kv["enqueued"]["objects"]),
+                       ("pending_bytes", kv["pending"]["bytes"]),
+                       ("pending_objects", kv["pending"]["objects"])):
+        assert sum(r[key] for r in rows) + other[key] == total, key
+        assert min(r[key] for r in rows) >= 0 and other[key] >= 0
+
+
+def test_shares_are_whole_and_exact():
+    assert km.shares(10, [1, 1, 1]) == [4, 3, 3]
+    assert km.shares(7, [0, 0]) == [0, 0]  # no weight: all stays with `other`
+    assert km.shares(0, [5, 1]) == [0, 0]
+    big = km.shares(10**18 + 1, [3, 7])
+    assert sum(big) == 10**18 + 1 and big[0] < big[1]
+
+
+def test_a_torn_copy_is_read_again():
+    """A CPU's copy taken mid-update (its first and last words differ) is not used."""
+    import ctypes
+
+    from rcupending_tools.families import base
+
+    class Slot(ctypes.Structure):
+        _fields_ = [("v", ctypes.c_int64 * 4)]
+
+    copies = [(Slot((1, 5, 5, 2)), Slot((1, 0, 0, 1))), (Slot((2, 6, 6, 2)), Slot((1, 0, 0, 1)))]
+
+    class Table:
+        def __getitem__(self, key):
+            return copies.pop(0)
+
+    rows, torn = base.whole_copy(Table(), 0)
+    assert rows == [[2, 6, 6, 2], [1, 0, 0, 1]] and torn is False

@@ -12,6 +12,7 @@ def kvfree_layout(kernel: KernelInfo, params: list[str] | None, kind: str) -> La
     lay = Layout()
     d = lay.defines
     tracking_defines(lay)
+    d["KV_NCPUS"] = kernel.possible_cpus  # slots of the per-CPU split by enqueue CPU
     version = kernel.version
     if (params and params[1:2] == ["func"]) or (params is None and version < (6, 3)):
         d["KVFREE_ARGS_OFFSET"] = None  # 6.1: (head, func) with func = offset of the head

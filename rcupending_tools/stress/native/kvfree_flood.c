@@ -5,9 +5,11 @@
  * so per socket: expected enqueues = successful sets - 1 (when at least one succeeded).
  *
  * Usage: kvfree_flood (--count N | --duration S) [--optlen L] [--threads T] [--sockets S]
- *                     [--hold]
+ *                     [--hold] [--go]
  * Prints one JSON line. --hold keeps the sockets open until stdin closes (closing a socket frees
- * its last block, through kfree_rcu on some kernels), so a measurement can be taken first. */
+ * its last block, through kfree_rcu on some kernels), so a measurement can be taken first.
+ * --go prints "ready" once its sockets and threads exist and floods only after a line on stdin
+ * (a recording can then see the start without the process start's own kernel work). */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <netinet/in.h>
@@ -94,19 +96,23 @@ static void *run(void *arg)
 static void usage(void)
 {
 	fprintf(stderr, "usage: kvfree_flood (--count N | --duration S) [--optlen L] "
-		"[--threads T] [--sockets S] [--hold]\n");
+		"[--threads T] [--sockets S] [--hold] [--go]\n");
 	exit(2);
 }
 
 int main(int argc, char **argv)
 {
 	long count = -1;
-	int threads = 0, sockets = 8, hold = 0;
+	int threads = 0, sockets = 8, hold = 0, go = 0;
 
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 		if (!strcmp(a, "--hold")) {
 			hold = 1;
+			continue;
+		}
+		if (!strcmp(a, "--go")) {
+			go = 1;
 			continue;
 		}
 		if (!v)
@@ -164,6 +170,13 @@ int main(int argc, char **argv)
 	pthread_barrier_init(&barrier, NULL, threads + 1);
 	for (int t = 0; t < threads; t++)
 		pthread_create(&ws[t].tid, NULL, run, &ws[t]);
+	if (go) {  /* wait for the word */
+		char c;
+		printf("ready\n");
+		fflush(stdout);
+		while (read(0, &c, 1) == 1 && c != '\n')
+			;
+	}
 	clock_gettime(CLOCK_MONOTONIC, &t_start);
 	pthread_barrier_wait(&barrier);
 	for (int t = 0; t < threads; t++)

@@ -143,13 +143,12 @@ def _kvfree_lines(state: DashboardState, kv: dict[str, Any], width: int) -> list
             b.append("fallback " + " ".join(pct))
         if lat and lat.get("count"):
             ns = lat.get("ns", {})
-            b.append(
-                f"wait p50 ≤{_ns(ns.get('p50'))} p90 ≤{_ns(ns.get('p90'))} "
-                f"p99 ≤{_ns(ns.get('p99'))}"
-            )
+            b.append("wait " + " ".join(f"{p} {_range(ns, p)}" for p in ("p50", "p99")))
+            if (last := _interval_p50(state)) is not None:
+                b.append(f"last interval p50 {last}")
             gps = lat.get("gps", {})
             if gps.get("p50") is not None:
-                b.append(f"GPs p50 ≤{gps['p50']} p99 ≤{gps.get('p99')}")
+                b.append("GPs " + " ".join(f"{p} {_gps(gps, p)}" for p in ("p50", "p99")))
         joined = "  " + " · ".join(b)
         if len(joined) <= width or len(b) == 1:
             out.append(_line(width, joined))
@@ -161,6 +160,37 @@ def _kvfree_lines(state: DashboardState, kv: dict[str, Any], width: int) -> list
     label = f"  {what} trend (max {max(rates):,.0f}) " if rates else f"  {what} trend "
     out.append(Text(label) + Text(sparkline(rates, width - len(label)), style="cyan"))
     return out
+
+
+def _range(bounds: dict[str, Any], p: str) -> str:
+    """A percentile as the log2 bucket holding it (`16.8–33.6 ms`); `≤x` from older
+    snapshots, which kept only the upper bound."""
+    r = (bounds.get("ranges") or {}).get(p)
+    if r is not None:
+        return derive.fmt_range(r).replace(" ", "")
+    return f"≤{_ns(bounds.get(p))}"
+
+
+def _gps(bounds: dict[str, Any], p: str) -> str:
+    """Grace periods elapsed: the histogram counts grace periods + 1 in log2 buckets."""
+    r = (bounds.get("ranges") or {}).get(p)
+    if r is None:
+        return f"≤{bounds.get(p)}"
+    lo, hi = max(0, r[0] - 1), max(0, r[1] - 2)
+    return str(lo) if lo == hi else f"{lo}–{hi}"
+
+
+def _interval_p50(state: DashboardState) -> str | None:
+    """p50 of the waits that ended between the last two snapshots (since-attach beside it)."""
+    if state.prev is None or state.cur is None:
+        return None
+    name = "kvfree_rcu.latency_ns"
+    before = ((state.prev.get("histograms") or {}).get(name) or {}).get("buckets", [])
+    after = ((state.cur.get("histograms") or {}).get(name) or {}).get("buckets")
+    if after is None:
+        return None
+    r = derive.percentile_range(derive.interval(before, after), 50)
+    return None if r is None else derive.fmt_range(r).replace(" ", "")
 
 
 def _self_cpu(s: Snapshot) -> float | None:
@@ -314,12 +344,22 @@ def render(state: DashboardState, width: int = 80, height: int = 24) -> Group:
         if with_bytes:
             tab.add_column("pending bytes", justify="right", width=14)
         tab.add_column("share", justify="right", width=6)
-        for p in procs[: spare - 1]:
+        other = (fam_data or {}).get("by_process_other")
+        shown = procs[: spare - (2 if other else 1)]
+        for p in shown:
             row = [str(p["tgid"]), p["comm"], _n(p["objects"])]
             if with_bytes:
                 row.append(_n(p["pending_bytes"]))
             row.append(f"{100 * p['objects'] / total:.0f}%")
             tab.add_row(*(Text(c) for c in row))  # a comm is text, never rich markup
+        if other:  # the rows not shown: the table sums to the totals
+            rest = procs[len(shown):]
+            objects = other["objects"] + sum(p["objects"] for p in rest)
+            row = ["", f"other ({other['processes'] + len(rest)})", _n(objects)]
+            if with_bytes:
+                row.append(_n(other["pending_bytes"] + sum(p["pending_bytes"] for p in rest)))
+            row.append(f"{100 * objects / total:.0f}%")
+            tab.add_row(*(Text(c) for c in row), style="dim")
         middle.append(tab)
     return Group(*top, *middle, *bottom)
 
