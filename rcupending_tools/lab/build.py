@@ -13,7 +13,8 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -346,17 +347,55 @@ def _install(recipe: Recipe, variant: Variant, top: Path, ko: Path | None, meta:
     return dest, release
 
 
+def btf_base(recipe: Recipe, variant: Variant) -> Path:
+    """A variant's vmlinux reduced to its BTF (as Debian's headers ship it): the base of its
+    module's BTF once the shared tree holds the other variant's vmlinux."""
+    return build_root(recipe) / f"vmlinux-btf-{variant.name}"
+
+
+def _save_btf_base(recipe: Recipe, variant: Variant, top: Path) -> None:
+    out = btf_base(recipe, variant)
+    _run(["objcopy", "--only-section=.BTF", "--only-section=.BTF_ids", str(top / "vmlinux"),
+          str(out) + ".tmp"], top, "objcopy vmlinux BTF")
+    Path(str(out) + ".tmp").replace(out)
+
+
+@contextmanager
+def _with_vmlinux(top: Path, base: Path) -> Iterator[None]:
+    """Inside: the tree's vmlinux is `base`; after: the tree's own, untouched (same inode and
+    mtime, so make sees nothing new)."""
+    real, kept = top / "vmlinux", top / ".vmlinux.rcupending-kept"
+    real.rename(kept)
+    try:
+        shutil.copy2(base, real)
+        yield
+    finally:
+        real.unlink(missing_ok=True)
+        kept.rename(real)
+
+
 def _module_only(recipe: Recipe, v: Variant, top: Path, marker: dict, digest: str, jobs: int,
                  progress: Progress) -> VariantResult:  # fmt: skip
     """The kernel is current, its module is not: put the tree in this variant's configuration
-    (its generated headers and release string; no kernel object is rebuilt) and rebuild the
-    module alone into the installed kernel's dir."""
+    (its generated headers and release string) and rebuild the module alone into the
+    installed kernel's dir, its BTF on this variant's vmlinux BTF (kept from its build). A
+    variant built before those were kept is rebuilt incrementally once instead."""
     t0 = time.monotonic()
     log = build_root(recipe) / f"build-{v.name}.log"
     log.write_text("")
     configure(recipe, v, top, progress)
-    make(top, [f"-j{jobs}", f"LOCALVERSION=-{v.name}", "modules_prepare"], log, v.name, progress)
-    ko = _module(recipe, v, top, log, jobs, progress)
+    base = btf_base(recipe, v)
+    if base.is_file():
+        make(top, [f"-j{jobs}", f"LOCALVERSION=-{v.name}", "modules_prepare"], log, v.name,
+             progress)  # fmt: skip
+        with _with_vmlinux(top, base):
+            ko = _module(recipe, v, top, log, jobs, progress)
+    else:
+        progress(f"[{v.name}] no vmlinux BTF kept for this variant: rebuilding it once")
+        make(top, [f"-j{jobs}", f"LOCALVERSION=-{v.name}", *recipe.targets], log, v.name,
+             progress)  # fmt: skip
+        _save_btf_base(recipe, v, top)
+        ko = _module(recipe, v, top, log, jobs, progress)
     dest = install_dir(recipe, v)
     if ko is not None:
         shutil.copy2(ko, dest / (ko.name + ".tmp"))
@@ -415,6 +454,7 @@ def build(
             configure(recipe, v, top, progress)
             make(top, [f"-j{jobs}", f"LOCALVERSION=-{v.name}", *recipe.targets], log, v.name,
                  progress)  # fmt: skip
+            _save_btf_base(recipe, v, top)
             ko = _module(recipe, v, top, log, jobs, progress)
             seconds = time.monotonic() - t0
             meta = {
