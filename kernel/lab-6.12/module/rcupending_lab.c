@@ -23,6 +23,7 @@
  *                     objects of a chosen kind from a chosen context (blocks); then
  *                     read the same open file: counts, exact sizes, times, context
  *   oracle_state      runs holding their reader now, the latest one's pid, the time
+ *   oracle_release    write anything: runs holding their reader end the hold now
  *
  * The module counts for itself: objects it enqueued, dequeued, and that its
  * rcu_pending process callback freed; outstanding = enqueued - dequeued -
@@ -172,7 +173,8 @@ static ssize_t do_dequeue(struct lab_flavor *f, unsigned long n)
  *              interrupts the worker while it spins, so `current` is the worker in all three
  *   headless=0|1  kvfree_rcu_mightsleep(obj) instead of kvfree_rcu(obj, rcu) (process only)
  *   hold_ms=T  hold an RCU reader (rcu_read_lock) from before the first kvfree_rcu() until
- *              T ms after the last: no object may be freed before the reader ends
+ *              T ms after the last (<= 15000: under the 21 s RCU stall warning), or until a
+ *              write to oracle_release: no object may be freed before the reader ends
  *   cpu=C      the CPU the worker is bound to (default 0)
  *   comm=NAME  the worker's name (default rcuorc; <= 15 characters)
  *
@@ -233,6 +235,7 @@ static atomic_long_t orc_enqueued_total;
 /* oracle_state: runs holding their reader now (all their objects enqueued), the latest */
 static atomic_t orc_holding;
 static atomic_t orc_holding_pid;
+static atomic_t orc_release_gen;  /* oracle_release: holding runs end their hold now */
 
 static struct orc_cache *orc_cache_get(unsigned int size)
 {
@@ -390,10 +393,11 @@ static int orc_worker(void *data)
 		orc_enqueue_from_irq(r);
 	if (r->hold_ms) {
 		u64 until = r->t_last_ns + (u64)r->hold_ms * NSEC_PER_MSEC;
+		int gen = atomic_read(&orc_release_gen);
 
 		atomic_set(&orc_holding_pid, r->pid);
 		atomic_inc(&orc_holding);
-		while (ktime_get_ns() < until)
+		while (ktime_get_ns() < until && atomic_read(&orc_release_gen) == gen)
 			udelay(100);
 		r->t_reader_end_ns = ktime_get_ns();
 		atomic_dec(&orc_holding);
@@ -450,7 +454,7 @@ static int orc_parse(char *line, struct orc_run *r)
 			r->n = v;
 		else if (!strcmp(key, "headless") && v <= 1)
 			r->headless = v;
-		else if (!strcmp(key, "hold_ms") && v <= 10000)
+		else if (!strcmp(key, "hold_ms") && v <= 15000)
 			r->hold_ms = v;
 		else if (!strcmp(key, "cpu") && v < nr_cpu_ids && cpu_online(v))
 			r->cpu = v;
@@ -569,6 +573,20 @@ static int oracle_run_open(struct inode *inode, struct file *file)
 	file->private_data = NULL;
 	return 0;
 }
+
+static ssize_t oracle_release_write(struct file *file, const char __user *ubuf, size_t len,
+				    loff_t *ppos)
+{
+	atomic_inc(&orc_release_gen);
+	return len;
+}
+
+static const struct file_operations oracle_release_fops = {
+	.owner = THIS_MODULE,
+	.open = simple_open,
+	.write = oracle_release_write,
+	.llseek = noop_llseek,
+};
 
 static int oracle_state_show(struct seq_file *m, void *v)
 {
@@ -781,6 +799,7 @@ static int __init rcupending_lab_init(void)
 	debugfs_create_file("counters", 0444, lab_dir, NULL, &counters_fops);
 	debugfs_create_file("oracle_run", 0600, lab_dir, NULL, &oracle_run_fops);
 	debugfs_create_file("oracle_state", 0444, lab_dir, NULL, &oracle_state_fops);
+	debugfs_create_file("oracle_release", 0200, lab_dir, NULL, &oracle_release_fops);
 	pr_info("loaded: /sys/kernel/debug/%s\n", KBUILD_MODNAME);
 	return 0;
 
