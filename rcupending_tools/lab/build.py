@@ -378,23 +378,15 @@ def _module_only(recipe: Recipe, v: Variant, top: Path, marker: dict, digest: st
                  progress: Progress) -> VariantResult:  # fmt: skip
     """The kernel is current, its module is not: put the tree in this variant's configuration
     (its generated headers and release string) and rebuild the module alone into the
-    installed kernel's dir, its BTF on this variant's vmlinux BTF (kept from its build). A
-    variant built before those were kept is rebuilt incrementally once instead."""
+    installed kernel's dir, its BTF on the BTF of the vmlinux installed (kept at its build:
+    BTF encoding is not reproducible, so a rebuilt vmlinux would not do)."""
     t0 = time.monotonic()
     log = build_root(recipe) / f"build-{v.name}.log"
     log.write_text("")
     configure(recipe, v, top, progress)
-    base = btf_base(recipe, v)
-    if base.is_file():
-        make(top, [f"-j{jobs}", f"LOCALVERSION=-{v.name}", "modules_prepare"], log, v.name,
-             progress)  # fmt: skip
-        with _with_vmlinux(top, base):
-            ko = _module(recipe, v, top, log, jobs, progress)
-    else:
-        progress(f"[{v.name}] no vmlinux BTF kept for this variant: rebuilding it once")
-        make(top, [f"-j{jobs}", f"LOCALVERSION=-{v.name}", *recipe.targets], log, v.name,
-             progress)  # fmt: skip
-        _save_btf_base(recipe, v, top)
+    make(top, [f"-j{jobs}", f"LOCALVERSION=-{v.name}", "modules_prepare"], log, v.name,
+         progress)  # fmt: skip
+    with _with_vmlinux(top, btf_base(recipe, v)):
         ko = _module(recipe, v, top, log, jobs, progress)
     dest = install_dir(recipe, v)
     if ko is not None:
@@ -437,7 +429,8 @@ def build(
                 )
                 results.append(VariantResult(v.name, v.label(recipe), install_dir(recipe, v),
                                              m["release"], 0.0, True))  # fmt: skip
-            elif m and m.get("kernel_hash") == kdigest and not force:
+            elif (m and m.get("kernel_hash") == kdigest and not force
+                  and btf_base(recipe, v).is_file()):
                 module_todo.append((v, m))
             else:
                 todo.append(v)
