@@ -44,14 +44,13 @@ from rcupending_tools.families import kvfree  # noqa: E402
 from rcupending_tools.families.base import SectionContext  # noqa: E402
 from rcupending_tools.kernel import KernelInfo  # noqa: E402
 from rcupending_tools.pipeline.session import LiveSession, open_live  # noqa: E402
-from rcupending_tools.probes.layouts import symbol_range  # noqa: E402
 
 DEBUGFS = Path("/sys/kernel/debug")
 LAB = DEBUGFS / "rcupending_lab"
 SLAB = Path("/sys/kernel/slab")
 BT = Path(__file__).resolve().with_name("oracle.bt")
 COUNTED = ("rcu_gp_cleanup", "kfree_rcu_work", "kvfree_rcu_bulk")  # bpftrace @<name> = calls
-FREE_SIDE = ("@bulk", "@list_kfree", "@pending_kfree", "@vfree", *(f"@{f}" for f in COUNTED))
+FREE_SIDE = ("@bulk", "@kvfree", *(f"@{f}" for f in COUNTED))
 HOLD_MS = 15000  # the most the module holds (under the 21 s RCU stall warning): released sooner
 # comm -> oracle_run spec; every batch of the held phase runs on CPU 1 while CPU 0 holds
 HELD = {
@@ -145,10 +144,6 @@ class Bpftrace:
     dump() = its maps now (SIGUSR1). Started before the tool compiles, waited for after."""
 
     def __init__(self, kernel: KernelInfo) -> None:
-        lst = symbol_range(kernel, "kvfree_rcu_list") or symbol_range(kernel, "kfree_rcu_work")
-        pend = symbol_range(kernel, "__process_finished_items")
-        self.ranges = {"list": lst, "pending": pend}
-        self.args = [str(x & 0xFFFFFFFF) for r in (lst, pend) for x in (r or (0, 0))]
         self.counted = [f for f in COUNTED if kernel.symbol(f) is not None]
         self.tried: list[str] = []
         self.enqueue = ""
@@ -162,7 +157,7 @@ class Bpftrace:
             "COUNTERS\n", counters)
         env = {**os.environ, "BPFTRACE_MAP_KEYS_MAX": "65536"}
         self.enqueue, self.t0 = enqueue, time.monotonic()
-        self.proc = subprocess.Popen(["bpftrace", "-f", "json", "-e", script, *self.args],
+        self.proc = subprocess.Popen(["bpftrace", "-f", "json", "-e", script],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                      env=env)
 
@@ -394,7 +389,6 @@ def main() -> None:
         result["bpftrace"] = {
             "enqueue": bt.enqueue, "tried": bt.tried, "probes": bt.attached,
             "counted": bt.counted,
-            "ranges": {k: list(v) if v else None for k, v in bt.ranges.items()},
             "version": subprocess.run(["bpftrace", "--version"], capture_output=True,
                                       text=True).stdout.strip()}
         log(f"attached: {result['seconds']}, bpftrace {bt.tried}")
