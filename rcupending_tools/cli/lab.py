@@ -11,7 +11,8 @@ import typer
 
 from .. import outputs
 from ..compare import report, runner
-from ..lab import build, kernels, vm
+from ..errors import UserError
+from ..lab import build, kernels, modules, vm
 from .common import log
 
 
@@ -116,6 +117,11 @@ def lab_build(
         Path | None, typer.Option(help="recipe dir or recipe.toml (default kernel/lab-6.12)")
     ] = None,
     force: Annotated[bool, typer.Option(help="rebuild even when the recipe is unchanged")] = False,
+    module_for: Annotated[
+        list[str] | None,
+        typer.Option("--module-for", help="also build the lab module for this Debian kernel "
+                     "(debian:X.Y, repeatable; against its linux-headers package)"),
+    ] = None,
 ) -> None:
     """Build the lab kernels of a recipe (Debian source + config fragment + patches, one tree,
     variants flipped incrementally) and its module into the lab cache, as lab:NAME-VARIANT.
@@ -125,7 +131,19 @@ def lab_build(
     names = None if not variant or "all" in variant else list(variant)
     for r in build.build(recipe, names, jobs=jobs, force=force, progress=log):
         took = "cached" if r.cached else f"built in {r.seconds:.0f} s"
+        took += " (module only)" if r.module_only else ""
         print(f"lab:{r.label}\t{r.release}\t{r.dest}\t{took}")
+    failed = []
+    for spec in module_for or []:
+        try:
+            m = modules.module_for(spec, progress=log)
+        except UserError as e:
+            failed.append(spec)
+            print(f"{spec}\tno module\t{e}")
+            continue
+        print(f"{spec}\t{m.release}\t{m.ko}\t" + "; ".join(m.notes))
+    if failed:
+        raise UserError(f"no lab module for {', '.join(failed)} (reasons above)")
 
 
 def register(app: typer.Typer) -> None:

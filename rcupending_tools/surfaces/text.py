@@ -107,7 +107,25 @@ def kvfree_stress_lines(result: dict) -> list[str]:
             add(f"             conservation: {cons}")
             for line in program_lines(result["snapshot"].get("self_cost")):
                 add(line)
+            out.extend(oracle_lines(result.get("oracle")))
             add(f"  {'MATCH' if result['match'] else 'MISMATCH'}")
+    return out
+
+
+def oracle_lines(o: dict | None) -> list[str]:
+    """The kernel's own figures (stress/oracle.py) beside the tool's."""
+    if not o:
+        return []
+    if "unavailable" in o:
+        return [f"  kernel     unavailable: {o['unavailable']}"]
+    out = [f"  kernel     {o['source']} by the workers: {o['allocations']} allocations, "
+           f"{o['bytes_alloc']} bytes ({o['slot']} B slots)"
+           + ("" if o["one_slot_size"] else ", not all of one size")]
+    if o.get("match") is not None:
+        t, k = o["tool"], o["kernel"]
+        out.append(f"             enqueued: tool {t['enqueued']}, kernel {k['enqueued']}; "
+                   f"bytes: tool {t['enqueued_bytes']}, kernel {k['enqueued_bytes']}: "
+                   + ("agree" if o["match"] else "DIFFER"))
     return out
 
 
