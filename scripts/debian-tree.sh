@@ -4,9 +4,12 @@
 # the tool's cache dir, with a copy of this checkout in /src/rcupending-tools.
 #
 #   scripts/debian-tree.sh prepare [SUITE]        bootstrap (cached), copy the checkout, run its
-#                                                 scripts/setup.sh in the tree and fetch the
-#                                                 lab kernel the tests boot; exit status is theirs
+#                                                 scripts/setup.sh and setup-integration.sh in
+#                                                 the tree; exit status is theirs
 #   scripts/debian-tree.sh run SUITE -- CMD...    CMD as root in the tree's copy of the checkout
+#
+# The lab kernels this host built (`rcupending lab-build`) are visible read-only in the tree's
+# cache, so a lab VM started there boots them with the tree's QEMU, the guest seeing the tree.
 #
 # The mirror is this machine's own, read at run time from /etc/apt/sources.list{,.d}
 # (rcupending_tools/lab/aptsrc.py). Commands run under chroot in a private mount namespace
@@ -15,7 +18,6 @@
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cache=${RCUPENDING_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/rcupending-tools}
-KERNEL=debian:6.12  # the lab kernel tests/integration/test_debian13.py boots in the tree
 
 # Logs keep no host names (the mirror's URL shows in apt's and debootstrap's output).
 redact() { sed -E 's#([a-z+]+://)[^/[:space:]]+#\1<host>#g'; }
@@ -48,15 +50,21 @@ in_tree() {
         mkdir -p "$tree/root/.cache/rcupending-tools"
         cp "$cache/accel.json" "$tree/root/.cache/rcupending-tools/accel.json"
     fi
+    local lab=$tree/root/.cache/rcupending-tools/lab
+    mkdir -p "$lab"
     unshare --mount --propagation private -- /bin/sh -euc '
-        t=$1; shift
+        t=$1; lab=$2; shift 2
+        if [ -d "$lab" ]; then
+            mount --bind "$lab" "$t/root/.cache/rcupending-tools/lab"
+            mount -o remount,bind,ro "$t/root/.cache/rcupending-tools/lab"
+        fi
         mount -t proc proc "$t/proc"
         mount --rbind /sys "$t/sys"
         mount --rbind /dev "$t/dev"
         mount -t tmpfs -o mode=1777 tmpfs "$t/tmp"
         mount -t tmpfs tmpfs "$t/run"
         exec chroot "$t" /usr/bin/env -i "$@"
-    ' - "$tree" "${pass[@]}" /bin/sh -c 'cd /src/rcupending-tools && exec "$@"' - "$@"
+    ' - "$tree" "$cache/lab" "${pass[@]}" /bin/sh -c 'cd /src/rcupending-tools && exec "$@"' - "$@"
 }
 
 bootstrap() {
@@ -111,9 +119,9 @@ prepare() {
     local start=$SECONDS rc=0
     in_tree bash scripts/setup.sh 2>&1 | redact > "$state/setup.log" || rc=$?
     echo "setup.sh exit $rc after $((SECONDS - start)) s" >> "$state/setup.log"
-    if [ "$rc" = 0 ]; then
-        in_tree .venv/bin/rcupending fetch "$KERNEL" 2>&1 | redact >> "$state/setup.log" || rc=$?
-        echo "fetch exit $rc after $((SECONDS - start)) s" >> "$state/setup.log"
+    if [ "$rc" = 0 ]; then  # the integration tier's tools, Debian 13's own
+        in_tree bash scripts/setup-integration.sh 2>&1 | redact >> "$state/setup.log" || rc=$?
+        echo "setup-integration.sh exit $rc after $((SECONDS - start)) s" >> "$state/setup.log"
     fi
     if [ "$rc" != 0 ]; then
         echo "debian-tree: set-up in $suite failed (exit $rc); $state/setup.log:" >&2

@@ -1,48 +1,30 @@
 """Set-up on Debian 13 (trixie) from this Debian 12 host: a debootstrap'd minbase tree
-(scripts/debian-tree.sh, cached; scripts/test.sh starts it in the background) in which
-scripts/setup.sh ran and installed trixie's own bcc, QEMU, clang and Python; then
-`rcupending check` there must agree with this checkout's on the same kernel, and a lab VM
-booted from the tree (trixie's QEMU, the guest seeing the tree) must attach by fentry."""
+(scripts/debian-tree.sh, cached; scripts/test.sh prepares it in the background) in which
+scripts/setup.sh and scripts/setup-integration.sh ran and installed trixie's own bcc, QEMU,
+clang, Python, systemd and Prometheus. `rcupending check` there must agree with this
+checkout's on the same kernel, and Debian 13's promtool and systemd-analyze must accept what we
+ship. The lab VM booted from the tree is test_fleet_vm.py's."""
 
 from __future__ import annotations
 
 import json
 import subprocess
-import time
 
 import pytest
 
-from tests.conftest import REPO, run_cli
+from tests.conftest import run_cli
+from tests.integration.conftest import in_tree
+from tests.integration.guest_fleet import INSTALLED, UNIT
 
 pytestmark = pytest.mark.integration
 
-SUITE = "trixie"
-TREE = ["bash", str(REPO / "scripts" / "debian-tree.sh")]
-VERSIONED = ["python3", "python3-bpfcc", "qemu-system-x86", "clang", "apt"]
-
-
-def in_tree(*cmd: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*TREE, "run", SUITE, "--", *cmd], capture_output=True, text=True,
-                          timeout=timeout)
+VERSIONED = ["python3", "python3-bpfcc", "qemu-system-x86", "clang", "apt", "systemd"]
 
 
 def versions(run) -> dict[str, str]:  # noqa: ANN001
-    fmt = "${Package} ${Version}\n"
-    res = run("dpkg-query", "-W", f"-f={fmt}", *VERSIONED)
+    res = run("dpkg-query", "-W", "-f=${Package} ${Version}\n", *VERSIONED)
     assert res.returncode == 0, res.stderr
     return dict(ln.split(" ", 1) for ln in res.stdout.splitlines())
-
-
-@pytest.fixture(scope="module")
-def tree() -> dict:
-    """The prepared tree; prepare's exit status is scripts/setup.sh's in the tree (a cached
-    tree of this checkout returns at once; one being prepared by scripts/test.sh is waited
-    for)."""
-    t0 = time.monotonic()
-    res = subprocess.run([*TREE, "prepare", SUITE], capture_output=True, text=True,
-                         timeout=3600)
-    assert res.returncode == 0, f"set-up in Debian 13 failed:\n{res.stdout}{res.stderr}"
-    return {"prepare_s": time.monotonic() - t0}
 
 
 def test_tree_is_debian_13_with_its_own_packages(tree):
@@ -69,29 +51,33 @@ def test_setup_reruns_cleanly_on_13(tree):
 
 def test_check_on_13_agrees_with_12_on_this_kernel(tree):
     """Same kernel, two userlands (bcc 0.26 / Python 3.11 here, bcc 0.31 / Python 3.13 in the
-    tree): every probe's status, mechanism and reason are the same, and so is the exit."""
+    tree): every probe's status, mechanism, reason and parameters are the same, and so is the
+    exit status."""
     theirs = in_tree(".venv/bin/rcupending", "check", "--json")
     ours = run_cli("check", "--json")
     assert theirs.returncode == ours.returncode, (theirs.stderr, ours.stderr)
     a, b = json.loads(ours.stdout), json.loads(theirs.stdout)
     assert a["kernel_release"] == b["kernel_release"]
     assert [p["name"] for p in a["probes"]] == [p["name"] for p in b["probes"]]
+    keys = ("status", "mechanism", "detail", "params")
     for x, y in zip(a["probes"], b["probes"], strict=True):
-        assert {k: x[k] for k in ("status", "mechanism", "detail", "params")} == {
-            k: y[k] for k in ("status", "mechanism", "detail", "params")}, (x, y)
+        assert {k: x[k] for k in keys} == {k: y[k] for k in keys}, (x, y)
 
 
-@pytest.mark.vm
-def test_lab_vm_boots_from_13(tree):
-    """`rcupending lab` run in the tree: trixie's QEMU and virtme-ng boot Debian's 6.12, the
-    guest sees the tree, and trixie's bcc attaches kvfree_call_rcu by fentry in it."""
-    res = in_tree(".venv/bin/rcupending", "lab", "--kernel", "debian:6.12", "--", "sh", "-c",
-                  "cat /etc/debian_version; .venv/bin/rcupending check --json", timeout=1200)
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    release, _, out = res.stdout.partition("\n")
-    assert release.startswith("13."), release
-    check = json.loads(out[out.index("{"):])
-    assert check["kernel_release"].startswith("6.12."), check["kernel_release"]
-    kv = next(p for p in check["probes"] if p["name"] == "kvfree_call_rcu")
-    assert kv["status"] == "attached" and kv["mechanism"] == "fentry", kv
-    assert kv["params"] == ["head", "ptr"], kv
+def test_alert_rules_pass_debian_13_promtool(tree):
+    """Debian 13's promtool (2.53, a package of its own there) checks and unit-tests the same
+    rules files as 12's (2.42)."""
+    res = in_tree("sh", "-c", "bin=$(.venv/bin/python -c 'from tests.integration.promql import "
+                  "prometheus_bin_dir as d; print(d())') && $bin/promtool --version && "
+                  "$bin/promtool check rules dashboards/alerts.yml && "
+                  "$bin/promtool test rules dashboards/tests/alerts_test.yml")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "version 2.53." in res.stdout and "SUCCESS" in res.stdout, res.stdout
+
+
+def test_unit_verifies_with_debian_13_systemd(tree):
+    """systemd 257's verify, at the tree's checkout path, prints nothing."""
+    unit = "/tmp/" + UNIT.name
+    res = in_tree("sh", "-c", f"sed 's#{INSTALLED}#/src/rcupending-tools#g' "
+                  f"dist/{UNIT.name} > {unit} && systemd-analyze verify {unit}")
+    assert res.returncode == 0 and not (res.stdout + res.stderr).strip(), res.stdout + res.stderr
