@@ -19,6 +19,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,7 +115,7 @@ class Prometheus:
     temporary data directory; stopped and removed on exit."""
 
     def __init__(self, bin_dir: Path, targets: list[str], *, job: str = "rcupending",
-                 rule_files: list[Path] = (), workdir: Path | None = None) -> None:
+                 rule_files: Sequence[Path] = (), workdir: Path | None = None) -> None:
         self.bin_dir = bin_dir
         self.targets = targets
         self.job = job
@@ -148,7 +149,17 @@ class Prometheus:
     def __enter__(self) -> Prometheus:
         cfg = self.dir / "prometheus.yml"
         cfg.write_text(self.config())
-        self.port = free_port()
+        for _attempt in range(3):  # a free port can be taken before prometheus binds it
+            self.port = free_port()
+            self._start(cfg)
+            if self._wait_ready():
+                return self
+            if "address already in use" not in self.log_tail():
+                break
+        self.__exit__(None, None, None)
+        raise PromError(f"prometheus did not start: {self.log_tail()}")
+
+    def _start(self, cfg: Path) -> None:
         self.log = (self.dir / "prometheus.log").open("w")
         self.proc = subprocess.Popen(
             [str(self.bin_dir / "prometheus"), f"--config.file={cfg}",
@@ -156,19 +167,22 @@ class Prometheus:
              f"--web.listen-address=127.0.0.1:{self.port}",
              "--storage.tsdb.retention.time=1d", "--log.level=warn"],
             stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 120
+
+    def _wait_ready(self, timeout: float = 120) -> bool:
+        """True once /-/ready answers; False if prometheus exited or never got ready."""
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise PromError(f"prometheus exited {self.proc.returncode}: {self.log_tail()}")
+                return False
             try:
                 with urllib.request.urlopen(self.url + "/-/ready", timeout=2) as r:
                     if r.status == 200:
-                        return self
+                        return True
             except (urllib.error.URLError, OSError):
                 pass
             time.sleep(0.2)
-        self.__exit__(None, None, None)
-        raise PromError(f"prometheus not ready after 120 s: {self.log_tail()}")
+        return False
 
     def __exit__(self, *exc: object) -> None:
         if self.proc is not None and self.proc.poll() is None:
