@@ -147,6 +147,7 @@ class Prometheus:
         return "\n".join(lines) + "\n"
 
     def __enter__(self) -> Prometheus:
+        self.dir.mkdir(parents=True, exist_ok=True)
         cfg = self.dir / "prometheus.yml"
         cfg.write_text(self.config())
         for _attempt in range(3):  # a free port can be taken before prometheus binds it
