@@ -5,11 +5,9 @@
 #
 #   scripts/debian-tree.sh prepare [SUITE]        bootstrap (cached), copy the checkout, run its
 #                                                 scripts/setup.sh and setup-integration.sh in
-#                                                 the tree; exit status is theirs
+#                                                 the tree and fetch the kernel its lab VM
+#                                                 boots; exit status is theirs
 #   scripts/debian-tree.sh run SUITE -- CMD...    CMD as root in the tree's copy of the checkout
-#
-# The lab kernels this host built (`rcupending lab-build`) are visible read-only in the tree's
-# cache, so a lab VM started there boots them with the tree's QEMU, the guest seeing the tree.
 #
 # The mirror is this machine's own, read at run time from /etc/apt/sources.list{,.d}
 # (rcupending_tools/lab/aptsrc.py). Commands run under chroot in a private mount namespace
@@ -18,6 +16,7 @@
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cache=${RCUPENDING_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/rcupending-tools}
+KERNEL=debian:6.12  # what tests/integration/test_fleet_vm.py boots from the tree
 
 # Logs keep no host names (the mirror's URL shows in apt's and debootstrap's output).
 redact() { sed -E 's#([a-z+]+://)[^/[:space:]]+#\1<host>#g'; }
@@ -50,21 +49,15 @@ in_tree() {
         mkdir -p "$tree/root/.cache/rcupending-tools"
         cp "$cache/accel.json" "$tree/root/.cache/rcupending-tools/accel.json"
     fi
-    local lab=$tree/root/.cache/rcupending-tools/lab
-    mkdir -p "$lab"
     unshare --mount --propagation private -- /bin/sh -euc '
-        t=$1; lab=$2; shift 2
-        if [ -d "$lab" ]; then
-            mount --bind "$lab" "$t/root/.cache/rcupending-tools/lab"
-            mount -o remount,bind,ro "$t/root/.cache/rcupending-tools/lab"
-        fi
+        t=$1; shift
         mount -t proc proc "$t/proc"
         mount --rbind /sys "$t/sys"
         mount --rbind /dev "$t/dev"
         mount -t tmpfs -o mode=1777 tmpfs "$t/tmp"
         mount -t tmpfs tmpfs "$t/run"
         exec chroot "$t" /usr/bin/env -i "$@"
-    ' - "$tree" "$cache/lab" "${pass[@]}" /bin/sh -c 'cd /src/rcupending-tools && exec "$@"' - "$@"
+    ' - "$tree" "${pass[@]}" /bin/sh -c 'cd /src/rcupending-tools && exec "$@"' - "$@"
 }
 
 bootstrap() {
@@ -122,6 +115,10 @@ prepare() {
     if [ "$rc" = 0 ]; then  # the integration tier's tools, Debian 13's own
         in_tree bash scripts/setup-integration.sh 2>&1 | redact >> "$state/setup.log" || rc=$?
         echo "setup-integration.sh exit $rc after $((SECONDS - start)) s" >> "$state/setup.log"
+    fi
+    if [ "$rc" = 0 ]; then  # with trixie's apt, through the tool's private apt configuration
+        in_tree .venv/bin/rcupending fetch "$KERNEL" 2>&1 | redact >> "$state/setup.log" || rc=$?
+        echo "fetch $KERNEL exit $rc after $((SECONDS - start)) s" >> "$state/setup.log"
     fi
     if [ "$rc" != 0 ]; then
         echo "debian-tree: set-up in $suite failed (exit $rc); $state/setup.log:" >&2

@@ -1,7 +1,6 @@
 """Runs inside a lab VM for tests/integration/test_fleet_vm.py, the guest seeing the Debian 13
-tree (scripts/debian-tree.sh) as its root: its Python, bcc and Prometheus. Arguments: the
-directory where scripts/setup-integration.sh unpacked the tree's prometheus, and the lab
-kernel's module (rcupending_lab.ko: its own rcu_pending instances, counted by itself).
+tree (scripts/debian-tree.sh) as its root: its Python, bcc and Prometheus (the argument: the
+directory where scripts/setup-integration.sh unpacked the tree's prometheus).
 
 `rcupending serve` runs live on the guest's kernel as dist/rcupending-serve.service starts it:
 its ExecStart, as uid 0 with only the unit's CapabilityBoundingSet (setpriv, the same rule
@@ -35,8 +34,6 @@ REPO = Path(__file__).resolve().parents[2]
 UNIT = REPO / "dist" / "rcupending-serve.service"
 INSTALLED = "/opt/rcupending-tools"  # where the unit expects the checkout
 STRESS = 5000
-PENDING = 3000  # objects the lab module enqueues on its RCU rcu_pending
-LAB = Path("/sys/kernel/debug/rcupending_lab")
 PR_SET_MDWE, PR_GET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN = 65, 66, 1
 
 
@@ -87,16 +84,11 @@ def listeners(port: int) -> list[str]:
     return out
 
 
-def module_counters() -> dict[str, int]:
-    return {k: int(v) for k, v in
-            (ln.split() for ln in (LAB / "counters").read_text().splitlines())}
-
-
 def main() -> None:
     if sys.argv[1:3] == ["exec-mdwe", "--"]:
         exec_mdwe(sys.argv[3:])
+    begin = time.monotonic()  # the VM booted
     prom_bin = Path(sys.argv[1])
-    module = sys.argv[2] if len(sys.argv) > 2 else None
     unit = unit_service()
     caps = unit["CapabilityBoundingSet"].split()
     exec_start = unit["ExecStart"].replace(INSTALLED, str(REPO)).split()
@@ -122,7 +114,7 @@ def main() -> None:
         result["serve_attach_s"] = round(time.monotonic() - t0, 1)
         if "serving http://" in line:
             try:
-                scrape(serve.pid, prom_bin, target, module, result)
+                scrape(serve.pid, prom_bin, target, result)
             except Exception as e:  # reported to the host with what was gathered so far
                 result["error"] = f"{type(e).__name__}: {e}"
     finally:
@@ -134,10 +126,11 @@ def main() -> None:
             serve.wait()
         result["serve_rc"] = serve.returncode
         result["serve_stderr"] = serve.stderr.read()[-3000:]
+    result["guest_s"] = round(time.monotonic() - begin, 1)
     print("RCUPENDING-RESULT " + json.dumps(result), flush=True)
 
 
-def scrape(pid: int, prom_bin: Path, target: str, module: str | None, result: dict) -> None:
+def scrape(pid: int, prom_bin: Path, target: str, result: dict) -> None:
     """What a Prometheus on loopback stores from serve (pid) while the stress runs."""
     result["status"] = {k: v for k, v in status(pid).items()
                         if k.startswith("Cap") or k == "NoNewPrivs"}
@@ -147,14 +140,6 @@ def scrape(pid: int, prom_bin: Path, target: str, module: str | None, result: di
         start = time.time()
         result["prometheus_version"] = prom.api("status/buildinfo")["data"]["version"]
         prom.wait_for("rcupending_snapshot_seq", timeout=120)
-        if module is not None:  # rcu_pending objects of this process, the module's own count
-            ins = subprocess.run(["insmod", module], capture_output=True, text=True)
-            result["module"] = {"rc": ins.returncode, "stderr": ins.stderr, "pid": os.getpid()}
-            if ins.returncode == 0:
-                before = module_counters()
-                (LAB / "enqueue_rcu").write_text(f"{PENDING}\n")
-                result["module"]["enqueued"] = (module_counters()["rcu_enqueued"]
-                                                - before["rcu_enqueued"])
         stress = subprocess.run(
             [sys.executable, "-m", "rcupending_tools.cli", "stress", "kvfree", "--count",
              str(STRESS), "--workers", "1", "--json"],
@@ -180,8 +165,6 @@ def scrape(pid: int, prom_bin: Path, target: str, module: str | None, result: di
             "source_info": "rcupending_source_info",
             "process_enqueued":
                 f"max_over_time(rcupending_kvfree_rcu_process_enqueued_objects_total{span})",
-            "pending_process_enqueued":
-                f"max_over_time(rcupending_rcu_pending_process_enqueued_objects_total{span})",
             "self_bpf_run_events": "rcupending_self_bpf_run_events_total",
             "up": "up",
         }
