@@ -24,7 +24,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tests.integration.promql import (  # noqa: E402
-    RATE_INTERVAL,
     Prometheus,
     dashboard_exprs,
     evaluate,
@@ -136,7 +135,9 @@ def scrape(pid: int, prom_bin: Path, target: str, result: dict) -> None:
                         if k.startswith("Cap") or k == "NoNewPrivs"}
     result["status"]["comm"] = Path(f"/proc/{pid}/comm").read_text().strip()
     result["listeners"] = listeners(int(target.rsplit(":", 1)[1]))
-    with Prometheus(prom_bin, [target]) as prom:
+    # scrapes every 3 s: serve renders /metrics in Python under TCG, beside the BPF load, and
+    # a scrape over its timeout marks every series stale
+    with Prometheus(prom_bin, [target], scrape_s=3) as prom:
         start = time.time()
         result["prometheus_version"] = prom.api("status/buildinfo")["data"]["version"]
         prom.wait_for("rcupending_snapshot_seq", timeout=120)
@@ -156,19 +157,21 @@ def scrape(pid: int, prom_bin: Path, target: str, result: dict) -> None:
         result["window"] = [start, end]
         t = time.monotonic()
         result["rows"] = evaluate(
-            prom, dashboard_exprs(), {"instance": ".*", "__rate_interval": RATE_INTERVAL},
-            start, end)
+            prom, dashboard_exprs(), prom.variables(), start, end)
         result["evaluate_s"] = round(time.monotonic() - t, 1)
+        # at the end of the window, over all of it: what was last scraped, however the last
+        # scrape went (its share of successful scrapes is kept too)
         span = f"[{int(end - start) + 2}s]"
         queries = {
-            "probe_info": "rcupending_probe_info",
-            "source_info": "rcupending_source_info",
+            "probe_info": f"last_over_time(rcupending_probe_info{span})",
+            "source_info": f"last_over_time(rcupending_source_info{span})",
             "process_enqueued":
                 f"max_over_time(rcupending_kvfree_rcu_process_enqueued_objects_total{span})",
-            "self_bpf_run_events": "rcupending_self_bpf_run_events_total",
-            "up": "up",
+            "self_bpf_run_events": f"max_over_time(rcupending_self_bpf_run_events_total{span})",
+            "up": f"avg_over_time(up{span})",
         }
-        result["instant"] = {k: prom.query(q)["data"]["result"] for k, q in queries.items()}
+        result["instant"] = {k: prom.query(q, end)["data"]["result"]
+                             for k, q in queries.items()}
 
 
 if __name__ == "__main__":

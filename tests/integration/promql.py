@@ -27,10 +27,6 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARDS = REPO / "dashboards"
 SCRAPE_S = 1  # scrape and evaluation interval: short, so a test sees many points quickly
-# Grafana's $__rate_interval is max(4 x the data source's scrape interval, step + scrape
-# interval); the tests query with a step of SCRAPE_S, and the data source's scrape interval
-# set to SCRAPE_S, so 4 scrape intervals. Rounded up to cover a late scrape.
-RATE_INTERVAL = f"{5 * SCRAPE_S}s"
 NAME = re.compile(r"\brcupending_[a-z0-9_]+")
 
 
@@ -111,12 +107,14 @@ class PromError(RuntimeError):
 
 
 class Prometheus:
-    """`prometheus` on 127.0.0.1:<free port>, scraping `targets` every SCRAPE_S seconds into a
+    """`prometheus` on 127.0.0.1:<free port>, scraping `targets` every `scrape_s` seconds into a
     temporary data directory; stopped and removed on exit."""
 
     def __init__(self, bin_dir: Path, targets: list[str], *, job: str = "rcupending",
-                 rule_files: Sequence[Path] = (), workdir: Path | None = None) -> None:
+                 rule_files: Sequence[Path] = (), workdir: Path | None = None,
+                 scrape_s: int = SCRAPE_S) -> None:
         self.bin_dir = bin_dir
+        self.scrape_s = scrape_s
         self.targets = targets
         self.job = job
         self.rule_files = list(rule_files)
@@ -126,15 +124,26 @@ class Prometheus:
         self.proc: subprocess.Popen | None = None
 
     @property
+    def rate_interval(self) -> str:
+        """Grafana's $__rate_interval: max(4 x the data source's scrape interval, step +
+        scrape interval), the data source set to this scrape interval and queries stepped by
+        it: 4 intervals, one more for a late scrape."""
+        return f"{5 * self.scrape_s}s"
+
+    def variables(self, instance: str = ".*") -> dict[str, str]:
+        """The dashboard's template variables as Grafana would fill them ("All" by default)."""
+        return {"instance": instance, "__rate_interval": self.rate_interval}
+
+    @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def config(self) -> str:
         lines = [
             "global:",
-            f"  scrape_interval: {SCRAPE_S}s",
-            f"  evaluation_interval: {SCRAPE_S}s",
-            f"  scrape_timeout: {SCRAPE_S}s",
+            f"  scrape_interval: {self.scrape_s}s",
+            f"  evaluation_interval: {self.scrape_s}s",
+            f"  scrape_timeout: {self.scrape_s}s",
         ]
         if self.rule_files:
             lines += ["rule_files:"] + [f"  - {json.dumps(str(p))}" for p in self.rule_files]
@@ -216,9 +225,9 @@ class Prometheus:
     def query(self, expr: str, at: float | None = None) -> dict[str, Any]:
         return self.api("query", query=expr, **({"time": f"{at:.3f}"} if at else {}))
 
-    def query_range(self, expr: str, start: float, end: float, step: float = SCRAPE_S) -> dict:
+    def query_range(self, expr: str, start: float, end: float) -> dict:
         return self.api("query_range", query=expr, start=f"{start:.3f}", end=f"{end:.3f}",
-                        step=str(step))
+                        step=str(self.scrape_s))
 
     def value(self, expr: str, at: float | None = None) -> float | None:
         """The single value of an instant query (None if empty)."""

@@ -14,7 +14,6 @@ import pytest
 
 from tests.conftest import RCUPENDING, REPO
 from tests.integration.promql import (
-    RATE_INTERVAL,
     Prometheus,
     dashboard_exprs,
     evaluate,
@@ -40,8 +39,7 @@ def test_live_serve_on_this_host(prom_bin):
             seq = prom.wait_for("rcupending_snapshot_seq", timeout=60)
             prom.wait_for(f"rcupending_snapshot_seq >= {seq + 5}", timeout=60)
             end = time.time()
-            rows = evaluate(prom, dashboard_exprs(),
-                            {"instance": ".*", "__rate_interval": RATE_INTERVAL}, start, end)
+            rows = evaluate(prom, dashboard_exprs(), prom.variables(), start, end)
             probes = {s["metric"]["probe"]: s["metric"]["status"]
                       for s in prom.query("rcupending_probe_info")["data"]["result"]}
     finally:

@@ -15,7 +15,6 @@ import yaml
 
 from tests.conftest import RCUPENDING, REPO
 from tests.integration.promql import (
-    RATE_INTERVAL,
     Prometheus,
     dashboard_exprs,
     evaluate,
@@ -90,8 +89,7 @@ def test_every_dashboard_expression_is_accepted_and_has_data(replay):
     assert last["rcu_pending"] is None and last["nolock"] is None
     assert "self_cost" not in last and last["kvfree_rcu"].get("by_stress") is None
     for instance in (".*", grafana_regex(target)):  # "All", then this one instance selected
-        rows = evaluate(prom, exprs, {"instance": instance, "__rate_interval": RATE_INTERVAL},
-                        start, end)
+        rows = evaluate(prom, exprs, prom.variables(instance), start, end)
         assert not problems(rows), "\n".join(problems(rows))
         # what the recording lacks (no rcu_pending, nolock or self_cost; recorded beside a
         # stress, not by it) is all that is missing: every other panel shows data

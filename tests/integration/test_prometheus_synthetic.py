@@ -17,7 +17,6 @@ import pytest
 from rcupending_tools.pipeline.schema import validation_errors
 from tests.conftest import RCUPENDING, REPO
 from tests.integration.promql import (
-    RATE_INTERVAL,
     Prometheus,
     dashboard_exprs,
     evaluate,
@@ -63,9 +62,7 @@ def test_every_expression_has_data_when_every_family_moves(prom_bin: Path, tmp_p
             start = time.time()
             prom.wait_for(f"rcupending_snapshot_seq == {N - 1}", timeout=60)
             time.sleep(2)
-            rows = evaluate(prom, dashboard_exprs(),
-                            {"instance": ".*", "__rate_interval": RATE_INTERVAL}, start,
-                            time.time())
+            rows = evaluate(prom, dashboard_exprs(), prom.variables(), start, time.time())
     finally:
         serve.terminate()
         serve.wait(timeout=30)
