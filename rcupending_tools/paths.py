@@ -64,3 +64,13 @@ def extract_debs(debs: list[Path], root: Path, progress: Callable[[str], None]) 
         r = subprocess.run([exe, "-x", str(deb), str(root)], capture_output=True, text=True)
         if r.returncode != 0:
             raise UserError(f"dpkg-deb -x {deb.name} failed: {r.stderr.strip()}")
+
+
+def process_running(pid: int) -> bool:
+    """A live process: a zombie (dead, its new parent not yet reaping it) is not, so what it
+    left may be removed."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"

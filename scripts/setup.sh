@@ -6,6 +6,9 @@ cd "$(dirname "$0")/.."
 
 apt_pkgs=(python3-bpfcc python3-apt python3-venv qemu-system-x86 kmod udev iproute2 procps busybox-static
           tmux bpftool gcc libc6-dev clang libbpf-dev
+          # the oracle tests' second observer (tests/vm/guest_oracle.py)
+          bpftrace
+          file  # virtme-ng runs file(1) on busybox and the kernel image (absent from minbase)
           # `rcupending lab-build` (kernel/lab-6.12): kernel build, BTF (pahole), IKHEADERS (cpio)
           make flex bison bc libelf-dev libssl-dev dwarves cpio xz-utils git perl)
 missing=()

@@ -9,8 +9,10 @@ from typing import Annotated
 
 import typer
 
+from .. import outputs
 from ..compare import report, runner
-from ..lab import build, kernels, vm
+from ..errors import UserError
+from ..lab import build, kernels, modules, vm
 from .common import log
 
 
@@ -62,6 +64,7 @@ def compare(
     out: Annotated[str, typer.Option(help="directory for the table, CSVs, plots")] = (
         "build/compare"
     ),
+    force: Annotated[bool, typer.Option(help="replace an earlier comparison in OUT")] = False,
 ) -> None:
     """The same scenario on two kernels, alternating A/B/A/B: one table, plots, CSVs.
 
@@ -71,11 +74,14 @@ def compare(
     variant_list = runner.parse_list(variants, "variants", tuple(runner.VARIANTS))
     runner.parse_list(stress, "stress", runner.STRESSES)
     outdir = Path(out)
+    names = report.files(variant_list)
+    outputs.check_dir(outdir, names, force=force)  # before hours of VM runs, not after
     specs = runner.plan(kernel_list, variant_list, repeats)
     guest_args = ["--count", str(count), "--rcuscale-loops", str(rcuscale_loops)]
     start = time.monotonic()
     runs = [r.to_json() for r in runner.run_all(specs, guest_args, log)]
-    md, pngs = report.write(runs, kernel_list, outdir)
+    with outputs.atomic_dir(outdir, names, force=force) as tmp:
+        md, pngs = report.write(runs, kernel_list, tmp)
     print(md)
     failed = [r for r in runs if not r["ok"]]
     print(f"{len(runs) - len(failed)}/{len(runs)} runs ok in {time.monotonic() - start:.0f} s; "
@@ -111,6 +117,11 @@ def lab_build(
         Path | None, typer.Option(help="recipe dir or recipe.toml (default kernel/lab-6.12)")
     ] = None,
     force: Annotated[bool, typer.Option(help="rebuild even when the recipe is unchanged")] = False,
+    module_for: Annotated[
+        list[str] | None,
+        typer.Option("--module-for", help="also build the lab module for this Debian kernel "
+                     "(debian:X.Y, repeatable; against its linux-headers package)"),
+    ] = None,
 ) -> None:
     """Build the lab kernels of a recipe (Debian source + config fragment + patches, one tree,
     variants flipped incrementally) and its module into the lab cache, as lab:NAME-VARIANT.
@@ -120,7 +131,19 @@ def lab_build(
     names = None if not variant or "all" in variant else list(variant)
     for r in build.build(recipe, names, jobs=jobs, force=force, progress=log):
         took = "cached" if r.cached else f"built in {r.seconds:.0f} s"
+        took += " (module only)" if r.module_only else ""
         print(f"lab:{r.label}\t{r.release}\t{r.dest}\t{took}")
+    failed = []
+    for spec in module_for or []:
+        try:
+            m = modules.module_for(spec, progress=log)
+        except UserError as e:
+            failed.append(spec)
+            print(f"{spec}\tno module\t{e}")
+            continue
+        print(f"{spec}\t{m.release}\t{m.ko}\t" + "; ".join(m.notes))
+    if failed:
+        raise UserError(f"no lab module for {', '.join(failed)} (reasons above)")
 
 
 def register(app: typer.Typer) -> None:

@@ -7,12 +7,20 @@ from typing import Annotated
 
 import typer
 
+from .. import outputs
 from ..kernel import KernelInfo
 from ..pipeline.session import open_live
 from ..probes import bpfload, planner
 from ..surfaces.export import CsvAppender
 from ..surfaces.text import check_lines, summary
-from .common import SELF_COST_HELP, emit_json, terminate_as_interrupt
+from .common import (
+    MAX_DURATION,
+    MAX_INTERVAL,
+    SELF_COST_HELP,
+    emit_json,
+    finite,
+    terminate_as_interrupt,
+)
 
 
 def check(json_out: Annotated[bool, typer.Option("--json", help="JSON output")] = False) -> None:
@@ -32,21 +40,33 @@ def check(json_out: Annotated[bool, typer.Option("--json", help="JSON output")] 
 
 
 def collect(
-    duration: Annotated[float, typer.Option(min=0.0, help="seconds to collect")] = 10.0,
+    duration: Annotated[
+        float, typer.Option(min=0.0, max=MAX_DURATION, callback=finite, help="seconds to collect")
+    ] = 10.0,
     interval: Annotated[
-        float | None, typer.Option(min=0.05, help="emit a snapshot every S s")
+        float | None, typer.Option(min=0.05, max=MAX_INTERVAL, callback=finite,
+                                   help="emit a snapshot every S s")
     ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="snapshots as JSON lines")] = False,
-    csv: Annotated[str | None, typer.Option(help="also append tidy CSV rows to FILE")] = None,
+    csv: Annotated[
+        str | None,
+        typer.Option(help="also append tidy CSV rows to FILE (the baseline, seq 0, first; "
+                     "an existing FILE must be such a CSV)"),
+    ] = None,
     self_cost: Annotated[bool, typer.Option("--self-cost", help=SELF_COST_HELP)] = False,
 ) -> None:
     """Attach all probes, collect for DURATION seconds of any workload, print snapshots."""
+    if csv is not None:
+        outputs.check(csv, append=True)
     terminate_as_interrupt()
     session = open_live(self_cost=self_cost, require=True)
-    to_csv = CsvAppender(csv) if csv else None
+    to_csv = None
     try:
+        to_csv = CsvAppender(csv, append=True) if csv else None
         start = time.monotonic()
-        session.read()  # seq 0: the baseline at attach
+        base = session.read()  # seq 0: the baseline at attach
+        if to_csv is not None:
+            to_csv(base)
         snap = None
         while True:
             left = duration - (time.monotonic() - start)

@@ -12,7 +12,15 @@ from ..errors import UserError
 from ..pipeline.session import open_live
 from ..stress import measure, nolock_measure
 from ..surfaces.text import kvfree_stress_lines, nolock_stress_lines, summary
-from .common import SELF_COST_HELP, emit_json, terminate_as_interrupt
+from .common import (
+    MAX_DURATION,
+    MAX_INTERVAL,
+    SELF_COST_HELP,
+    emit_json,
+    finite,
+    log,
+    terminate_as_interrupt,
+)
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -25,7 +33,8 @@ app = typer.Typer(
 def stress_kvfree(
     count: Annotated[int | None, typer.Option(min=0, help="kfree_rcu() enqueues to make")] = None,
     duration: Annotated[
-        float | None, typer.Option(min=0.1, help="run for S seconds instead")
+        float | None, typer.Option(min=0.1, max=MAX_DURATION, callback=finite,
+                                   help="run for S seconds instead")
     ] = None,
     optlen: Annotated[
         int, typer.Option(min=1, max=255, help="IP options length (4..40; >40 fails: control)")
@@ -36,7 +45,8 @@ def stress_kvfree(
     sockets: Annotated[int, typer.Option(min=1, max=4096)] = 8,
     rate: Annotated[
         float | None,
-        typer.Option(min=0.01, help="a trickle: at most R enqueues per second (with --count)"),
+        typer.Option(min=0.01, max=1e9, callback=finite,
+                     help="a trickle: at most R enqueues per second (with --count)"),
     ] = None,
     headless: Annotated[
         bool,
@@ -52,12 +62,15 @@ def stress_kvfree(
         bool, typer.Option("--measure", help="attach the collector around the stress")
     ] = False,
     interval: Annotated[
-        float | None, typer.Option(min=0.05, help="with --measure: a snapshot every S s")
+        float | None, typer.Option(min=0.05, max=MAX_INTERVAL, callback=finite,
+                                   help="with --measure: a snapshot every S s")
     ] = None,
     drain: Annotated[
         float,
         typer.Option(
             min=0.0,
+            max=MAX_DURATION,
+            callback=finite,
             help="with --measure: wait up to S s for the stress's objects "
             "to be freed (kvfree_rcu batches for ~5 s), then check conservation",
         ),
@@ -134,6 +147,7 @@ def stress_nolock(
         typer.Option(
             min=0.0,
             max=60.0,
+            callback=finite,
             help="stream: then print from a perf cpu-clock event on every CPU (1000 Hz, "
             "hard IRQ context) for S seconds",
         ),
@@ -152,6 +166,11 @@ def stress_nolock(
         emit_json(result)
     else:
         print("\n".join(nolock_stress_lines(result)))
+    d = result.get("driver") or {}
+    if d.get("calls") and not d.get("ok"):
+        log(f"rcupending: error: stress nolock: every one of the {d['calls']} program runs "
+            f"failed (last error {d.get('last_err')})")
+        raise typer.Exit(1)
     if measure_ and not all(result["checks"].values()):
         raise typer.Exit(1)
 

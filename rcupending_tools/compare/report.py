@@ -10,6 +10,12 @@ from typing import Any
 from . import table
 
 
+def files(variants: list[str]) -> list[str]:
+    """Every file `write` may make for these variants."""
+    return ["runs.json", "compare.csv", "summary.csv", "table.md",
+            *(f"compare-{v}.png" for v in variants)]
+
+
 def write(runs: list[dict[str, Any]], kernels: list[str], outdir: Path) -> tuple[str, list]:
     """Write every output of `runs` into `outdir`; (the markdown table, the plots written)."""
     outdir.mkdir(parents=True, exist_ok=True)

@@ -13,12 +13,21 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UserError
-from ..paths import MARKER, REPO_ROOT, cache_dir, extract_debs, locked, read_marker
+from ..paths import (
+    MARKER,
+    REPO_ROOT,
+    cache_dir,
+    extract_debs,
+    locked,
+    read_marker,
+    write_marker,
+)
 from .apt import PrivateApt
 from .kernels import bzimage_version
 from .packages import PkgVer
@@ -26,6 +35,8 @@ from .recipe import (
     Recipe,
     Variant,
     config_mismatches,
+    kernel_hash,
+    module_hash,
     parse_fragment,
     parse_recipe,
     pick_source,
@@ -59,6 +70,7 @@ class VariantResult:
     release: str
     seconds: float  # wall time of this variant's kernel + module build (0 when cached)
     cached: bool
+    module_only: bool = False  # the kernel was current: only its module was rebuilt
 
 
 # ---------------------------------------------------------------- source
@@ -335,6 +347,59 @@ def _install(recipe: Recipe, variant: Variant, top: Path, ko: Path | None, meta:
     return dest, release
 
 
+def btf_base(recipe: Recipe, variant: Variant) -> Path:
+    """A variant's vmlinux reduced to its BTF (as Debian's headers ship it): the base of its
+    module's BTF once the shared tree holds the other variant's vmlinux."""
+    return build_root(recipe) / f"vmlinux-btf-{variant.name}"
+
+
+def _save_btf_base(recipe: Recipe, variant: Variant, top: Path) -> None:
+    out = btf_base(recipe, variant)
+    _run(["objcopy", "--only-section=.BTF", "--only-section=.BTF_ids", str(top / "vmlinux"),
+          str(out) + ".tmp"], top, "objcopy vmlinux BTF")
+    Path(str(out) + ".tmp").replace(out)
+
+
+@contextmanager
+def _with_vmlinux(top: Path, base: Path) -> Iterator[None]:
+    """Inside: the tree's vmlinux is `base`; after: the tree's own, untouched (same inode and
+    mtime, so make sees nothing new)."""
+    real, kept = top / "vmlinux", top / ".vmlinux.rcupending-kept"
+    real.rename(kept)
+    try:
+        shutil.copy2(base, real)
+        yield
+    finally:
+        real.unlink(missing_ok=True)
+        kept.rename(real)
+
+
+def _module_only(recipe: Recipe, v: Variant, top: Path, marker: dict, digest: str, jobs: int,
+                 progress: Progress) -> VariantResult:  # fmt: skip
+    """The kernel is current, its module is not: put the tree in this variant's configuration
+    (its generated headers and release string) and rebuild the module alone into the
+    installed kernel's dir, its BTF on the BTF of the vmlinux installed (kept at its build:
+    BTF encoding is not reproducible, so a rebuilt vmlinux would not do)."""
+    t0 = time.monotonic()
+    log = build_root(recipe) / f"build-{v.name}.log"
+    log.write_text("")
+    configure(recipe, v, top, progress)
+    make(top, [f"-j{jobs}", f"LOCALVERSION=-{v.name}", "modules_prepare"], log, v.name,
+         progress)  # fmt: skip
+    with _with_vmlinux(top, btf_base(recipe, v)):
+        ko = _module(recipe, v, top, log, jobs, progress)
+    dest = install_dir(recipe, v)
+    if ko is not None:
+        shutil.copy2(ko, dest / (ko.name + ".tmp"))
+        (dest / (ko.name + ".tmp")).replace(dest / ko.name)
+    seconds = time.monotonic() - t0
+    meta = marker | {"recipe_hash": digest, "module_hash": module_hash(recipe),
+                     "module_seconds": round(seconds, 1)}
+    write_marker(dest, meta)
+    progress(f"[{v.name}] module rebuilt in {_mmss(seconds)} (kernel {marker['release']} kept)")
+    return VariantResult(v.name, v.label(recipe), dest, marker["release"], seconds, False, True)
+
+
 # ---------------------------------------------------------------- the command
 
 
@@ -353,8 +418,9 @@ def build(
     with locked(cache_dir() / "lab-build.lock"):
         apt, pkg = _resolve_source(recipe, progress)
         digest = recipe_hash(recipe, pkg.version)
+        kdigest = kernel_hash(recipe, pkg.version)
         results: list[VariantResult] = []
-        todo = []
+        todo, module_todo = [], []
         for v in chosen:
             m = read_marker(install_dir(recipe, v))
             if m and m.get("recipe_hash") == digest and not force:
@@ -363,12 +429,17 @@ def build(
                 )
                 results.append(VariantResult(v.name, v.label(recipe), install_dir(recipe, v),
                                              m["release"], 0.0, True))  # fmt: skip
+            elif (m and m.get("kernel_hash") == kdigest and not force
+                  and btf_base(recipe, v).is_file()):
+                module_todo.append((v, m))
             else:
                 todo.append(v)
-        if not todo:
+        if not todo and not module_todo:
             return results
         t_all = time.monotonic()
         top = _prepare_tree(recipe, apt, pkg, progress)
+        for v, m in module_todo:
+            results.append(_module_only(recipe, v, top, m, digest, jobs, progress))
         for v in todo:
             t0 = time.monotonic()
             log = build_root(recipe) / f"build-{v.name}.log"
@@ -376,6 +447,7 @@ def build(
             configure(recipe, v, top, progress)
             make(top, [f"-j{jobs}", f"LOCALVERSION=-{v.name}", *recipe.targets], log, v.name,
                  progress)  # fmt: skip
+            _save_btf_base(recipe, v, top)
             ko = _module(recipe, v, top, log, jobs, progress)
             seconds = time.monotonic() - t0
             meta = {
@@ -383,6 +455,8 @@ def build(
                 "recipe": str(recipe.root.relative_to(REPO_ROOT))
                 if recipe.root.is_relative_to(REPO_ROOT) else str(recipe.root),
                 "recipe_hash": digest,
+                "kernel_hash": kdigest,
+                "module_hash": module_hash(recipe),
                 "variant": v.name,
                 "options": v.options,
                 "source": {"package": pkg.name, "version": pkg.version, "pkg": pkg.__dict__},

@@ -49,10 +49,16 @@ class Recipe:
 
     def files(self) -> list[Path]:
         """Every file whose content defines the build (hashed)."""
-        out = [self.root / RECIPE_FILE, self.fragment, *self.patches]
-        if self.module_dir is not None:
-            out += sorted(p for p in self.module_dir.rglob("*") if p.is_file())
-        return out
+        return self.kernel_files() + self.module_files()
+
+    def kernel_files(self) -> list[Path]:
+        """The files the kernels depend on (not the module)."""
+        return [self.root / RECIPE_FILE, self.fragment, *self.patches]
+
+    def module_files(self) -> list[Path]:
+        if self.module_dir is None:
+            return []
+        return sorted(p for p in self.module_dir.rglob("*") if p.is_file())
 
 
 def _need(table: dict, key: str, kind: type, where: str):
@@ -159,11 +165,26 @@ def tree_key(recipe: Recipe, source_version: str) -> str:
     return _digest(parts)
 
 
+def _hash_files(recipe: Recipe, source_version: str | None, files: list[Path]) -> str:
+    parts = [] if source_version is None else [
+        ("source", f"{recipe.package}={source_version}".encode())]
+    parts += [(str(p.relative_to(recipe.root)), p.read_bytes()) for p in files]
+    return _digest(parts)
+
+
 def recipe_hash(recipe: Recipe, source_version: str) -> str:
     """The cache key of the whole build: source version + every recipe file's content."""
-    parts = [("source", f"{recipe.package}={source_version}".encode())]
-    parts += [(str(p.relative_to(recipe.root)), p.read_bytes()) for p in recipe.files()]
-    return _digest(parts)
+    return _hash_files(recipe, source_version, recipe.files())
+
+
+def kernel_hash(recipe: Recipe, source_version: str) -> str:
+    """The kernels' part of it: a module-only change keeps the kernels."""
+    return _hash_files(recipe, source_version, recipe.kernel_files())
+
+
+def module_hash(recipe: Recipe) -> str:
+    """The module's sources alone (also the key of its builds for Debian kernels)."""
+    return _hash_files(recipe, None, recipe.module_files())
 
 
 # ---------------------------------------------------------------- config fragments

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from ..errors import UserError
 from ..lab import kernels, vm
-from .recording import paced
+from .recording import MAX_GAP, Reader, paced
 from .schema import Feed, Snapshot, is_snapshot
 from .session import LiveSession, open_live
 
@@ -45,6 +45,79 @@ def replay_feed(snapshots: list[Snapshot], speed: float) -> Feed:
     for delay, snap in paced(snapshots, speed):
         yield from _sleep_ticks(delay)
         yield snap
+
+
+class ReplayFeed:
+    """A recording (pipeline/recording.Reader) at its recorded pace divided by `speed` (0: as
+    fast as it renders), each snapshot read and validated as it is due: the first is shown at
+    once whatever the length. A thread indexes the lines meanwhile (`total`, and `seek`)."""
+
+    def __init__(self, reader: Reader, speed: float) -> None:
+        self.reader = reader
+        self.speed = speed
+        self.pos = 0  # snapshots shown so far = index of the next one
+        self._it = reader.iter_from(0)
+        self._prev: Snapshot | None = None
+        self._next: Snapshot | None = None
+        self._due = 0.0
+        self._noted = 0
+        threading.Thread(target=self._scan, daemon=True).start()
+
+    def _scan(self) -> None:
+        try:
+            self.reader.scan()
+        except (OSError, ValueError):  # the replay reads on; only the total stays unknown
+            pass
+
+    @property
+    def total(self) -> int | None:
+        """Snapshots in the recording: exact at its end, else the line count once scanned."""
+        return self.reader.total if self.reader.total is not None else self.reader.lines
+
+    def __iter__(self) -> ReplayFeed:
+        return self
+
+    def __next__(self) -> Snapshot | str | None:
+        if self._next is None:
+            self._next = next(self._it, None)
+            if self._next is None:
+                if self._noted < len(self.reader.notes):
+                    self._noted += 1
+                    return self.reader.notes[self._noted - 1]
+                raise StopIteration
+            delay = 0.0
+            if self._prev is not None and self.speed > 0:
+                gap = (self._next["time"] - self._prev["time"]) / self.speed
+                delay = min(MAX_GAP, max(0.0, gap))
+            self._due = time.monotonic() + delay
+        left = self._due - time.monotonic()
+        if left > 0:
+            time.sleep(min(TICK, left))
+            return None
+        snap, self._next = self._next, None
+        self._prev = snap
+        self.pos += 1
+        return snap
+
+    def seek(self, i: int) -> list[Snapshot]:
+        """Jump to snapshot i (clamped to the recording): [the one before it, it] for the
+        rates; play goes on after it."""
+        i = max(0, i)
+        if (total := self.total) is not None:
+            i = min(i, total - 1)
+        cur = self.reader.at(i)
+        while cur is None and i > 0:  # past the end (a truncated last line): the last one
+            i -= 1
+            cur = self.reader.at(i)
+        if cur is None:
+            return []
+        prev = self.reader.at(i - 1) if i > 0 else None
+        self._it = self.reader.iter_from(i + 1)
+        self._next, self._prev, self.pos = None, cur, i + 1
+        return [s for s in (prev, cur) if s is not None]
+
+    def close(self) -> None:
+        self.reader.close()
 
 
 def live_feed(session: LiveSession, interval: float) -> Feed:

@@ -12,7 +12,7 @@ import os
 import re
 from pathlib import Path
 
-from ..paths import TRACEFS_DIRS
+from ..paths import TRACEFS_DIRS, process_running
 
 _EVENT = re.compile(r"^[pr](?::(?P<group>[^/\s]+)/|:)(?P<name>[pr]_\S+_bcc_(?P<pid>\d+))\s")
 
@@ -25,7 +25,7 @@ def stale_bcc_events(text: str, alive: set[int] | None = None) -> list[str]:
         if m is None:
             continue
         pid = int(m["pid"])
-        gone = pid not in alive if alive is not None else not Path(f"/proc/{pid}").exists()
+        gone = pid not in alive if alive is not None else not process_running(pid)
         if gone:
             out.append(f"{m['group'] or 'kprobes'}/{m['name']}")
     return out

@@ -12,7 +12,6 @@ measurement read between `wait()` and `finish()` sees exactly the sets' enqueues
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import multiprocessing as mp
 import multiprocessing.connection
@@ -21,6 +20,8 @@ import signal
 import socket
 import time
 from dataclasses import asdict, dataclass
+
+from . import reap
 
 MAX_OPTLEN = 40  # IPv4 options space; larger sets fail with EINVAL
 
@@ -121,7 +122,9 @@ def _child(
     parent: int | None = None,
     paused: bool = False,
 ) -> None:
-    _die_with_parent(parent)
+    # SIGKILL at the parent's death: the worker inherited its BPF program and stats fds,
+    # which must not outlive it; Ctrl-C is the parent's to handle (no traceback per worker)
+    reap.worker_signals(parent, death=signal.SIGKILL)
     w = Worker(sockets, optlen)
     try:
         if paused:  # sockets made; the go starts the load
@@ -129,23 +132,11 @@ def _child(
         deadline = None if duration is None else time.monotonic() + duration
         conn.send(asdict(w.run(enqueues, deadline, rate)))
         conn.recv()  # hold the sockets open until the parent has measured
-    except EOFError:
+    except (EOFError, BrokenPipeError):
         pass
     finally:
         w.close()
         conn.close()
-
-
-def _die_with_parent(parent: int | None) -> None:
-    """SIGKILL this forked worker when its parent dies (kill -9 of a measuring run): it
-    inherited the parent's BPF program and stats fds, which must not outlive the parent."""
-    parent = parent or os.getppid()
-    try:
-        ctypes.CDLL(None).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(1)
 
 
 def _merge(dicts) -> dict[str, int]:  # noqa: ANN001
@@ -206,6 +197,17 @@ class StressRun:
             "sockets_with_options": sum(t["sockets_with_options"] for t in truths),
             "pids": sorted(t["pid"] for t in truths),
         }
+
+    def abort(self) -> None:
+        """Stop the workers now (Ctrl-C, an error): SIGTERM unwinds their `finally`."""
+        for p in self.procs:
+            if p.is_alive():
+                p.terminate()
+        for p in self.procs:
+            p.join(timeout=10)
+            if p.is_alive():
+                p.kill()
+                p.join()
 
     def finish(self) -> None:
         """Let the workers close their sockets and exit."""

@@ -12,8 +12,9 @@ from ..errors import UserError
 from ..kernel import KernelInfo
 from ..pipeline.schema import Snapshot
 from ..pipeline.session import LiveSession
+from ..probes import bpfload
 from . import headless as headless_stress
-from . import kvfree, native, sheaves
+from . import kvfree, native, oracle, sheaves
 
 
 @dataclass(frozen=True)
@@ -65,15 +66,18 @@ def run(load: KvfreeLoad, session: LiveSession | None, *, interval: float | None
         on_snapshot: Callable[[Snapshot], None] = lambda s: None) -> dict[str, Any]:
     """Run `load` (measured by `session` when given: snapshots every `interval` s go to
     `on_snapshot`); the result holds `expected`, and with a session `measured`, `match` and
-    `accounted` (the verdict)."""
+    `accounted` (the verdict), and `oracle`: the kernel's own figures (stress/oracle.py)."""
     load.check()
     if load.driver == "native":
         native.binary()  # build it now (once), not inside the measured window
-    kernel_version = KernelInfo().version  # the headless truth depends on it
+    kernel = KernelInfo()
+    kernel_version = kernel.version  # the headless truth depends on it
     run_ = None
+    counter: bpfload.Loaded | str = "not loaded"
     try:
         if session is not None:
             session.require_something_attached()
+            counter = oracle.start()
             session.read()  # seq 0: the baseline at attach
         run_ = load.start(kernel_version)
         if session is not None:
@@ -90,10 +94,20 @@ def run(load: KvfreeLoad, session: LiveSession | None, *, interval: float | None
         result: dict[str, Any] = {"expected": expected}
         if session is not None:
             result.update(_measured(session, expected, load.headless, drain, flush_sheaves))
+            figures = oracle.figures(counter, kernel, expected, load.headless)
+            result["oracle"] = figures | oracle.compare(
+                figures, result["measured"]["kvfree_rcu"], load.headless)
         return result
+    except BaseException:
+        if run_ is not None:
+            run_.abort()  # Ctrl-C, SIGTERM or an error: stop the workers now
+            run_ = None
+        raise
     finally:
         if run_ is not None:
             run_.finish()  # workers close their sockets only after the final read
+        if isinstance(counter, bpfload.Loaded):
+            counter.close()
 
 
 def _measured(session: LiveSession, expected: dict, headless: bool, drain: float,

@@ -21,6 +21,7 @@ from typing import Any
 
 from ..errors import UserError
 from ..paths import bin_dir
+from . import reap
 
 SOURCE = Path(__file__).resolve().parent / "native" / "kvfree_flood.c"
 MAX_OPTLEN = 64  # the driver's option buffer (sets over 40 bytes fail: the negative control)
@@ -139,6 +140,10 @@ class NativeRun:
             raise RuntimeError(f"native stress driver died (exit {self.proc.returncode}): {err}")
         return truth(json.loads(line))
 
+    def abort(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
     def finish(self) -> None:
         """Close its stdin: it closes the sockets and exits."""
         try:
@@ -164,6 +169,7 @@ def start(
     `paused`: its flood starts at go()."""
     args = argv(count, optlen, workers, sockets, duration, hold=True, go=paused)
     proc = subprocess.Popen(
-        args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=reap.preexec(),  # dies with this process (kill -9 included)
     )
     return NativeRun(proc)

@@ -32,7 +32,8 @@ from typing import Any
 
 from ..errors import UserError
 from ..kernel import KernelInfo
-from ..paths import bin_dir
+from ..paths import bin_dir, process_running
+from . import reap
 
 HERE = Path(__file__).resolve().parent
 LOADER = HERE / "native" / "nolock_driver.c"
@@ -152,6 +153,13 @@ class Cgroup:
                 (CGROUP_ROOT / "cgroup.subtree_control").write_text("+memory")
             except OSError as e:
                 raise UserError(f"cannot enable the memory controller: {e.strerror}") from e
+        for stale in CGROUP_ROOT.glob("rcupending-nolock-*"):  # of a killed run
+            pid = stale.name.rsplit("-", 1)[-1]
+            if pid.isdigit() and not process_running(int(pid)):
+                try:
+                    stale.rmdir()
+                except OSError:
+                    pass
         path = CGROUP_ROOT / f"rcupending-nolock-{os.getpid()}"
         path.mkdir(exist_ok=True)
         return cls(path)
@@ -185,6 +193,12 @@ class Run:
         assert self.proc.stdin is not None
         self.proc.stdin.write("go\n")
         self.proc.stdin.flush()
+
+    def abort(self) -> None:
+        self.proc.kill()
+        self.proc.communicate()
+        if self.cgroup is not None:
+            self.cgroup.close()
 
     def wait(self, timeout: float) -> dict[str, Any]:
         try:
@@ -222,7 +236,10 @@ def start(
     out = build()
     cgroup = Cgroup.create() if memory_max is not None else None
 
+    dies_with_us = reap.preexec()
+
     def enter_cgroup() -> None:  # in the child, before exec: the map's memcg is this one
+        dies_with_us()
         if cgroup is not None:
             (cgroup.path / "cgroup.procs").write_text("0")
 

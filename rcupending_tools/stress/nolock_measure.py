@@ -63,6 +63,8 @@ def run(scenario: str, batches: int, repeat: int, memory_max: int | None, irq_se
     nolock.build()  # not inside the measured window
     indep: bpfload.Loaded | str | None = None
     session = None
+    run_ = None
+    waited = False
     result: dict[str, Any] = {"scenario": scenario, "kernel_release": kernel.release}
     try:
         if measure:
@@ -74,6 +76,7 @@ def run(scenario: str, batches: int, repeat: int, memory_max: int | None, irq_se
             session.read()
         base = independent_read(indep) if isinstance(indep, bpfload.Loaded) else None
         run_.go()
+        waited = True  # wait() reaps the driver whatever happens
         result["driver"] = run_.wait(timeout=600)
         if session is not None:
             snap = session.read()
@@ -92,6 +95,8 @@ def run(scenario: str, batches: int, repeat: int, memory_max: int | None, irq_se
         elif isinstance(indep, str):
             result["independent"] = {"unavailable": indep}
     finally:
+        if run_ is not None and not waited:  # Ctrl-C or an error before the batches ran
+            run_.abort()
         if isinstance(indep, bpfload.Loaded):
             indep.close()
         if session is not None:

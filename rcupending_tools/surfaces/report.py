@@ -12,10 +12,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import outputs, sanitize
 from ..errors import UserError
 from ..pipeline import derive
-from ..pipeline.recording import Recording
+from ..pipeline.recording import Reader, Recording
 from . import samples as metrics
+
+FILES = ("index.html", "pending.png", "enqueued.png", "fallback.png", "processes.png",
+         "nolock.png", "distributions.png")
+MAX_POINTS = 2000  # snapshots kept for the plots: a longer recording is thinned evenly
 
 MISSING = {
     "pending": "pending bytes over time: this recording's snapshots have no kvfree_rcu.pending "
@@ -49,17 +54,56 @@ def _series(df: Any, metric: str, label: str | None = None) -> Any:
     return sub.pivot_table(index="elapsed_s", columns=label, values="value", aggfunc="sum")
 
 
-def build(rec: Recording, outdir: str | Path) -> Report:
-    import matplotlib  # heavy: imported on first use, not at start-up
+def load(reader: Reader, limit: int = MAX_POINTS) -> Recording:
+    """The recording with at most about `limit` snapshots, every k-th one (k doubling as it
+    grows) and always the last: plots need no more, and memory stays flat."""
+    kept: list = []
+    n = 0
+    stride = 1
+    last = None
+    for i, s in enumerate(reader):
+        n, last = i + 1, s
+        if i % stride == 0:
+            kept.append(s)
+            if len(kept) >= 2 * limit:
+                kept, stride = kept[::2], stride * 2
+    if kept[-1] is not last:
+        kept.append(last)
+    return Recording(reader.path, reader.header, kept, reader.truncated, reader.notes, n)
+
+
+def build(rec: Recording, outdir: str | Path, *, force: bool = False) -> Report:
+    """The report in `outdir` (made in a temporary directory first: an error leaves `outdir`
+    as it was; an existing report there is replaced only with `force`)."""
+    out = Path(outdir)
+    with outputs.atomic_dir(out, FILES, force=force) as tmp:
+        try:
+            rep = _build(rec, tmp)
+        except OSError as e:
+            raise UserError(f"cannot write the report into {out}: {outputs.why(e)}") from None
+    rep.directory = out
+    rep.index = out / "index.html"
+    return rep
+
+
+def _clean(rec: Recording) -> Recording:
+    """`rec` with every string escaped (sanitize.py): plot labels and the page show them."""
+    return Recording(sanitize.text(rec.path), sanitize.deep(rec.header),
+                     [sanitize.deep(s) for s in rec.snapshots], rec.truncated,
+                     [sanitize.text(n) for n in rec.notes], rec.count)
+
+
+def _build(rec: Recording, out: Path) -> Report:
+    rec = _clean(rec)
+    import logging
+
+    import matplotlib
 
     matplotlib.use("Agg")
+    logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)  # no findfont floods
+    matplotlib.rcParams["text.parse_math"] = False  # a comm with $...$ is text, not TeX
     import matplotlib.pyplot as plt
 
-    out = Path(outdir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"cannot create {out}: {e.strerror or e}") from None
     rep = Report(out)
     df = metrics.dataframe(rec.snapshots)
     title = _title(rec)
@@ -185,6 +229,7 @@ def build(rec: Recording, outdir: str | Path) -> Report:
             "nolock page allocator" + (" (stand-in tracepoint)" if standin else "") + f" · {title}"
         )
         ax.set_xlabel("seconds since attach")
+        ax.set_ylabel("calls / s")
         ax.legend(fontsize="small")
         save(fig, "nolock.png")
 
@@ -239,6 +284,7 @@ def _table(rows: list[tuple[str, Any]]) -> str:
 
 
 def _html(rec: Recording, rep: Report) -> str:
+    rec = _clean(rec)
     prov = rec.provenance
     first, last = rec.snapshots[0], rec.last
     lab = prov.get("lab") or {}
@@ -255,9 +301,11 @@ def _html(rec: Recording, rep: Report) -> str:
         ("tool version", prov.get("tool_version", "")),
         (
             "snapshots",
-            f"{len(rec.snapshots)} (seq {first['seq']}..{last['seq']}, "
+            f"{rec.count or len(rec.snapshots)} (seq {first['seq']}..{last['seq']}, "
             f"{last['elapsed_s'] - first['elapsed_s']:.1f} s)"
-            + (", last record truncated" if rec.truncated else ""),
+            + (", last record truncated" if rec.truncated else "")
+            + (f"; plots from {len(rec.snapshots)} of them, evenly spaced"
+               if rec.count and rec.count > len(rec.snapshots) else ""),
         ),
     ]
     totals = [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .. import sanitize
 from ..pipeline import derive
 from ..pipeline.schema import Snapshot
 
@@ -11,6 +12,7 @@ from ..pipeline.schema import Snapshot
 def summary(snap: Snapshot | None) -> str:
     if snap is None:
         return "no snapshot"
+    snap = sanitize.deep(snap)
     lines = [
         f"[{snap['source']}] kernel {snap['provenance']['kernel_release']} "
         f"t+{snap['elapsed_s']:.1f}s"
@@ -43,8 +45,8 @@ def summary(snap: Snapshot | None) -> str:
 
 def check_lines(release: str, probes: list[dict[str, Any]]) -> list[str]:
     """`rcupending check`: one line per probe (status, mechanism, detail)."""
-    out = [f"kernel {release}"]
-    for p in probes:
+    out = [f"kernel {sanitize.text(release)}"]
+    for p in sanitize.deep(probes):
         what = (p.get("mechanism") or "") if p["status"] in ("attached", "stand-in") else ""
         out.append(f"  {p['name']:<22} {p['status']:<9} {what:<12} {p['detail']}")
     return out
@@ -69,6 +71,7 @@ def kvfree_stress_lines(result: dict) -> list[str]:
     """`stress kvfree` (with --measure): the truth beside what was measured, and the verdict."""
     out: list[str] = []
     add = out.append
+    result = sanitize.deep(result)
     exp = result["expected"]
     add(
         f"stress kvfree: {exp['calls']} setsockopt calls on {exp['sockets']} sockets "
@@ -107,7 +110,25 @@ def kvfree_stress_lines(result: dict) -> list[str]:
             add(f"             conservation: {cons}")
             for line in program_lines(result["snapshot"].get("self_cost")):
                 add(line)
+            out.extend(oracle_lines(result.get("oracle")))
             add(f"  {'MATCH' if result['match'] else 'MISMATCH'}")
+    return out
+
+
+def oracle_lines(o: dict | None) -> list[str]:
+    """The kernel's own figures (stress/oracle.py) beside the tool's."""
+    if not o:
+        return []
+    if "unavailable" in o:
+        return [f"  kernel     unavailable: {o['unavailable']}"]
+    out = [f"  kernel     {o['source']} by the workers: {o['allocations']} allocations, "
+           f"{o['bytes_alloc']} bytes ({o['slot']} B slots)"
+           + ("" if o["one_slot_size"] else ", not all of one size")]
+    if o.get("match") is not None:
+        t, k = o["tool"], o["kernel"]
+        out.append(f"             enqueued: tool {t['enqueued']}, kernel {k['enqueued']}; "
+                   f"bytes: tool {t['enqueued_bytes']}, kernel {k['enqueued_bytes']}: "
+                   + ("agree" if o["match"] else "DIFFER"))
     return out
 
 
@@ -115,6 +136,7 @@ def nolock_stress_lines(result: dict[str, Any]) -> list[str]:
     """`stress nolock`: the driver's counts, what was measured, the independent count, checks."""
     out: list[str] = []
     add = out.append
+    result = sanitize.deep(result)
     d = result["driver"]
     add(f"stress nolock {result['scenario']} on {result['kernel_release']}: "
           f"{d['calls']} program runs in {d['batches']} batches, {d['seconds']:.2f} s; "

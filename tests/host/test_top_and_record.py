@@ -19,7 +19,7 @@ def no_traceback(proc: subprocess.CompletedProcess) -> None:
     assert "Traceback" not in proc.stdout + proc.stderr, proc.stderr
 
 
-def test_top_explains_its_degradation_and_stays_on_this_host():
+def test_top_explains_its_degradation_and_stays_on_this_host(attachable):
     proc = run_cli("top", "--no-lab", "0.5", "2", timeout=300, stdin=subprocess.DEVNULL)
     no_traceback(proc)
     assert "booting" not in proc.stderr  # --no-lab never starts a VM
@@ -29,6 +29,7 @@ def test_top_explains_its_degradation_and_stays_on_this_host():
         assert f"LIVE · this host's kernel {release}" in proc.stdout
         return
     # this machine kind: the reason, every other probe's status, then what does attach
+    assert "kprobe:kvfree_call_rcu" not in attachable, (attachable, proc.stderr)
     first = proc.stderr.splitlines()[0]
     assert first.startswith(f"this host's kernel {release} refuses the kvfree_call_rcu probe: ")
     assert any(
@@ -46,16 +47,18 @@ def test_top_explains_its_degradation_and_stays_on_this_host():
         assert proc.stdout.count("LIVE (degraded)") == 2  # COUNT=2 frames, then it ends
         assert "kvfree_rcu  n/a (blocked: " in proc.stdout
         assert "q quit" in proc.stdout
-    else:
+    else:  # only where bcc cannot attach anything either
+        assert not attachable, (attachable, proc.stderr)
         err = proc.stderr.strip().splitlines()[-1]
         assert err.startswith("rcupending: error: nothing to show live"), err
 
 
-def test_record_on_this_host(tmp_path):
+def test_record_on_this_host(tmp_path, attachable):
     out = tmp_path / "host.jsonl"
     proc = run_cli("record", "-o", str(out), "--duration", "1", "--interval", "0.5", timeout=300)
     no_traceback(proc)
-    if proc.returncode != 0:  # nothing attachable: one clear line
+    if proc.returncode != 0:  # nothing attachable: one clear line, only where bcc agrees
+        assert not attachable, (attachable, proc.stderr)
         assert proc.stderr.startswith("rcupending: error: no probe could attach"), proc.stderr
         return
     rec = recording.read(out, warn=None)
@@ -69,10 +72,11 @@ def test_record_on_this_host(tmp_path):
     assert again.returncode == 2 and "never overwritten" in again.stderr
 
 
-def test_record_to_stdout(tmp_path):
+def test_record_to_stdout(tmp_path, attachable):
     proc = run_cli("record", "-o", "-", "--duration", "0.5", "--interval", "0.5", timeout=300)
     no_traceback(proc)
     if proc.returncode != 0:
+        assert not attachable, (attachable, proc.stderr)
         assert proc.stderr.startswith("rcupending: error: no probe could attach"), proc.stderr
         return
     out = tmp_path / "stdout.jsonl"
@@ -81,7 +85,7 @@ def test_record_to_stdout(tmp_path):
     assert len(rec.snapshots) == 2 and "recorded 2 snapshots to stdout" in proc.stderr
 
 
-def test_serve_live_on_loopback():
+def test_serve_live_on_loopback(attachable):
     import re
     import signal
     import sys
@@ -100,6 +104,7 @@ def test_serve_live_on_loopback():
         line = proc.stderr.readline()
         if not line.startswith("serving "):  # nothing attachable: one clear line
             proc.wait(timeout=60)
+            assert not attachable, (attachable, line)
             assert line.startswith("rcupending: error: no probe could attach"), line
             return
         m = re.match(r"serving http://127\.0\.0\.1:(\d+)/metrics \(live\)", line)

@@ -116,8 +116,8 @@ def test_phases_gp_durations_and_events():
     assert kv["events"]["barrier"]["calls"] == 2
     assert kv["events"]["shrinker"] == {"scans": 1, "freed": 7}
     assert kv["events"]["bulk_pages"] == 3
-    bulk = [x.value for x in samples(s) if x.name == "kvfree_rcu_bulk_page_free_events_total"]
-    assert bulk == [3]
+    name = "kvfree_rcu_bulk_page_free_events_total"
+    assert [x.value for x in samples(s) if x.name == name] == [3]
     assert "kvfree_rcu.phase_ns.batch" in s["histograms"]
     assert "kvfree_rcu.rcu_gp_ns" in s["histograms"]
     # the raw form round-trips (recordings)

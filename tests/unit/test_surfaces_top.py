@@ -13,6 +13,7 @@ import time
 import pytest
 from rich.console import Console
 
+from rcupending_tools import sanitize
 from rcupending_tools.pipeline import recording
 from rcupending_tools.surfaces import dashboard
 from tests.unit.surfaces_fixtures import REPO, SHIPPED, full_snapshots, write_recording
@@ -267,3 +268,57 @@ def test_replay_needs_no_root(tmp_path):
     assert proc.returncode == 0, proc.stderr
     last_frame = proc.stdout[proc.stdout.rfind("REPLAY") :]
     check_numbers(last_frame, rec.last, len(rec.snapshots))
+
+
+HOSTILE = {
+    "comm": "\x1b]2;PWNED-TITLE\x07\x1b[2J",
+    "markup": "[/oops][b]k",  # rich markup that does not parse
+    "release": "6.12\x1b[2J\x1b[H",
+    "detail": "ok\x1b]0;PWNED-ICON\x07\u202etxt",
+}
+
+
+def hostile_recording(tmp_path):
+    snaps = full_snapshots(3)
+    for s in snaps:
+        s["kvfree_rcu"]["by_process"][0]["comm"] = HOSTILE["comm"]
+        s["kvfree_rcu"]["by_process"][1]["comm"] = HOSTILE["markup"]
+        s["provenance"] = dict(s["provenance"], kernel_release=HOSTILE["release"])
+        s["probes"] = [dict(p, detail=HOSTILE["detail"]) for p in s["probes"]]
+    return write_recording(tmp_path / "hostile.jsonl", snaps), snaps
+
+
+def test_hostile_strings_are_escaped_in_the_frame(tmp_path):
+    _, snaps = hostile_recording(tmp_path)
+    screen = "\n".join(frame(snaps, 132, 40, total=3))
+    assert "\x1b" not in screen and "\x07" not in screen and "\u202e" not in screen
+    assert "\\x1b]2;PWNED" in screen  # shown, escaped, not run
+    assert HOSTILE["markup"] in screen  # rich markup is shown as text
+    assert "6.12\\x1b[2J" in screen
+
+
+def test_tmux_hostile_recording_leaves_title_and_screen_alone(tmux, tmp_path):
+    path, snaps = hostile_recording(tmp_path)
+    rc_file = tmp_path / "rc"
+    cmd = (f"{sys.executable} -m rcupending_tools.cli top --replay {path} --speed 0; "
+           f"echo $? > {rc_file}")
+    tmux("new-session", "-d", "-s", "top", "-x", "100", "-y", "30", "-c", str(REPO), "sleep 1; "
+         + cmd)
+    tmux("set-option", "-t", "top", "remain-on-exit", "on")  # the pane outlives top
+    title = tmux("display-message", "-p", "-t", "top", "#{pane_title}").stdout.strip()
+    screen = tmux.wait_for("END of recording")
+    assert "\\x1b]2;PWNED" in screen  # the escaped text is on screen
+    after = tmux("display-message", "-p", "-t", "top", "#{pane_title}").stdout.strip()
+    assert after == title and "PWNED" not in after
+    assert screen.lstrip().startswith("REPLAY")  # not cleared: the header is still on top
+    check_numbers(screen, sanitize.deep(snaps[-1]), 3)
+    tmux("send-keys", "-t", "top", "q")
+    for _ in range(150):
+        if rc_file.exists() and rc_file.read_text().strip():
+            break
+        time.sleep(0.2)
+    assert rc_file.read_text().strip() == "0"
+    after = tmux("display-message", "-p", "-t", "top", "#{pane_title}").stdout.strip()
+    assert after == title  # the summary printed after the full-screen frame is escaped too
+    scrollback = tmux("capture-pane", "-p", "-S", "-200", "-t", "top").stdout
+    assert "kernel 6.12\\x1b[2J\\x1b[H" in scrollback  # the summary's first line

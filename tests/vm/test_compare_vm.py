@@ -37,8 +37,6 @@ def test_each_kernel_shows_its_backend_and_exact_counts(compared):
         flood = r["result"]["flood"]
         assert flood["backend"] == backends[r["kernel"]], flood
         assert flood["enqueued"] == COUNT and flood["freed"] == COUNT, flood
-        assert flood["conservation_ok"] is True, flood
-        assert flood["latency_count"] >= COUNT
 
 
 def test_rcuscale_ran_without_bpf_and_was_parsed(compared):

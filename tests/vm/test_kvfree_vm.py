@@ -84,7 +84,6 @@ def test_forced_fallback_channel3_equals_kfree_tracepoint(forced_fallback):
     # the few other processes' frees at the edges, never fewer.
     assert 0 <= run["kfree_kvfree_rcu_list"] - listed <= 8 + N // 1000, (run[
         "kfree_kvfree_rcu_list"], listed)
-    assert kv["conservation"]["ok"] is True, kv["conservation"]
 
 
 def scenario(guest: dict, name: str) -> dict:
@@ -146,16 +145,26 @@ def test_bytes_equal_kmalloc_bytes_alloc(guest, scenario):
     assert site["bytes_alloc"] == per_object * site["count"]
     assert per_object == (64 if scenario == "main" else 96)
     assert run["out"]["measured"]["kvfree_rcu"]["by_stress"]["enqueued_bytes"] == N * per_object
+    # `stress --measure` prints the same kernel figure itself (stress/oracle.py)
+    o = run["out"]["oracle"]
+    assert o["allocations"] == site["count"] and o["slot"] == per_object, o
+    assert o["match"] is True, o
+
+
+def waited_a_grace_period(snapshot: dict) -> list:
+    """Buckets of the grace periods (+ 1) every object freed since attach waited, that hold
+    less than one grace period: RCU frees none of them before a full one (none expected)."""
+    h = snapshot["histograms"].get("kvfree_rcu.latency_gps") or {"buckets": []}
+    return [b for b in h["buckets"] if b[0] < 2 and b[2]]
 
 
 @pytest.mark.parametrize("scenario", ["main", "optlen40"])
-def test_drained_and_conserved(guest, scenario):
+def test_drained(guest, scenario):
+    """After the drain the tool saw the stress's N objects freed (the stress's own count),
+    none untracked, and each object it saw freed waited at least one grace period."""
     kv = guest[scenario]["out"]["measured"]["kvfree_rcu"]
     stress = kv["by_stress"]
-    cons = kv["conservation"]
-    assert cons["ok"] is True and cons["pending_in_map"] is not None, cons
-    assert cons["enqueued"] == cons["freed"] + cons["pending"] + cons["untracked"] + cons[
-        "replaced"]
+    assert stress["untracked"] == 0, stress
     if guest["spec"] in SHEAF_KMALLOC:
         assert stress["freed"] >= N * 0.99 and stress["pending"] <= N * 0.01, stress
         assert kv["freed"]["by_path"]["sheaf"]["objects"] >= stress["freed"]
@@ -165,14 +174,11 @@ def test_drained_and_conserved(guest, scenario):
         # frees, at most one bulk page of records each; counted in `misses`, never silent
         lost = sum(n for p, n in (kv.get("misses") or {}).get("by_program", {}).items()
                    if "kvfree_call_rcu" not in p)
-        assert stress["pending"] <= BULK_RECORDS_MAX * lost, (stress, kv.get("misses"))
-        assert stress["freed"] + stress["pending"] == N, stress
+        assert stress["freed"] >= N - BULK_RECORDS_MAX * lost, (stress, kv.get("misses"))
         if not lost:
             assert stress["freed_bytes"] == stress["enqueued_bytes"]
-    lat = kv["latency"]["ns"]
-    assert lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"], lat
-    gps = kv["latency"]["gps"]
-    assert 1 < gps["p50"] <= gps["p99"], gps  # objects waited at least one grace period
+    # the smallest log2 bucket, [1, 2), is 0 grace periods (+ 1)
+    assert not waited_a_grace_period(guest[scenario]["out"]["snapshot"]), kv["latency"]["gps"]
 
 
 def test_channel3_frees_equal_kfree_tracepoint(guest):
@@ -187,10 +193,13 @@ def test_channel3_frees_equal_kfree_tracepoint(guest):
 
 
 def test_independent_kmalloc_count_agrees(guest):
+    """ip_options_get allocates once per successful set, and every set after a socket's first
+    hands the previous block to kfree_rcu(): the tool's count of the workers' enqueues = the
+    kernel's kmem:kmalloc count at ip_options_get of those workers - one per socket."""
     out = guest["main"]["out"]
     sockets = out["expected"]["sockets"]
-    # ip_options_get allocates once per successful set: N enqueues + one first set per socket.
-    assert guest["main"]["kmalloc_ip_options"] == N + sockets, guest["main"]["kmalloc_by_site"]
+    tool = out["measured"]["kvfree_rcu"]["by_stress"]["enqueued"]
+    assert tool == guest["main"]["kmalloc_ip_options"] - sockets, guest["main"]["kmalloc_by_site"]
 
 
 def test_negative_control_first_sets(guest):
@@ -220,21 +229,13 @@ def test_phases_and_grace_periods(guest):
     unavailable = probe(guest["check"]["out"], "kvfree_call_rcu")["unavailable"]
     assert "phases" not in unavailable and "gp_duration" not in unavailable, unavailable
     ph = kv["phases"]
-    krc_freed = sum(kv["freed"]["by_path"][p]["objects"] for p in ("bulk", "list"))
-    # every krc free is either split into phases or freed by the monitor as ready
-    assert ph["objects"]["phased"] + ph["objects"]["ready"] == krc_freed, (ph, kv["freed"])
     if krc_kernel(guest["spec"]):
-        assert ph["objects"]["phased"] > 0 and ph["batch"]["count"] == ph["objects"]["phased"]
-        for p in ("batch", "gp", "reclaim"):
-            ns = ph[p]["ns"]
-            assert ns["p50"] <= ns["p90"] <= ns["p99"] <= ns["max"], (p, ns)
-        # a batch waits a grace period: the GP phase's median is at least 1 ms
-        assert ph["gp"]["ns"]["p50"] >= 1 << 20, ph["gp"]
-    gp = kv["rcu_gp"]
-    # counters are read before histograms: grace periods ending between the two reads (~100/s
-    # under this load) are in the histogram only
-    assert 0 < gp["completed"] <= gp["duration"]["count"] <= gp["completed"] + 5, gp
-    assert (1 << 10) <= gp["duration"]["ns"]["p50"] <= (1 << 34), gp  # 1 us .. 17 s
+        assert ph["objects"]["phased"] > 0, ph
+        # a batch waits a grace period: the GP phase's median is at least 1 ms (its bucket's
+        # upper bound 2^21 ns or more)
+        assert ph["gp"]["ns"]["p50"] > 1 << 20, ph["gp"]
+    # grace-period counts against bpftrace's: tests/vm/test_oracle_vm.py
+    assert kv["rcu_gp"]["completed"] > 0, kv["rcu_gp"]
 
 
 def test_trickle_waits_seconds_flood_less(guest):
@@ -245,7 +246,6 @@ def test_trickle_waits_seconds_flood_less(guest):
     kv = run["out"]["measured"]["kvfree_rcu"]
     assert kv["by_stress"]["enqueued"] == 12 and kv["by_stress"]["freed"] == 12, kv["by_stress"]
     lat = kv["latency"]["ns"]
-    assert lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"], lat
     if krc_kernel(guest["spec"]):
         assert lat["p50"] >= 1 << 31, lat  # bucket upper bound: median >= ~1.07 s
         assert lat["max"] <= 1 << 34, lat  # < 17.2 s
@@ -276,7 +276,6 @@ def test_headless_renames(guest):
     assert kv["by_stress"]["enqueued_headless_bytes"] == 2000 * (
         ks["bytes_alloc"] // ks["count"])
     assert kv["by_stress"]["freed"] == kv["by_stress"]["enqueued"], kv["by_stress"]
-    assert kv["conservation"]["ok"] is True, kv["conservation"]
 
 
 def test_cpu_offline_mid_stress_loses_nothing(guest):
@@ -295,7 +294,6 @@ def test_cpu_offline_mid_stress_loses_nothing(guest):
     # recursion miss. Every object not counted is such a counted miss (7.3: 1 of 30000).
     missed = n - kv["by_stress"]["enqueued"]
     assert 0 <= missed <= kv["misses"]["enqueue"], (kv["by_stress"], kv["misses"])
-    assert kv["conservation"]["ok"] is True, kv["conservation"]
     assert kv["by_stress"]["freed"] == kv["by_stress"]["enqueued"], kv["by_stress"]
 
 
@@ -310,9 +308,6 @@ def test_sampling_follows_a_share_and_keeps_enqueue_counts_exact(guest):
     assert bs["enqueued"] == N and out["match"] is True, bs
     assert bs["freed"] + bs["untracked"] == N, bs  # drained: every followed object freed
     assert N // 16 <= bs["freed"] <= N // 4, bs  # ~N/8, by address hash
-    assert kv["untracked"]["unsampled"] >= bs["untracked"], kv["untracked"]
-    assert kv["latency"]["count"] >= bs["freed"]
-    assert kv["conservation"]["ok"] is True, kv["conservation"]
     kvprobe = next(p for p in out["snapshot"]["probes"] if p["name"] == "kvfree_call_rcu")
     assert kvprobe["facts"]["sample_one_in"] == "8"
 

@@ -25,11 +25,14 @@ from .render import render
 from .state import DashboardState
 
 TICK = 0.1  # seconds between key polls while paused or at the end
+ARROWS = {"\x1b[C": "right", "\x1b[D": "left", "\x1bOC": "right", "\x1bOD": "left",
+          "\x1b[H": "home", "\x1b[F": "end"}
 
 
 @contextmanager
 def _keys() -> Iterator[Callable[[float], str | None]]:
-    """Single-key reads from a terminal stdin, waiting at most `timeout` (no-op otherwise)."""
+    """Single-key reads from a terminal stdin, waiting at most `timeout` (no-op otherwise);
+    arrow keys come back as "left"/"right"."""
     if not sys.stdin.isatty():
         yield lambda timeout=0.0: (time.sleep(timeout), None)[1]
         return
@@ -39,9 +42,12 @@ def _keys() -> Iterator[Callable[[float], str | None]]:
     try:
 
         def key(timeout: float = 0.0) -> str | None:
-            if select.select([fd], [], [], timeout)[0]:
-                return os.read(fd, 1).decode(errors="replace")
-            return None
+            if not select.select([fd], [], [], timeout)[0]:
+                return None
+            k = os.read(fd, 1).decode(errors="replace")
+            if k == "\x1b" and select.select([fd], [], [], 0.05)[0]:
+                k += os.read(fd, 2).decode(errors="replace")
+            return ARROWS.get(k, k)
 
         yield key
     finally:
@@ -87,13 +93,24 @@ def show(
                     live.update(render(state, size.width, size.height), refresh=True)
 
             draw()
+            seek = getattr(feed, "seek", None)
+            state.replay = seek is not None
             while True:
+                if (t := getattr(feed, "total", None)) is not None:
+                    state.total = t
                 k = key(TICK if (state.paused or state.ended) else 0.0)
                 if k in ("q", "Q"):
                     break
                 if k in ("p", "P"):
                     state.paused = not state.paused
                     draw()
+                    continue
+                if seek is not None and k in ("left", "right", "g", "G", "home", "end"):
+                    target = {"left": state.seen - 2, "right": state.seen, "g": 0, "home": 0}.get(
+                        k, (state.total or state.seen) - 1)
+                    if snaps := seek(target):
+                        state.jump(snaps, feed.pos)
+                        draw()
                     continue
                 if state.paused or state.ended:
                     if not interactive:
@@ -103,6 +120,8 @@ def show(
                 item = next(feed, _END)
                 if item is _END:
                     state.ended = True
+                    if state.total is not None:
+                        state.total = state.seen
                     draw()
                     if not (hold and interactive):
                         break
@@ -111,9 +130,9 @@ def show(
                     draw(force=state.cur is None)  # the waiting line counts seconds
                     continue
                 if isinstance(item, str):
-                    state.log.append(item)
+                    state.add_log(item)
                     if not interactive:
-                        print(item, file=sys.stderr)
+                        print(state.log[-1], file=sys.stderr)
                     draw()
                     continue
                 state.push(item)

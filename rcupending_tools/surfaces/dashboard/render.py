@@ -251,10 +251,11 @@ def render(state: DashboardState, width: int = 80, height: int = 24) -> Group:
     where = s["source"]
     if prov.get("lab"):
         where += f" {prov['lab'].get('spec', '')}"
-    pos = f"snapshot {s['seq']}" + (f" ({state.seen}/{state.total})" if state.total else "")
+    pos = f"snapshot {s['seq']}" + (f" ({state.seen}/{state.total})" if state.total
+                                    else f" ({state.seen}/…)" if state.replay else "")
     flags = "  PAUSED" if state.paused else ""
     if state.ended:
-        flags += "  END of recording" if state.total else "  END of the feed"
+        flags += "  END of recording" if state.total or state.replay else "  END of the feed"
     info = _line(
         width,
         (f"kernel {prov['kernel_release']} · {where} · t+{s['elapsed_s']:.0f}s · {pos}", "bold"),
@@ -314,7 +315,8 @@ def render(state: DashboardState, width: int = 80, height: int = 24) -> Group:
     bottom: list[Any] = [Text("probes", style="bold")]
     bottom += [_probe_line(p, width) for p in s["probes"]]
     bottom += [Text(ln[:width], style="dim") for ln in list(state.log)[-1:]]
-    keys = "q quit · p pause" + ("" if state.total is not None else " · Ctrl-C detaches")
+    keys = "q quit · p pause" + (" · ←/→ g/G seek" if state.replay
+                                  else "" if state.total is not None else " · Ctrl-C detaches")
     bottom.append(
         _line(width, (flags.strip() + "  " if flags else "", "bold yellow"), (keys, "dim"))
     )
@@ -357,7 +359,7 @@ def render(state: DashboardState, width: int = 80, height: int = 24) -> Group:
             if with_bytes:
                 row.append(_n(p["pending_bytes"]))
             row.append(f"{100 * p['objects'] / total:.0f}%")
-            tab.add_row(*row)
+            tab.add_row(*(Text(c) for c in row))  # a comm is text, never rich markup
         if other:  # the rows not shown: the table sums to the totals
             rest = procs[len(shown):]
             objects = other["objects"] + sum(p["objects"] for p in rest)
@@ -365,7 +367,7 @@ def render(state: DashboardState, width: int = 80, height: int = 24) -> Group:
             if with_bytes:
                 row.append(_n(other["pending_bytes"] + sum(p["pending_bytes"] for p in rest)))
             row.append(f"{100 * objects / total:.0f}%")
-            tab.add_row(*row, style="dim")
+            tab.add_row(*(Text(c) for c in row), style="dim")
         middle.append(tab)
     return Group(*top, *middle, *bottom)
 

@@ -7,6 +7,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from ... import sanitize
 from ...pipeline import derive
 from ...pipeline.schema import Snapshot
 
@@ -52,10 +53,11 @@ class DashboardState:
     """What the view remembers between snapshots: the last two and a rate history."""
 
     def __init__(self, banner: str, total: int | None = None, note: str = "") -> None:
-        self.banner = banner
-        self.note = note  # one dim line under the header (e.g. why this is not live)
+        self.banner = sanitize.text(banner)
+        self.note = sanitize.text(note)  # one dim line under the header (e.g. why this is not live)
         self.started = time.monotonic()
         self.total = total  # snapshots in a replayed recording
+        self.replay = False  # a recording that can seek
         self.prev: Snapshot | None = None
         self.cur: Snapshot | None = None
         self.trend: deque[float] = deque(maxlen=240)  # pending bytes, else enqueues/s
@@ -66,6 +68,8 @@ class DashboardState:
         self.seen = 0
 
     def push(self, snap: Snapshot) -> None:
+        """Remember `snap` (its strings escaped: a comm or a recording may hold escapes)."""
+        snap = sanitize.deep(snap)
         self.prev, self.cur = self.cur, snap
         self.seen += 1
         pending = _kv_pending_bytes(snap)
@@ -78,6 +82,21 @@ class DashboardState:
         r = derive.rate(self.prev, snap, _kv_objects)
         if r is not None:
             self.trend.append(r)
+
+    def jump(self, snaps: list[Snapshot], position: int) -> None:
+        """A replay moved to another place: `snaps` are the snapshot before it and it; the
+        replay stays paused there (step on with the arrow keys, p plays on)."""
+        self.prev = self.cur = None
+        self.trend.clear()
+        self.trend_is_pending = False
+        for s in snaps:
+            self.push(s)
+        self.seen = position
+        self.paused = True
+        self.ended = False
+
+    def add_log(self, line: str) -> None:
+        self.log.append(sanitize.text(line))
 
     def rate(self, get: Callable[[Snapshot], Any]) -> float | None:
         return derive.rate(self.prev, self.cur, get)

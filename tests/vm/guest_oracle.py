@@ -1,0 +1,414 @@
+"""Runs INSIDE a lab VM: the tool against oracles it does not share code with (issue 15).
+
+Oracles: the lab module's own counts and exact sizes (kernel/lab-6.12/module, `oracle_run`:
+kvfree_rcu() N objects of a kind from a context, optionally inside an RCU reader), the
+kernel's own counters (the live count of the module's dedicated debug kmem_cache in
+/sys/kernel/slab/<cache>/objects, exact at any instant; /proc/vmallocinfo), and Debian's
+bpftrace (tests/vm/oracle.bt) as a second observer in the same VM.
+
+One attach of the tool (RCUPENDING_TRACK_MAX=1024) and of bpftrace (started together), then:
+- frozen point 0: a reader held by the module (no grace period can end, so nothing waiting
+  for one is freed); the tool and bpftrace read at one instant (two equal dumps around it).
+- held: a reader held on CPU 0 (from before its own batch until released) while batches of
+  every kind and context are enqueued on CPU 1: cache objects from process, softirq (timer)
+  and hard IRQ (irq_work) context, 64 KiB vmalloc and 16 KiB kmalloc objects. krc's page
+  cache was drained first (drop_caches runs its shrinker, which also backs its refill off for
+  5 s), so krc has no bulk page and these go to its list (channel 3). While the reader is
+  held, the quiescent point: each batch's pending (the tool, per worker) read between two
+  identical reads of the kernel's counts; also frozen point 1. Then the reader is released;
+  after the drain, the latency of every held object (histogram delta) against the hold.
+- flood: 3000 cache objects + 300 headless, more than the tracking map holds.
+- frozen point 2.
+Prints one line `RCUPENDING-RESULT <json>`. Argument: the module (.ko) to insmod."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # this checkout's package first
+
+os.environ["RCUPENDING_TRACK_MAX"] = "1024"  # before the loader reads it: the flood overflows
+
+from rcupending_tools.families import kvfree  # noqa: E402
+from rcupending_tools.families.base import SectionContext  # noqa: E402
+from rcupending_tools.kernel import KernelInfo  # noqa: E402
+from rcupending_tools.pipeline.session import LiveSession, open_live  # noqa: E402
+
+DEBUGFS = Path("/sys/kernel/debug")
+LAB = DEBUGFS / "rcupending_lab"
+SLAB = Path("/sys/kernel/slab")
+BT = Path(__file__).resolve().with_name("oracle.bt")
+COUNTED = ("rcu_gp_cleanup", "kfree_rcu_work", "kvfree_rcu_bulk")  # bpftrace @<name> = calls
+FREE_SIDE = ("@bulk", "@kvfree", *(f"@{f}" for f in COUNTED))
+HOLD_MS = 15000  # the most the module holds (under the 21 s RCU stall warning): released sooner
+# comm -> oracle_run spec; every batch of the held phase runs on CPU 1 while CPU 0 holds
+HELD = {
+    "orc-held": f"kind=cache size=192 n=200 ctx=process cpu=0 hold_ms={HOLD_MS}",
+    "orc-soft": "kind=cache size=208 n=150 ctx=softirq cpu=1",
+    "orc-hard": "kind=cache size=224 n=150 ctx=hardirq cpu=1",
+    "orc-vmalloc": "kind=vmalloc size=65536 n=16 ctx=process cpu=1",
+    "orc-kmalloc": "kind=kmalloc size=16384 n=16 ctx=process cpu=1",
+}
+FLOOD = {
+    "orc-flood": "kind=cache size=240 n=3000 ctx=process cpu=1",
+    "orc-headless": "kind=cache size=256 n=300 ctx=process headless=1 cpu=1",
+}
+FROZEN = "kind=cache size=64 n=1 ctx=process cpu=0 hold_ms=15000"
+
+
+def log(msg: str) -> None:
+    print(f"guest: {msg}", flush=True)
+
+
+def kv_pairs(text: str) -> dict:
+    out: dict = {}
+    for line in text.splitlines():
+        k, _, v = line.partition(" ")
+        out[k] = int(v) if re.fullmatch(r"-?\d+", v) else v
+    return out
+
+
+def run(comm: str, spec: str) -> dict:
+    """One oracle run (blocks until its worker is done): the module's account of it."""
+    fd = os.open(LAB / "oracle_run", os.O_RDWR)
+    try:
+        os.write(fd, f"{spec} comm={comm}\n".encode())
+        os.lseek(fd, 0, os.SEEK_SET)
+        return kv_pairs(os.read(fd, 4096).decode())
+    finally:
+        os.close(fd)
+
+
+def state() -> dict:
+    return kv_pairs((LAB / "oracle_state").read_text())
+
+
+def release() -> None:
+    (LAB / "oracle_release").write_text("1\n")
+
+
+def wait_until(read: Callable[[], Any], done: Callable[[Any], bool], seconds: float,
+               step: float = 0.2) -> Any:  # fmt: skip
+    deadline = time.monotonic() + seconds
+    while True:
+        value = read()
+        if done(value) or time.monotonic() >= deadline:
+            return value
+        time.sleep(step)
+
+
+# ---------------------------------------------------------------- the kernel's own counts
+
+
+def slab_objects(cache: str) -> int:
+    """Live objects of a debug cache: exact (no per-CPU caching), `N N0=...` -> N."""
+    return int((SLAB / cache / "objects").read_text().split()[0])
+
+
+def vmalloc_areas() -> dict:
+    """The module's live vmalloc areas (/proc/vmallocinfo: one line per area, its caller)."""
+    areas = [ln for ln in Path("/proc/vmallocinfo").read_text().splitlines()
+             if "[rcupending_lab]" in ln]
+    pages = sum(int(m.group(1)) for ln in areas if (m := re.search(r"pages=(\d+)", ln)))
+    return {"areas": len(areas), "pages": pages}
+
+
+def kernel_counts(caches: list[str]) -> dict:
+    return {"caches": {c: slab_objects(c) for c in caches}, "vmalloc": vmalloc_areas()}
+
+
+def cache_facts(cache: str) -> dict:
+    d = SLAB / cache
+    read = lambda f: (d / f).read_text().split()[0]  # noqa: E731
+    return {"alias": d.is_symlink(), "slab_size": int(read("slab_size")),
+            "object_size": int(read("object_size")), "store_user": read("store_user"),
+            "aliases": int(read("aliases"))}
+
+
+# ---------------------------------------------------------------- bpftrace
+
+
+class Bpftrace:
+    """bpftrace -f json running tests/vm/oracle.bt (kfunc enqueue probe, else kprobe);
+    dump() = its maps now (SIGUSR1). Started before the tool compiles, waited for after."""
+
+    def __init__(self, kernel: KernelInfo) -> None:
+        self.counted = [f for f in COUNTED if kernel.symbol(f) is not None]
+        self.tried: list[str] = []
+        self.enqueue = ""
+        self.attached: int | None = None
+        self.error = ""
+        self._spawn("kfunc:kvfree_call_rcu")
+
+    def _spawn(self, enqueue: str) -> None:
+        counters = "".join(f"kprobe:{f} {{ @{f} = count(); }}\n" for f in self.counted)
+        script = BT.read_text().replace("ENQUEUE\n", enqueue + "\n").replace(
+            "COUNTERS\n", counters)
+        env = {**os.environ, "BPFTRACE_MAP_KEYS_MAX": "65536"}
+        self.enqueue, self.t0 = enqueue, time.monotonic()
+        self.proc = subprocess.Popen(["bpftrace", "-f", "json", "-e", script],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     env=env)
+
+    def wait_attached(self) -> None:
+        for fallback in ("kprobe:kvfree_call_rcu", None):
+            for line in self._lines(900):
+                if line.get("type") == "attached_probes":
+                    self.attached = int(line["data"]["probes"])
+                    break
+            took = f"{time.monotonic() - self.t0:.1f}s"
+            if self.attached:
+                self.tried.append(f"{self.enqueue}: attached after {took}")
+                return
+            self.proc.kill()
+            err = self.proc.stderr.read() if self.proc.stderr else ""
+            self.tried.append(f"{self.enqueue}: failed after {took} ({err[-300:]})")
+            if fallback is None:
+                raise SystemExit(f"bpftrace did not attach: {self.tried}")
+            self._spawn(fallback)
+
+    def _lines(self, timeout: float) -> Iterator[dict]:
+        assert self.proc.stdout is not None
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            ready, _, _ = select.select([self.proc.stdout], [], [], 0.2)
+            if not ready:
+                if self.proc.poll() is not None:
+                    return
+                continue
+            line = self.proc.stdout.readline()
+            if not line:
+                return
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError:
+                continue
+
+    def _read_maps(self, quiet: float = 0.5, timeout: float = 60) -> dict:
+        """Map lines until none came for `quiet` s (after the first)."""
+        maps: dict = {}
+        assert self.proc.stdout is not None
+        end = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < end:
+            ready, _, _ = select.select([self.proc.stdout], [], [], 0.05)
+            if ready:
+                line = self.proc.stdout.readline()
+                if not line:
+                    break
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if obj.get("type") == "map":
+                    maps.update(obj["data"])
+                    last = time.monotonic()
+            elif last is not None and time.monotonic() - last >= quiet:
+                break
+            elif self.proc.poll() is not None:
+                break
+        return maps
+
+    def dump(self) -> dict:
+        self.proc.send_signal(signal.SIGUSR1)
+        return self._read_maps()
+
+    def stop(self) -> dict:
+        self.proc.send_signal(signal.SIGINT)
+        maps = self._read_maps(quiet=2.0, timeout=120)
+        self.proc.wait(timeout=60)
+        return maps
+
+
+# ---------------------------------------------------------------- the tool
+
+
+def read_all(session: LiveSession, pids: dict[str, int]) -> tuple[dict, dict]:
+    """One read of the maps: the snapshot, and the tool's figures of each worker (its tgid's
+    by_stress, from the same reading)."""
+    raw = session.source.read()
+    snap = session.collector.update(raw)
+    reading = raw.families.get("kvfree_rcu")
+    per = {comm: kvfree.FAMILY.section(reading, SectionContext({}, frozenset({pid})))[
+        "by_stress"] for comm, pid in pids.items()}
+    return snap, per
+
+
+def per_worker(session: LiveSession, pids: dict[str, int]) -> dict:
+    return read_all(session, pids)[1]
+
+
+def kv_totals(snap: dict) -> dict:
+    kv = snap["kvfree_rcu"]
+    gp = kv.get("rcu_gp") or {}
+    return {"gp_completed": gp.get("completed"), "events": kv.get("events"),
+            "enqueued": kv["enqueued"]["objects"], "freed": kv["freed"]["objects"],
+            "pending": kv["pending"]["objects"], "untracked": kv["untracked"]["objects"],
+            "by_path": {p: v["objects"] for p, v in kv["freed"]["by_path"].items()},
+            "pre_attach": kv["freed"]["pre_attach"],
+            "by_route": {r: v["objects"] for r, v in kv["enqueued"]["by_route"].items()}}
+
+
+def latency(snap: dict) -> dict:
+    h = snap["histograms"]
+    return {k: {f"{lo}:{hi}": n for lo, hi, n in v["buckets"]}
+            for k, v in h.items() if k.startswith(("kvfree_rcu.latency_ns",
+                                                   "kvfree_rcu.latency_gps"))}
+
+
+def quiescent(session: LiveSession, pids: dict[str, int], caches: list[str],
+              tries: int = 5) -> dict:  # fmt: skip
+    """The tool's per-worker figures between two identical reads of the kernel's counts."""
+    for attempt in range(tries):
+        before = kernel_counts(caches)
+        tool = per_worker(session, pids)
+        after = kernel_counts(caches)
+        if before == after:
+            return {"kernel": before, "tool": tool, "attempts": attempt + 1}
+    return {"kernel": None, "tool": tool, "attempts": tries, "kernel_moved": [before, after]}
+
+
+def aligned(session: LiveSession, bt: Bpftrace, tries: int = 8) -> tuple[dict, dict, int]:
+    """A snapshot and bpftrace's maps at one instant for the free side: the snapshot is read
+    between two dumps whose free-side counts are equal (nothing was freed in between)."""
+    def key(m: dict) -> tuple:
+        return tuple(json.dumps(m.get(k), sort_keys=True) for k in FREE_SIDE)
+
+    first = bt.dump()
+    for attempt in range(tries):
+        snap = session.read()
+        second = bt.dump()
+        if key(first) == key(second):
+            return snap, second, attempt + 1
+        first = second
+    return snap, second, 0
+
+
+def frozen_point(session: LiveSession, bt: Bpftrace, extra: Callable[[], Any] | None = None
+                 ) -> dict:  # fmt: skip
+    """The tool and bpftrace at one instant while a reader is held (one object enqueued
+    inside it): no grace period can end, nor can what waits for one be freed."""
+    res: dict = {}
+    holder = threading.Thread(target=lambda: res.update(run("orc-frozen", FROZEN)))
+    holder.start()
+    wait_until(state, lambda s: s["holding"] == 1, 300)
+    snap, maps, tries = aligned(session, bt)
+    held = state()["holding"] == 1
+    release()
+    holder.join()
+    return {"tool": kv_totals(snap), "latency": latency(snap), "bt": maps, "tries": tries,
+            "held": held}
+
+
+# ---------------------------------------------------------------- phases
+
+
+def held_phase(session: LiveSession, bt: Bpftrace, result: dict) -> None:
+    Path("/proc/sys/vm/drop_caches").write_text("2\n")  # krc's shrinker: no cached bulk page
+    res: dict = {}
+    holder = threading.Thread(target=lambda: res.update({"orc-held": run("orc-held",
+                                                                         HELD["orc-held"])}))
+    holder.start()
+    inside = wait_until(state, lambda s: s["holding"] == 1, 300)
+    if inside["holding"] != 1:
+        raise SystemExit(f"the held run never held its reader: {inside}")
+    for comm, spec in HELD.items():
+        if comm != "orc-held":
+            res[comm] = run(comm, spec)
+    pids = {c: r["pid"] for c, r in res.items()} | {"orc-held": inside["holding_pid"]}
+    size = HELD["orc-held"].split("size=")[1].split()[0]
+    caches = sorted({r["cache"] for r in res.values() if r["cache"] != "-"}
+                    | {f"rcupending_oracle_{size}"})
+    q = quiescent(session, pids, caches)
+    snap1, bt1, tries1 = aligned(session, bt)  # frozen: the held objects are all waiting
+    q["held_throughout"] = state()["holding"] == 1  # still held after the last read
+    release()
+    holder.join()
+    log(f"held phase: quiescent {q['kernel']} held {q['held_throughout']}")
+    drained = wait_until(lambda: kernel_counts(caches),
+                         lambda k: not any(k["caches"].values()) and not k["vmalloc"]["areas"],
+                         120, 0.2)
+    t_drained = state()["now_ns"]
+    # the tool's frees may trail the kernel's counts by a read
+    wait_until(lambda: per_worker(session, pids),
+               lambda p: all(v["pending"] == 0 for v in p.values()), 20, 0.5)
+    snap2, after = read_all(session, pids)
+    result["frozen"].append({"tool": kv_totals(snap1), "latency": latency(snap1), "bt": bt1,
+                             "tries": tries1, "held": q["held_throughout"]})
+    result["held"] = {
+        "runs": res, "caches": {c: cache_facts(c) for c in caches}, "quiescent": q,
+        "drained": drained, "t_drained_ns": t_drained, "after": after,
+        "latency_after": latency(snap2),
+    }
+
+
+def flood_phase(session: LiveSession, bt: Bpftrace, result: dict) -> None:
+    res = {comm: run(comm, spec) for comm, spec in FLOOD.items()}
+    pids = {c: r["pid"] for c, r in res.items()}
+    caches = sorted({r["cache"] for r in res.values()})
+    during = per_worker(session, pids)
+    drained = wait_until(lambda: kernel_counts(caches),
+                         lambda k: not any(k["caches"].values()), 120, 0.5)
+    wait_until(lambda: per_worker(session, pids),
+               lambda p: all(v["pending"] == 0 for v in p.values()), 20, 0.5)
+    result["flood"] = {
+        "runs": res, "caches": {c: cache_facts(c) for c in caches}, "during": during,
+        "drained": drained, "after": per_worker(session, pids),
+    }
+
+
+def main() -> None:
+    module = sys.argv[1]
+    result: dict = {"release": os.uname().release, "spec": os.environ.get("RCUPENDING_LAB_SPEC"),
+                    "seconds": {}, "frozen": []}
+    if not (DEBUGFS / "tracing").exists() and not any(DEBUGFS.iterdir()):
+        subprocess.run(["mount", "-t", "debugfs", "debugfs", str(DEBUGFS)], check=False)
+    ins = subprocess.run(["insmod", module], capture_output=True, text=True)
+    result["insmod"] = {"rc": ins.returncode, "stderr": ins.stderr[-500:]}
+    if ins.returncode != 0:
+        print("RCUPENDING-RESULT " + json.dumps(result), flush=True)
+        return
+    t0 = time.monotonic()
+    bt = Bpftrace(KernelInfo())  # its compile runs beside the tool's
+    session = open_live(command="guest_oracle")
+    result["seconds"]["tool_attach"] = round(time.monotonic() - t0, 1)
+    try:
+        bt.wait_attached()
+        result["seconds"]["both_attached"] = round(time.monotonic() - t0, 1)
+        result["bpftrace"] = {
+            "enqueue": bt.enqueue, "tried": bt.tried, "probes": bt.attached,
+            "counted": bt.counted,
+            "version": subprocess.run(["bpftrace", "--version"], capture_output=True,
+                                      text=True).stdout.strip()}
+        log(f"attached: {result['seconds']}, bpftrace {bt.tried}")
+        result["probes"] = session.source.probe_dicts()
+        t0 = time.monotonic()
+        result["frozen"].append(frozen_point(session, bt))
+        result["seconds"]["frozen_0"] = round(time.monotonic() - t0, 1)
+        for name, phase in (("held", held_phase), ("flood", flood_phase)):
+            t0 = time.monotonic()
+            phase(session, bt, result)
+            result["seconds"][name] = round(time.monotonic() - t0, 1)
+            log(f"{name} phase in {time.monotonic() - t0:.1f}s")
+        t0 = time.monotonic()
+        result["frozen"].append(frozen_point(session, bt))
+        result["seconds"]["frozen_2"] = round(time.monotonic() - t0, 1)
+    finally:
+        session.close()
+        result["bt_final"] = bt.stop()
+    print("RCUPENDING-RESULT " + json.dumps(result, sort_keys=True), flush=True)
+
+
+if __name__ == "__main__":
+    main()
