@@ -12,6 +12,20 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 RCUPENDING = [sys.executable, "-m", "rcupending_tools.cli"]
 
+# The VM tier's matrix. "ci" (the default, what `.ci/run` runs): each question on the kernels
+# that answer it, within CI's hour under QEMU TCG. "full" (RCUPENDING_VM_MATRIX=full): every
+# kernel every test supports, and the tests marked vm_full (hours: README, Tests).
+VM_MATRIX = os.environ.get("RCUPENDING_VM_MATRIX", "ci")
+if VM_MATRIX not in ("ci", "full"):
+    raise SystemExit(f"RCUPENDING_VM_MATRIX must be ci or full, not {VM_MATRIX!r}")
+FULL_MATRIX = VM_MATRIX == "full"
+
+
+def vm_kernels(variable: str, ci: str, full: str) -> list[str]:
+    """A VM test's kernels: `variable` when set (e.g. RCUPENDING_VM_KERNELS=debian:6.12), else
+    the matrix's set."""
+    return (os.environ.get(variable) or (full if FULL_MATRIX else ci)).split(",")
+
 
 def run_cli(
     *args: str, env: dict[str, str] | None = None, timeout: float = 600, **kw
@@ -34,10 +48,24 @@ def cli():
     return run_cli
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "vm_full: only in the full VM matrix (RCUPENDING_VM_MATRIX=full)")
+
+
 def pytest_collection_modifyitems(config, items):
+    if not FULL_MATRIX:  # not run, not skipped: the matrix chose (listed by the report header)
+        chosen = [i for i in items if i.get_closest_marker("vm_full") is None]
+        if len(chosen) != len(items):
+            config.hook.pytest_deselected(items=[i for i in items if i not in chosen])
+            items[:] = chosen
     for item in items:
         path = str(item.fspath)
         if "/tests/host/" in path:
             item.add_marker(pytest.mark.host)
         elif "/tests/vm/" in path:
             item.add_marker(pytest.mark.vm)
+
+
+def pytest_report_header(config):
+    return f"VM matrix: {VM_MATRIX} (RCUPENDING_VM_MATRIX=ci|full)"

@@ -10,6 +10,8 @@ import pytest
 from rcupending_tools.compare import table
 from tests.conftest import run_cli
 
+pytestmark = pytest.mark.vm_full  # a benchmark-sized run (6 boots): the full matrix's
+
 KERNELS = ["lab:6.12-stock", "lab:6.12-rcupending"]
 COUNT = 2000
 

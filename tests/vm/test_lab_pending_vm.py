@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from rcupending_tools.lab.kernels import cache_dir
-from tests.conftest import run_cli
+from tests.conftest import run_cli, vm_kernels
 
 VARIANTS = {"lab:6.12-stock": "krc", "lab:6.12-rcupending": "rcu_pending"}
 # the forced fallbacks are fault injection inside the guest: failslab on rcu_pending,
@@ -22,7 +22,11 @@ MODULE = "rcupending_lab.ko"
 TWO_S_NS = 2_000_000_000
 
 
-@pytest.fixture(scope="module", params=list(VARIANTS))
+# CI's matrix: the rcu_pending variant (stock's krc is the debian:6.12 boots' subject)
+SPECS = vm_kernels("RCUPENDING_LAB_KERNELS", "lab:6.12-rcupending", ",".join(VARIANTS))
+
+
+@pytest.fixture(scope="module", params=SPECS)
 def guest(request) -> dict:
     spec = request.param
     ko = cache_dir() / "lab" / spec.split(":", 1)[1] / MODULE

@@ -14,11 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import run_cli, vm_kernels
 
-KERNELS = os.environ.get(
-    "RCUPENDING_VM_NOLOCK_KERNELS", "debian:6.17,debian:6.18,debian:7.3"
-).split(",")
+KERNELS = vm_kernels("RCUPENDING_VM_NOLOCK_KERNELS", "debian:7.3",
+                     "debian:6.17,debian:6.18,debian:7.3")
 # Each --measure run compiles two bcc programs (~1 min under TCG): the plan stays small.
 PLAN = {
     "debian:6.1": ["stream_refused", "arena_refused"],

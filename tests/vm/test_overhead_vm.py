@@ -12,6 +12,8 @@ import pytest
 from rcupending_tools.stress import native
 from tests.conftest import run_cli
 
+pytestmark = pytest.mark.vm_full  # the overhead benchmark's companion: the full matrix's
+
 ENTRY = "kfunc__kvfree_call_rcu"
 
 

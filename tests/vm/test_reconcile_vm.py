@@ -5,16 +5,15 @@ the same snapshot and against the flood's own count; none is checked against its
 from __future__ import annotations
 
 import json
-import os
 import sys
 
 import pytest
 
 from rcupending_tools.pipeline import recording
-from tests.conftest import run_cli
+from tests.conftest import run_cli, vm_kernels
 
 N = 20000
-KERNELS = os.environ.get("RCUPENDING_RECONCILE_KERNELS", "debian:6.12,debian:7.3").split(",")
+KERNELS = vm_kernels("RCUPENDING_RECONCILE_KERNELS", "debian:6.12", "debian:6.12,debian:7.3")
 OPTION_SLOT = 64  # a 4-byte IP option block (struct ip_options_rcu) lives in kmalloc-64
 SHEAVES = {"debian:7.3"}  # kmalloc objects wait in rcu_free sheaves: flushed after the flood
 
