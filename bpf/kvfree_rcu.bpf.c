@@ -337,7 +337,6 @@ struct free_scratch {
 	struct inflight rec;  /* the object's record, zero when not looked up or not found */
 	u64 look;
 	u64 deleted;          /* 1: this program deleted the record (and accounts the object) */
-	u64 bytes;
 	u64 n;                /* followed objects freed in this run (phases) */
 	u64 ts_sum;           /* their enqueue times */
 };
@@ -414,8 +413,8 @@ static __always_inline void phases_end(struct phase_ctx *pc, struct free_env *en
  * object freed here is a kvfree_rcu object, so during the window (every object followed) one
  * not found was queued before we attached: its own row, not a post-attach free. The program
  * that deletes a record accounts its object (once); one that found a record another deleted
- * first counts nothing. Arithmetic on 0/1 masks after the two branches (the lookup, the bytes
- * of an object not followed), whose results go through the scratch slot. */
+ * first counts nothing. Arithmetic on 0/1 masks after the one branch (the lookup), whose
+ * results go through the scratch slot. */
 static __always_inline void free_one(struct kv_counters *kc, struct free_env *env, u64 ptr,
 				     u32 path, u64 count_unmatched, u64 bytes)
 {
@@ -426,11 +425,11 @@ static __always_inline void free_one(struct kv_counters *kc, struct free_env *en
 	sc->deleted = 0;
 	__builtin_memset(&sc->rec, 0, sizeof(sc->rec));
 	if (LOAD(sc->look)) {
+		/* no branch on the lookup: a NULL source leaves the record zero (not found), and
+		 * deleting a missing key fails harmlessly */
 		struct inflight *e = kv_inflight.lookup(&ptr);
-		if (e) {
-			sc->rec = *e;
-			sc->deleted = 1 - nz((u64)kv_inflight.delete(&ptr));
-		}
+		bpf_probe_read_kernel(&sc->rec, sizeof(sc->rec), e);
+		sc->deleted = 1 - nz((u64)kv_inflight.delete(&ptr));
 	}
 	u64 ts = LOAD(sc->rec.ts), rb = LOAD(sc->rec.bytes);
 	u64 seen = nz(ts);                               /* a record was there */
@@ -442,11 +441,11 @@ static __always_inline void free_one(struct kv_counters *kc, struct free_env *en
 	stat_add(kc, ST_UNMATCHED + path, early);
 	/* an object from before attach that outlived the window, or a full map's */
 	stat_add(kc, ST_LATE_UNMATCHED, unmatched & (1 - env->window) & sampled);
-	sc->bytes = rb;
-	if (!found)
-		sc->bytes = bytes ? bytes : object_bytes_fast(env->bases, ptr);
+	/* not followed: the caller's bytes, else the object's slot now (read either way: a
+	 * branch here would double the verifier's paths; most frees are not followed) */
+	u64 alt = bytes ? bytes : object_bytes_fast(env->bases, ptr);
 	u64 counted = nz(ptr) & (1 - early) & (1 - raced);
-	u64 b = LOAD(sc->bytes) & -counted;
+	u64 b = (rb ^ ((alt ^ rb) & (found - 1))) & -counted;
 	stat_add(kc, ST_FREED + path, counted);
 	stat_add(kc, ST_FREED_BYTES + path, b);
 	pending_add(kc, -(s64)counted, -(s64)b);
