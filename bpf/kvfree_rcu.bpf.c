@@ -8,7 +8,8 @@
  *   SLAB_BY_PAGE_TYPE (page_type >> 24 == SLAB_TYPE) or SLAB_BY_FLAG (flags bit SLAB_FLAG_BIT),
  *   OFF_PAGE_TYPE / OFF_PAGE_FLAGS
  *   RCU_GP_SEQ_ADDR          &rcu_state.gp_seq (grace periods elapsed)
- *   HAVE_KVFREE_RCU_BULK (+ OFF_BNODE_NR/RECORDS), HAVE_KVFREE_RCU_LIST,
+ *   HAVE_KVFREE_RCU_BULK (+ OFF_BNODE_NR/RECORDS; BULK_BY_KPROBE: read by a kprobe in fentry
+ *                            mode), HAVE_KVFREE_RCU_LIST,
  *   HAVE_KFREE_RCU_WORK_CTX (6.1: kprobes on kmem_cache_free_bulk and vfree),
  *   HAVE_KFREE_RCU_SHEAF (+ OFF_SHEAF_SIZE, OFF_SHEAF_OBJECTS), HAVE_RCU_FREE_SHEAF_NOBARN
  *   TRACK_MAX                per-object tracking cap (objects over it count as untracked)
@@ -761,7 +762,16 @@ KRETFUNC_PROBE(synchronize_rcu)
 	return 0;
 }
 
-#ifdef HAVE_KVFREE_RCU_BULK
+#if defined(HAVE_KVFREE_RCU_BULK) && defined(BULK_BY_KPROBE)
+/* Where kprobes exist the bulk page is read by one: a kprobe per page costs nothing beside its
+ * 512 records, and older verifiers (6.12) reject the 512-record loop in a tracing program
+ * (its states cost more than a kprobe's) but accept it here. */
+int kprobe_ctx_bulk(struct pt_regs *ctx)
+{
+	on_bulk_node(PT_REGS_PARM2(ctx), 0);
+	return 0;
+}
+#elif defined(HAVE_KVFREE_RCU_BULK)
 KFUNC_PROBE(kvfree_rcu_bulk, void *krcp, void *bnode, int idx)
 {
 	on_bulk_node(to_scalar(bnode), 0);
