@@ -556,4 +556,4 @@ def samples(kv: Section) -> list:
 
 
 FAMILY = Family("kvfree_rcu", "kvfree_call_rcu", read, section, histograms, samples, METRICS,
-                HISTOGRAM_FAMILIES)
+                HISTOGRAM_FAMILIES, arm=arm, watch=watch)

@@ -6,6 +6,8 @@ import time
 
 import numpy as np
 
+from rcupending_tools import config
+from rcupending_tools.families import BY_PROBE
 from rcupending_tools.families import kvfree as km
 from rcupending_tools.pipeline.collector import Collector, provenance
 from rcupending_tools.pipeline.raw import RawSample
@@ -205,3 +207,23 @@ def test_a_torn_copy_is_read_again():
 
     rows, torn = base.whole_copy(Table(), 0)
     assert rows == [[2, 6, 6, 2], [1, 0, 0, 1]] and torn is False
+
+
+class _FullCfg:
+    def __init__(self) -> None:
+        self.window_end = self.sample_mask = self.nwatch = self.look_all = 0
+        self.watch = [0] * km.WATCH_MAX
+
+
+def test_a_live_session_arms_and_watches_the_kvfree_program():
+    """What LiveSource calls through the family registry reaches the kernel side's settings:
+    the window, the sample, and the stress's processes (a family that does not pass them
+    leaves every object sampled and no stress counted apart, as a 6.12 VM showed)."""
+    b = {"kv_cfg": [_FullCfg()]}
+    fam = BY_PROBE["kvfree_call_rcu"]
+    fam.arm(b)
+    cfg = b["kv_cfg"][0]
+    assert cfg.window_end > time.monotonic_ns() - 1 and cfg.look_all == 1
+    assert cfg.sample_mask == config.kvfree_sample_one_in() - 1 and cfg.nwatch == 0
+    fam.watch(b, {41, 7})
+    assert b["kv_cfg"][0].nwatch == 2 and b["kv_cfg"][0].watch[:2] == [7, 41]
