@@ -24,4 +24,4 @@ start=$(date +%s)
 .venv/bin/rcupending lab-build --jobs 3 --module-for debian:6.1 --module-for debian:6.12 \
     --module-for debian:7.3
 echo "test: lab-build took $(( $(date +%s) - start )) s"
-exec .venv/bin/python -m pytest -ra "$@"
+exec .venv/bin/python -m pytest -ra --durations=25 "$@"
