@@ -145,6 +145,14 @@ static __always_inline u64 object_lookup(const struct kbases *b, u64 addr, u32 *
  * becoming a select, which BPF compiles to a branch. */
 #define opaque(x) asm volatile("" : "+r"(x))
 
+static __always_inline u64 negative(u64 x)  /* 1 if (s64)x < 0, without a branch */
+{
+	opaque(x);
+	x >>= 63;
+	opaque(x);
+	return x;
+}
+
 static __always_inline u64 nz(u64 x)  /* 1 if x != 0, without a branch */
 {
 	u64 t = x | -x;

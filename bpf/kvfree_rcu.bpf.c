@@ -319,15 +319,12 @@ static __always_inline bool on_enqueue(u64 ptr, bool headless, u64 bytes, u32 ki
 }
 
 /* Phases of the krc objects freed by one call (a bulk page, a list kfree): inside
- * kfree_rcu_work the batch's queue time (queue_rcu_work) and start split the wait into batch
- * wait, grace period and reclaim; freed elsewhere (kvfree_rcu_drain_ready from the monitor,
- * the shrinker) the grace period had already ended when the monitor looked: one `ready`
- * duration. Per call, from the mean enqueue time of its followed objects (exact for one
- * object): the per-record cost stays two additions. */
-struct phase_ctx {
-	u64 queued;
-	u64 started;
-};
+ * kfree_rcu_work the batch's queue time (queue_rcu_work) and start split each followed
+ * object's wait into batch wait, grace period and reclaim; freed elsewhere
+ * (kvfree_rcu_drain_ready from the monitor, the shrinker) the grace period had already ended
+ * when the monitor looked: one `ready` duration. Per object and without a branch, inside the
+ * loop: an accounting after the loop would be walked by the verifier once per record (each
+ * record's exit from the loop reaches it), tripling the bulk loop's cost. */
 
 /* A free program's per-object working values live in per-CPU map memory, not in registers or
  * on the stack: the verifier does not track what it loads from a map, so both sides of each
@@ -338,8 +335,8 @@ struct free_scratch {
 	struct inflight rec;  /* the object's record, zero when not looked up or not found */
 	u64 look;
 	u64 deleted;          /* 1: this program deleted the record (and accounts the object) */
-	u64 n;                /* followed objects freed in this run (phases) */
-	u64 ts_sum;           /* their enqueue times */
+	u64 queued;           /* phases: the batch's queue_rcu_work time, 0 when unknown */
+	u64 started;          /* ... and its kfree_rcu_work start */
 };
 enum { SC_BULK, SC_LIST, SC_VFREE, SC_SHEAF, SC_INLINE_ENQ, SC_INLINE_SYNC, SC_SLOTS };
 BPF_PERCPU_ARRAY(kv_free_scratch, struct free_scratch, SC_SLOTS);
@@ -370,41 +367,20 @@ static __always_inline bool free_env_init(struct free_env *env, u32 slot)
 	opaque(d);
 	env->window = d >> 63;
 	env->look_all = env->window | nz(env->cfg->look_all);
-	env->sc->n = env->sc->ts_sum = 0;
 	return true;
 }
 
-static __always_inline void phases_begin(struct phase_ctx *pc)
+static __always_inline void phases_begin(struct free_env *env)
 {
-	pc->queued = pc->started = 0;
+	struct free_scratch *sc = env->sc;
+	sc->queued = sc->started = 0;
 #ifdef HAVE_PHASES
 	u64 id = bpf_get_current_pid_tgid();
 	struct batch_mark *m = kv_work.lookup(&id);
 	if (m && m->queued && m->started >= m->queued) {
-		pc->queued = m->queued;
-		pc->started = m->started;
+		sc->queued = m->queued;
+		sc->started = m->started;
 	}
-#endif
-}
-
-static __always_inline void phases_end(struct phase_ctx *pc, struct free_env *env)
-{
-#ifdef HAVE_PHASES
-	u64 n = env->sc->n;
-	if (!n)
-		return;
-	u64 now = bpf_ktime_get_ns(), mean = env->sc->ts_sum / n;
-	struct kv_counters *kc = kc_open();
-	if (pc->queued && pc->queued >= mean) {
-		dur_add_n(kc, DUR_BATCH, pc->queued - mean, n);
-		dur_add_n(kc, DUR_GP, pc->started - pc->queued, n);
-		dur_add_n(kc, DUR_RECLAIM, now > pc->started ? now - pc->started : 0, n);
-		ev_add(kc, EV_PHASED, n);
-	} else {
-		dur_add_n(kc, DUR_READY, now > mean ? now - mean : 0, n);
-		ev_add(kc, EV_READY, n);
-	}
-	kc_close(kc);
 #endif
 }
 
@@ -416,8 +392,50 @@ static __always_inline void phases_end(struct phase_ctx *pc, struct free_env *en
  * that deletes a record accounts its object (once); one that found a record another deleted
  * first counts nothing. Arithmetic on 0/1 masks after the one branch (the lookup), whose
  * results go through the scratch slot. */
+/* A record found and deleted by this program (found: 0/1): the followed object's latency,
+ * grace periods, its CPU's, a stress's and the window's share, its phases. */
+static __always_inline void followed_freed(struct kv_counters *kc, struct free_env *env,
+					   u32 path, u64 found, bool with_phases)
+{
+	struct free_scratch *sc = env->sc;
+	u64 ts = LOAD(sc->rec.ts), gp = LOAD(sc->rec.gp_seq);
+	u64 fb = LOAD(sc->rec.bytes) & -found;
+	hist_add(kc, KV_LAT, path, env->now - ts, found);
+	hist_add(kc, KV_GPS, path, ((env->gp - gp) >> 2) + 1, found); /* gp_seq: counter << 2 | state */
+	u32 cpu = LOAD(sc->rec.cpu) % KV_NCPUS;  /* a bound the verifier sees, without a branch */
+	u64 flags = LOAD(sc->rec.flags);
+	kc_add(kc, KV_GONE + 2 * cpu, found);
+	kc_add(kc, KV_GONE + 2 * cpu + 1, fb);
+	u64 watched = (flags >> 1) & found;  /* INF_WATCHED */
+	stat_add(kc, ST_W_GONE, watched);
+	stat_add(kc, ST_W_GONE_BYTES, fb & -watched);
+	stat_add(kc, ST_WINDOW_GONE, flags & INF_WINDOW & found);
+#ifdef HAVE_PHASES
+	if (with_phases) {  /* a constant at each call site */
+		u64 q = LOAD(sc->queued), st = LOAD(sc->started);
+		u64 phased = nz(q) & (1 - negative(q - ts)) & found;  /* queued after enqueue */
+		u64 ready = found & (1 - phased);
+		dur_add_n(kc, DUR_BATCH, q - ts, phased);
+		dur_add_n(kc, DUR_GP, st - q, phased);
+		dur_add_n(kc, DUR_RECLAIM, env->now - st, phased);
+		dur_add_n(kc, DUR_READY, env->now - ts, ready);
+		ev_add(kc, EV_PHASED, phased);
+		ev_add(kc, EV_READY, ready);
+	}
+#endif
+}
+
+/* The object at `ptr` finished waiting on `path` (inside the caller's open counters `kc`):
+ * counted for every object enqueued after attach, with its bytes from its record, else
+ * `bytes` when the caller knows them, else looked up now. `count_unmatched` (0/1): every
+ * object freed here is a kvfree_rcu object, so during the window (every object followed) one
+ * not found was queued before we attached: its own row, not a post-attach free. The program
+ * that deletes a record accounts its object (once); one that found a record another deleted
+ * first counts nothing. One branch (look the object up or not), whose sides share no value
+ * but through the scratch slot, then arithmetic on 0/1 masks: the verifier walks each record
+ * once, and the followed object's figures only on the side that looks it up. */
 static __always_inline void free_one(struct kv_counters *kc, struct free_env *env, u64 ptr,
-				     u32 path, u64 count_unmatched, u64 bytes)
+				     u32 path, u64 count_unmatched, u64 bytes, bool with_phases)
 {
 	struct free_scratch *sc = env->sc;
 	u64 hash = (((ptr >> 4) * 0x9E3779B97F4A7C15ULL) >> 40) & env->cfg->sample_mask;
@@ -430,10 +448,12 @@ static __always_inline void free_one(struct kv_counters *kc, struct free_env *en
 		 * deleting a missing key fails harmlessly */
 		struct inflight *e = kv_inflight.lookup(&ptr);
 		bpf_probe_read_kernel(&sc->rec, sizeof(sc->rec), e);
-		sc->deleted = 1 - nz((u64)kv_inflight.delete(&ptr));
+		u64 deleted = 1 - nz((u64)kv_inflight.delete(&ptr));
+		sc->deleted = deleted;
+		followed_freed(kc, env, path, nz(LOAD(sc->rec.ts)) & deleted, with_phases);
 	}
-	u64 ts = LOAD(sc->rec.ts), rb = LOAD(sc->rec.bytes);
-	u64 seen = nz(ts);                               /* a record was there */
+	u64 rb = LOAD(sc->rec.bytes);
+	u64 seen = nz(LOAD(sc->rec.ts));                 /* a record was there */
 	u64 deleted = LOAD(sc->deleted);
 	u64 found = seen & deleted;                      /* ... and this program accounts it */
 	u64 raced = seen & (1 - deleted);                /* ... another deleted it first */
@@ -450,21 +470,6 @@ static __always_inline void free_one(struct kv_counters *kc, struct free_env *en
 	stat_add(kc, ST_FREED + path, counted);
 	stat_add(kc, ST_FREED_BYTES + path, b);
 	pending_add(kc, -(s64)counted, -(s64)b);
-	/* a followed object: latency, grace periods, its CPU's and its kind's share */
-	u64 gp = LOAD(sc->rec.gp_seq);
-	hist_add(kc, KV_LAT, path, env->now - ts, found);
-	hist_add(kc, KV_GPS, path, ((env->gp - gp) >> 2) + 1, found); /* gp_seq: counter << 2 | state */
-	u32 cpu = LOAD(sc->rec.cpu) % KV_NCPUS;  /* a bound the verifier sees, without a branch */
-	u64 flags = LOAD(sc->rec.flags);
-	u64 fb = b & -found;
-	kc_add(kc, KV_GONE + 2 * cpu, found);
-	kc_add(kc, KV_GONE + 2 * cpu + 1, fb);
-	u64 watched = (flags >> 1) & found;  /* INF_WATCHED */
-	stat_add(kc, ST_W_GONE, watched);
-	stat_add(kc, ST_W_GONE_BYTES, fb & -watched);
-	stat_add(kc, ST_WINDOW_GONE, flags & INF_WINDOW & found);
-	sc->n += found;
-	sc->ts_sum += ts & -found;
 }
 
 /* One free on its own (inline, list, vfree), in scratch slot `slot`; with_phases: its phase. */
@@ -474,16 +479,13 @@ static __always_inline void on_free(u64 ptr, u32 path, u64 count_unmatched, u64 
 	struct free_env env = {};
 	if (!free_env_init(&env, slot))
 		return;
-	struct phase_ctx pc;
 	if (with_phases)
-		phases_begin(&pc);
+		phases_begin(&env);
 	struct kv_counters *kc = kc_open();
 	if (!kc)
 		return;
-	free_one(kc, &env, ptr, path, count_unmatched, bytes);
+	free_one(kc, &env, ptr, path, count_unmatched, bytes, with_phases);
 	kc_close(kc);
-	if (with_phases)
-		phases_end(&pc, &env);
 }
 
 static __always_inline u32 current_ctx(void)
@@ -586,8 +588,7 @@ static __always_inline void on_bulk_records(u64 records, u64 n, u32 from)
 	struct free_env env = {};
 	if (!free_env_init(&env, SC_BULK))
 		return;
-	struct phase_ctx pc;
-	phases_begin(&pc);
+	phases_begin(&env);
 	struct kv_counters *kc = kc_open();
 	if (!kc)
 		return;
@@ -595,10 +596,9 @@ static __always_inline void on_bulk_records(u64 records, u64 n, u32 from)
 		u64 i = from + j;
 		if (i >= n)
 			break;
-		free_one(kc, &env, read_u64(records + 8 * i), PATH_BULK, 1, 0);
+		free_one(kc, &env, read_u64(records + 8 * i), PATH_BULK, 1, 0, true);
 	}
 	kc_close(kc);
-	phases_end(&pc, &env);
 }
 
 #ifdef HAVE_KVFREE_RCU_BULK
@@ -704,7 +704,8 @@ static __always_inline void on_sheaf(u64 head)
 	for (u32 i = 0; i < BULK_CHUNK; i++) {
 		if (i >= n)
 			break;
-		free_one(kc, &env, read_u64(head + OFF_SHEAF_OBJECTS + 8 * (u64)i), PATH_SHEAF, 1, 0);
+		free_one(kc, &env, read_u64(head + OFF_SHEAF_OBJECTS + 8 * (u64)i), PATH_SHEAF, 1, 0,
+			 false);
 	}
 	kc_close(kc);
 }
@@ -763,12 +764,20 @@ KRETFUNC_PROBE(synchronize_rcu)
 }
 
 #if defined(HAVE_KVFREE_RCU_BULK) && defined(BULK_BY_KPROBE)
-/* Where kprobes exist the bulk page is read by one: a kprobe per page costs nothing beside its
- * 512 records, and older verifiers (6.12) reject the 512-record loop in a tracing program
- * (its states cost more than a kprobe's) but accept it here. */
+/* Where kprobes exist the bulk page is read by two, each BULK_CHUNK (256) records: a kprobe
+ * per page costs nothing beside its records, and a 512-record loop with the phases is more
+ * than older verifiers (6.12: E2BIG) accept in one program. They run one after the other on
+ * the same hit, never nested. */
 int kprobe_ctx_bulk(struct pt_regs *ctx)
 {
 	on_bulk_node(PT_REGS_PARM2(ctx), 0);
+	return 0;
+}
+
+int kprobe_ctx_bulk_hi(struct pt_regs *ctx)
+{
+	u64 bnode = PT_REGS_PARM2(ctx);
+	on_bulk_records(bnode + OFF_BNODE_RECORDS, read_u64(bnode + OFF_BNODE_NR), BULK_CHUNK);
 	return 0;
 }
 #elif defined(HAVE_KVFREE_RCU_BULK)

@@ -55,7 +55,8 @@ def test_kvfree_program_compiles(extra):
 FENTRY_EXTRAS = {
     "6.12 phases": {"HAVE_PHASES": None, "HAVE_GP_DURATION": None},
     "6.12 bulk page by kprobe": {"HAVE_KVFREE_RCU_BULK": None, "OFF_BNODE_NR": 8,
-                                 "OFF_BNODE_RECORDS": 16, "BULK_BY_KPROBE": None},
+                                 "OFF_BNODE_RECORDS": 16, "BULK_BY_KPROBE": None,
+                                 "BULK_CHUNK": 256, "HAVE_PHASES": None},
     "7.3 sheaves, nolock": {"HAVE_KFREE_RCU_SHEAF": None, "OFF_SHEAF_SIZE": 0,
                             "OFF_SHEAF_OBJECTS": 8, "SHEAF_FREE_FLAGS_ARG": None,
                             "HAVE_KFREE_NOLOCK": None, "HAVE_DEFER_KFREE": None,

@@ -48,8 +48,9 @@ def kvfree_layout(kernel: KernelInfo, params: list[str] | None, kind: str) -> La
         d.update(HAVE_KVFREE_RCU_BULK=None, OFF_BNODE_NR=bnode_nr, OFF_BNODE_RECORDS=bnode_rec)
         lay.kprobes.append(("kprobe", "kvfree_rcu_bulk", "kprobe_ctx_bulk"))
         if kind == "fentry" and kprobes_available():  # see BULK_BY_KPROBE in the .bpf.c
-            d["BULK_BY_KPROBE"] = None
-            lay.fentry_kprobes.append(("kprobe", "kvfree_rcu_bulk", "kprobe_ctx_bulk"))
+            d.update(BULK_BY_KPROBE=None, BULK_CHUNK=256)
+            lay.fentry_kprobes += [("kprobe", "kvfree_rcu_bulk", "kprobe_ctx_bulk"),
+                                   ("kprobe", "kvfree_rcu_bulk", "kprobe_ctx_bulk_hi")]
     if have("kvfree_rcu_list"):
         d["HAVE_KVFREE_RCU_LIST"] = None  # its kfree()s are seen at the kmem:kfree tracepoint
         lay.kprobes += [("kprobe", "kvfree_rcu_list", "kprobe_kvfree_rcu_list"),
