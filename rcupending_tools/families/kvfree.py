@@ -106,7 +106,9 @@ def _end_look_all(b: Any, counters: list[list[int]]) -> None:
     if gone < tracked:
         return
     cfg = b["kv_cfg"][0]
-    if cfg.look_all and time.monotonic_ns() > cfg.window_end:
+    # a watched stress's objects are followed whatever the sample: look every free up while
+    # one is watched, or they would stay in the map
+    if cfg.look_all and not cfg.nwatch and time.monotonic_ns() > cfg.window_end:
         cfg.look_all = 0
         b["kv_cfg"][0] = cfg
 

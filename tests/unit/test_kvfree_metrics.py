@@ -161,7 +161,7 @@ def test_the_tracking_map_gives_pending_by_process_and_its_totals():
 
 
 class _Cfg:
-    look_all, window_end = 1, 0
+    look_all, window_end, nwatch = 1, 0, 0
 
 
 def test_lookups_of_every_free_end_when_the_window_objects_are_gone():
@@ -178,6 +178,10 @@ def test_lookups_of_every_free_end_when_the_window_objects_are_gone():
     km._end_look_all(b, [row])
     assert b["kv_cfg"][0].look_all == 1
     b["kv_cfg"][0].window_end = 0
+    b["kv_cfg"][0].nwatch = 2  # a stress watched: its objects are looked up, sampled or not
+    km._end_look_all(b, [row])
+    assert b["kv_cfg"][0].look_all == 1
+    b["kv_cfg"][0].nwatch = 0
     km._end_look_all(b, [row])
     assert b["kv_cfg"][0].look_all == 0
 
