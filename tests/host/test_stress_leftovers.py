@@ -98,7 +98,11 @@ def test_the_next_start_removes_what_a_killed_worker_left():
     assert not left["mounts"], left  # the worker's own mount namespace took its mount along
     nxt = run_cli("stress", "kvfree", "--headless", "--count", "5", timeout=120)
     assert nxt.returncode == 0, nxt.stderr
-    assert f"removed a killed run's cgroup v1 hierarchy rcupending{worker}" in nxt.stderr
+    # what it removed is the killed worker's (its hierarchy, when the kernel has not let it
+    # go by then, and its mount point); afterwards nothing of ours is left
+    assert (f"removed a killed run's cgroup v1 hierarchy rcupending{worker}" in nxt.stderr
+            or f"removed a killed run's mount point /tmp/rcupending-cg1-{worker}-"
+            in nxt.stderr), nxt.stderr
     assert not any(ours().values()), ours()
 
 

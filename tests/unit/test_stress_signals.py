@@ -16,7 +16,10 @@ def test_ctrl_c_stops_every_worker_without_a_traceback():
     proc = subprocess.Popen(
         [sys.executable, "-m", "rcupending_tools.cli", "stress", "kvfree", "--duration", "60",
          "--workers", "3"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        start_new_session=True)
+        start_new_session=True,
+        # as from a terminal: a test run started in the background by a shell inherits
+        # SIGINT ignored, and Python then keeps ignoring it
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     workers: list[int] = []
     for _ in range(200):  # bounded: until the three workers run
         out = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True)
