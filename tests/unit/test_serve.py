@@ -28,10 +28,15 @@ def start_serve(*args: str) -> tuple[subprocess.Popen, str, str]:
     proc = subprocess.Popen([sys.executable, "-m", "rcupending_tools.cli", "serve", *args,
                              "--port", "0"], cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    line = proc.stderr.readline()
-    m = re.match(r"serving (http://\S+)/metrics", line)
-    assert m, line + (proc.stderr.read() if proc.poll() is not None else "")
-    return proc, m.group(1), line
+    seen = ""
+    for _ in range(10):  # the replay's own lines ("finished", at --speed 0) may come first
+        line = proc.stderr.readline()
+        seen += line
+        if m := re.match(r"serving (http://\S+)/metrics", line):
+            return proc, m.group(1), line
+        if not line:
+            break
+    raise AssertionError(seen + (proc.stderr.read() if proc.poll() is not None else ""))
 
 
 def stop(proc: subprocess.Popen) -> str:
