@@ -41,6 +41,8 @@ struct kv_cfg {
 	u64 nwatch;
 	u64 look_all;     /* look every free up: objects of the window may still be in the map
 			   * (cleared by user space once ST_WINDOW_GONE = ST_WINDOW_TRACKED) */
+	u64 early_seen;   /* user space only: frees from before attach seen at its last read */
+	u64 window_cap;   /* user space only: the latest window_end it may push the window to */
 	u32 watch[KV_WATCH_MAX];  /* tgids always followed and counted apart (a stress) */
 };
 
@@ -634,6 +636,29 @@ static __always_inline void list_exit(void)
 	ctx_exit();
 }
 
+#ifdef KVFREE_BY_KPROBE
+/* kvfree(addr) inside a list path (krc's channel 3, 6.1's kfree_rcu_work, rcu_pending's
+ * __process_finished_items): the object itself. The kfree()s around it in the same path are
+ * not kvfree_rcu objects: a vmalloc object's vm_struct (vfree), rcu_pending's radix nodes and
+ * the rcu_heads of headless objects. Only kvfree() calls, not every kfree() of the machine. */
+int kprobe_kvfree(struct pt_regs *ctx)
+{
+	u32 zero = 0;
+	u64 *a = kv_active.lookup(&zero);
+	if (!a || !*a)
+		return 0;
+	u64 id = bpf_get_current_pid_tgid();
+	struct path_ctx *c = kv_ctx.lookup(&id);
+	if (!c || (c->path != PATH_LIST && c->path != PATH_BULK))
+		return 0;
+	u64 ptr = PT_REGS_PARM1(ctx);
+	c->ptr = ptr;  /* the vfree() it makes of a vmalloc object is this free, not another */
+	on_free(ptr, PATH_LIST, 1, 0, SC_LIST, true);
+	return 0;
+}
+#else
+/* Without kprobes: the kmem:kfree tracepoint inside a list path (a vmalloc object's vm_struct
+ * kfree() then counts in its place). */
 TRACEPOINT_PROBE(kmem, kfree)
 {
 	u32 zero = 0;
@@ -645,6 +670,7 @@ TRACEPOINT_PROBE(kmem, kfree)
 		on_free((u64)args->ptr, PATH_LIST, !PENDING_BACKEND, 0, SC_LIST, true);
 	return 0;
 }
+#endif
 
 #if defined(HAVE_KFREE_RCU_WORK_CTX) || defined(HAVE_PENDING_BACKEND)
 /* 6.1: kfree_rcu_work() frees bulk pages with kfree_bulk()/vfree() and the list with
@@ -659,12 +685,15 @@ int kprobe_kmem_cache_free_bulk(struct pt_regs *ctx)
 }
 
 
+/* A bulk record's vfree() (6.1: krc's vmalloc channel); the vfree() of a list object is its
+ * kvfree()'s, counted there (rcu_pending keeps vmalloc objects on its lists only). */
 int kprobe_vfree(struct pt_regs *ctx)
 {
-	if (current_ctx() == PATH_BULK)
-		/* rcu_pending keeps vmalloc objects on its lists; krc in bulk pages */
-		on_free(PT_REGS_PARM1(ctx), PENDING_BACKEND ? PATH_LIST : PATH_BULK, 1, 0, SC_VFREE,
-			true);
+	u64 id = bpf_get_current_pid_tgid();
+	struct path_ctx *c = kv_ctx.lookup(&id);
+	u64 ptr = PT_REGS_PARM1(ctx);
+	if (c && c->path == PATH_BULK && ptr != c->ptr && !PENDING_BACKEND)
+		on_free(ptr, PATH_BULK, 1, 0, SC_VFREE, true);
 	return 0;
 }
 #endif

@@ -31,6 +31,8 @@ NDUR = H["NDUR"]
 PHASES = DURATIONS[:4]
 TOP_PROCESSES = 20
 WATCH_MAX = H["KV_WATCH_MAX"]
+# the settling window: pushed a third of its length past each pre-attach free, to at most 5x
+WINDOW_QUIET_DIVISOR, WINDOW_CAP_FACTOR = 3, 5
 ST_ENQ_LARGE, ST_TRACKED = H["ST_ENQ_LARGE"], H["ST_TRACKED"]
 ST_TRACKED_BYTES = H["ST_TRACKED_BYTES"]
 ST_LATE_UNMATCHED, ST_ENQ_NOLOCK = H["ST_LATE_UNMATCHED"], H["ST_ENQ_NOLOCK"]
@@ -77,8 +79,25 @@ def read(b: Any, ctx: base.ReadContext) -> Raw:
         g = b["kv_pending_gauge"][0]
         raw["pending_gauge"] = [int(g.objects), int(g.bytes), int(g.peak_objects),
                                 int(g.peak_bytes)]
+    _extend_window(b, raw["counters"])
     _end_look_all(b, raw["counters"])
     return raw
+
+
+def _extend_window(b: Any, counters: list[list[int]]) -> None:
+    """While frees of objects from before attach still come, the window stays open (every
+    object followed, so each such free is told apart): each new one pushes its end to a quiet
+    period from now, up to RCUPENDING_SETTLE x WINDOW_CAP_FACTOR after attach. A backlog that
+    outlived a fixed window was counted as post-attach frees (a debian:6.12 VM: pending -18)."""
+    early = sum(row[KV_STATS + ST_UNMATCHED + i] for row in counters for i in range(NPATH))
+    cfg = b["kv_cfg"][0]
+    now = time.monotonic_ns()
+    if early <= cfg.early_seen or now >= cfg.window_end:
+        return
+    cfg.early_seen = early
+    quiet = max(1, config.settle_seconds() // WINDOW_QUIET_DIVISOR) * 1_000_000_000
+    cfg.window_end = min(max(cfg.window_end, now + quiet), cfg.window_cap)
+    b["kv_cfg"][0] = cfg
 
 
 def pending_by_tgid(inflight: Any) -> list[list[int]]:
@@ -117,7 +136,10 @@ def arm(b: Any) -> None:
     """Before counting starts: follow every object for the settling window (frees of objects
     enqueued before attach are then told apart), 1 in RCUPENDING_SAMPLE after it."""
     cfg = b["kv_cfg"][0]
-    cfg.window_end = time.monotonic_ns() + config.settle_seconds() * 1_000_000_000
+    now, settle = time.monotonic_ns(), config.settle_seconds() * 1_000_000_000
+    cfg.window_end = now + settle
+    cfg.window_cap = now + settle * WINDOW_CAP_FACTOR
+    cfg.early_seen = 0
     cfg.sample_mask = config.kvfree_sample_one_in() - 1
     cfg.look_all = 1
     cfg.nwatch = 0

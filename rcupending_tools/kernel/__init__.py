@@ -10,9 +10,19 @@ from functools import cached_property
 from pathlib import Path
 
 from ..errors import UserError
+from ..paths import TRACEFS
 from .btf import Btf
 
 VMLINUX_BTF = Path("/sys/kernel/btf/vmlinux")
+
+
+def kprobes_available() -> bool:
+    """This kernel offers kprobes (a PMU, or kprobe_events in tracefs)."""
+    return (
+        Path("/sys/bus/event_source/devices/kprobe").exists()
+        or (TRACEFS / "kprobe_events").exists()
+        or Path("/sys/kernel/debug/tracing/kprobe_events").exists()
+    )
 
 
 def parse_version(release: str) -> tuple[int, int]:

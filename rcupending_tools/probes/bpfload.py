@@ -18,6 +18,7 @@ from typing import Any
 
 from .. import config
 from ..errors import UserError
+from ..kernel import kprobes_available
 from ..paths import TRACEFS, TRACEFS_DIRS, cache_dir
 
 BPF_DIR = config.bpf_dir()
@@ -135,14 +136,6 @@ def classify(kind: str, message: str, log: str) -> str:
         return f"{kind}: BPF compile error: {compile_error}"
     first = next((ln.strip() for ln in text.splitlines() if ln.strip()), "unknown error")
     return f"{kind}: {first}"
-
-
-def kprobes_available() -> bool:
-    return (
-        Path("/sys/bus/event_source/devices/kprobe").exists()
-        or (TRACEFS / "kprobe_events").exists()
-        or Path("/sys/kernel/debug/tracing/kprobe_events").exists()
-    )
 
 
 @dataclass

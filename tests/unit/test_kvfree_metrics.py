@@ -186,6 +186,30 @@ def test_lookups_of_every_free_end_when_the_window_objects_are_gone():
     assert b["kv_cfg"][0].look_all == 0
 
 
+def test_frees_from_before_attach_keep_the_window_open_up_to_its_cap():
+    """Each read that sees a new pre-attach free (ST_UNMATCHED) pushes the window's end to a
+    quiet period from now, never past its cap; none seen, or the window over: no change."""
+    now = time.monotonic_ns()
+    cfg = _FullCfg()
+    cfg.window_end, cfg.window_cap, cfg.early_seen = now + 10**9, now + 10**15, 0
+    b = {"kv_cfg": [cfg]}
+    row = [0] * (km.KV_STATS + km.ST_MAX)
+    km._extend_window(b, [row])
+    assert cfg.window_end == now + 10**9  # nothing from before attach freed
+    row[km.KV_STATS + km.ST_UNMATCHED + 1] = 3
+    km._extend_window(b, [row])
+    quiet = max(1, config.settle_seconds() // km.WINDOW_QUIET_DIVISOR) * 10**9
+    assert cfg.early_seen == 3 and cfg.window_end >= now + quiet
+    cfg.window_cap = now + 2 * 10**9
+    row[km.KV_STATS + km.ST_UNMATCHED] = 1
+    km._extend_window(b, [row])
+    assert cfg.window_end == now + 2 * 10**9 and cfg.early_seen == 4  # capped
+    cfg.window_end = 0  # over: a late one does not reopen it
+    row[km.KV_STATS + km.ST_UNMATCHED] = 9
+    km._extend_window(b, [row])
+    assert cfg.window_end == 0
+
+
 def test_shares_are_whole_and_exact():
     assert km.shares(10, [1, 1, 1]) == [4, 3, 3]
     assert km.shares(7, [0, 0]) == [0, 0]  # no weight: all stays with `other`
@@ -216,6 +240,7 @@ def test_a_torn_copy_is_read_again():
 class _FullCfg:
     def __init__(self) -> None:
         self.window_end = self.sample_mask = self.nwatch = self.look_all = 0
+        self.early_seen = self.window_cap = 0
         self.watch = [0] * km.WATCH_MAX
 
 

@@ -4,8 +4,7 @@ kvfree_rcu() backend (krc, or rcu_pending on a patched kernel), signature and of
 from __future__ import annotations
 
 from ... import config
-from ...kernel import KernelInfo
-from ..bpfload import kprobes_available
+from ...kernel import KernelInfo, kprobes_available
 from .common import (
     Layout,
     bytes_defines,
@@ -68,6 +67,7 @@ def kvfree_layout(kernel: KernelInfo, params: list[str] | None, kind: str) -> La
         _pending_backend_defines(kernel, lay)
     elif "HAVE_KVFREE_RCU_BULK" not in d and "HAVE_KFREE_RCU_WORK_CTX" not in d:
         lay.unavailable["frees"] = "neither kvfree_rcu_bulk nor kfree_rcu_work can be hooked"
+    _list_frees(lay, kind)
 
     if kernel.symbol("__kfree_rcu_sheaf") is None:
         lay.unavailable["sheaf"] = "no kfree_rcu sheaf bypass in this kernel (it arrived in 6.18)"
@@ -134,10 +134,25 @@ def _pending_backend_defines(kernel: KernelInfo, lay: Layout) -> None:
     ]
     lay.kprobes += hooks
     lay.fentry_kprobes += hooks
-    lay.unavailable["pre_attach_list"] = (
-        "rcu_pending backend: list-path frees of objects enqueued before attach are not "
-        "counted (the headless rcu_head kfree() looks alike)"
-    )
+
+
+LIST_PATHS = ("HAVE_KVFREE_RCU_LIST", "HAVE_KFREE_RCU_WORK_CTX", "HAVE_PENDING_BACKEND")
+
+
+def _list_frees(lay: Layout, kind: str) -> None:
+    """A list path's objects are its kvfree() calls: a kprobe on kvfree() where kprobes exist
+    (KVFREE_BY_KPROBE), else the kmem:kfree tracepoint, which also sees the path's other
+    kfree()s (a vmalloc object's vm_struct, rcu_pending's radix nodes and headless rcu_heads)."""
+    if not any(k in lay.defines for k in LIST_PATHS):
+        return
+    if kind == "kprobe" or kprobes_available():
+        lay.defines["KVFREE_BY_KPROBE"] = None
+        hook = ("kprobe", "kvfree", "kprobe_kvfree")
+        lay.kprobes.append(hook)
+        lay.fentry_kprobes.append(hook)
+    else:
+        lay.facts["list_frees"] = "kmem:kfree (no kprobes: a vmalloc list object's " \
+            "vm_struct counts in its place)"
 
 
 # Optional fentry-only metrics: define -> (functions it hooks, metric name in `unavailable`).
