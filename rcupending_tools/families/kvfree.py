@@ -181,6 +181,11 @@ def _view(counters: list[list[int]]) -> dict[str, Any]:
     }
 
 
+def _int_fact(ctx: base.SectionContext, name: str) -> int | None:
+    value = (ctx.probe.get("facts") or {}).get(name)
+    return int(value) if value is not None and str(value).isdigit() else None
+
+
 def _row(st: list[list[int]], idx: int) -> int:
     return sum(st[idx])
 
@@ -217,8 +222,8 @@ def section(raw: Raw | None, ctx: base.SectionContext) -> Section | None:
     pending_bytes_by_cpu = shares(pending_bytes, followed_bytes)
     tracked = _row(st, ST_TRACKED)
     tracking = {
-        "one_in": (ctx.probe.get("facts") or {}).get("sample_one_in"),
-        "settle_s": (ctx.probe.get("facts") or {}).get("settle_s"),
+        "one_in": _int_fact(ctx, "sample_one_in"),
+        "settle_s": _int_fact(ctx, "settle_s"),
         "followed": tracked,
         # every object followed (the settling window, --sample 1, or all of them a stress's):
         # per-CPU and per-process splits are then exact, else estimated from the sample

@@ -101,6 +101,9 @@ def snapshot(i: int, cpus: int = 2, *, kvfree_extras: bool = True) -> dict:
         }
         kv["untracked"] = {"objects": 0, "bytes": 0}
         kv["replaced"] = 0
+        # stage 2's tracking tier: every object followed during a 30-s window, then 1 in 64
+        kv["tracking"] = {"one_in": 64, "settle_s": 30, "followed": enq // 2,
+                          "exact": i < 3, "late_unmatched": 0}
         kv["fallback"] = {
             "list": i * 10,
             "inline": 0,
