@@ -358,6 +358,10 @@ struct free_env {
 
 static __always_inline bool free_env_init(struct free_env *env, u32 slot)
 {
+	/* before arming nothing was counted at its enqueue and the window is not set (a free
+	 * counted then made the first snapshot's pending negative: a debian:6.12 VM, -16) */
+	if (!is_armed())
+		return false;
 	env->cfg = cfg_get();
 	env->bases = bases_get();
 	env->sc = kv_free_scratch.lookup(&slot);
