@@ -141,7 +141,7 @@ def arm(b: Any) -> None:
     cfg.window_cap = now + settle * WINDOW_CAP_FACTOR
     cfg.early_seen = 0
     cfg.sample_mask = config.kvfree_sample_one_in() - 1
-    cfg.look_all = 1
+    cfg.look_all = int(settle > 0)  # no window: only the sample is looked up
     cfg.nwatch = 0
     b["kv_cfg"][0] = cfg
 
@@ -153,6 +153,8 @@ def watch(b: Any, tgids: set[int]) -> None:
     for i, t in enumerate(ids):
         cfg.watch[i] = t
     cfg.nwatch = len(ids)
+    if ids:  # their objects are followed whatever the sample: look every free up
+        cfg.look_all = 1
     b["kv_cfg"][0] = cfg
 
 

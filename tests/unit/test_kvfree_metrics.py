@@ -254,5 +254,7 @@ def test_a_live_session_arms_and_watches_the_kvfree_program():
     cfg = b["kv_cfg"][0]
     assert cfg.window_end > time.monotonic_ns() - 1 and cfg.look_all == 1
     assert cfg.sample_mask == config.kvfree_sample_one_in() - 1 and cfg.nwatch == 0
+    b["kv_cfg"][0].look_all = 0  # the window over: only the sample was looked up
     fam.watch(b, {41, 7})
     assert b["kv_cfg"][0].nwatch == 2 and b["kv_cfg"][0].watch[:2] == [7, 41]
+    assert b["kv_cfg"][0].look_all == 1  # a stress's objects are looked up, sampled or not

@@ -59,7 +59,8 @@ def test_entry_program_runs_equal_enqueued_objects(guest):
     assert entry["run_time_ns"] > 0 and entry["avg_ns"] > 0 and entry["recursion_misses"] == 0
     # the process-wide sum is read just before the per-program list: never more
     assert 0 < sc["bpf_run_count"] <= sum(p["run_cnt"] for p in sc["programs"])
-    assert "tracepoint__kmem__kfree" in progs and progs["kretfunc__kvfree_call_rcu"]["run_cnt"]
+    # list frees by kvfree() calls (a kprobe in this VM), not a program on every kfree()
+    assert "kprobe_kvfree" in progs and "tracepoint__kmem__kfree" not in progs, sorted(progs)
 
 
 def test_stats_fd_does_not_touch_the_sysctl(guest):
