@@ -23,6 +23,7 @@ import errno
 import multiprocessing as mp
 import os
 import re
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -156,7 +157,11 @@ def _worker(conn, count: int, length: int, rate: float | None, headless: bool,  
                    "errors": {}, "expected_enqueued": 0, "sockets_with_options": 0}
     try:
         _private_mounts()
-        mnt = tempfile.mkdtemp(prefix=f"{MOUNT_PREFIX}{os.getpid()}-")
+        # named first, made second: a SIGTERM inside mkdtemp() would leave a directory that
+        # `finally` does not know (seen once with the host tier under load)
+        mnt = os.path.join(tempfile.gettempdir(),
+                           f"{MOUNT_PREFIX}{os.getpid()}-{secrets.token_hex(4)}")
+        os.mkdir(mnt, 0o700)
         r = _mount(name, mnt)
         if r.returncode != 0:
             conn.send({"error": f"mount of a cgroup v1 hierarchy failed: {r.stderr.strip()}"})
