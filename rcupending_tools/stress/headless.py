@@ -24,6 +24,7 @@ import multiprocessing as mp
 import os
 import re
 import secrets
+import signal
 import subprocess
 import sys
 import tempfile
@@ -195,7 +196,11 @@ def _worker(conn, count: int, length: int, rate: float | None, headless: bool,  
         except OSError:
             pass
     finally:
-        if mounted:
+        # no second signal (the command's stop, then its death) cuts the cleanup short
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGHUP})
+        # a signal inside subprocess.run() can come after the mount(8) child has mounted
+        # but before `mounted` is set: the mount table says what is mounted, not the flag
+        if mounted or (mnt and os.path.ismount(mnt)):
             release(name, mnt)
         if mnt:
             try:
