@@ -43,6 +43,16 @@ def run_cli(
     )
 
 
+def one_line_error(proc: subprocess.CompletedProcess, code: int | None = None) -> str:
+    """A refusal as the tool must give it: exit `code` (any non-zero when None), one stderr
+    line starting "rcupending: error: ", no traceback; that line."""
+    err = proc.stderr.strip()
+    assert proc.returncode != 0 if code is None else proc.returncode == code, proc
+    assert err.startswith("rcupending: error: ") and "\n" not in err, err
+    assert "Traceback" not in proc.stdout + proc.stderr
+    return err
+
+
 @pytest.fixture
 def cli():
     return run_cli

@@ -23,6 +23,8 @@ import errno
 import multiprocessing as mp
 import os
 import re
+import secrets
+import signal
 import subprocess
 import sys
 import tempfile
@@ -156,7 +158,11 @@ def _worker(conn, count: int, length: int, rate: float | None, headless: bool,  
                    "errors": {}, "expected_enqueued": 0, "sockets_with_options": 0}
     try:
         _private_mounts()
-        mnt = tempfile.mkdtemp(prefix=f"{MOUNT_PREFIX}{os.getpid()}-")
+        # named first, made second: a SIGTERM inside mkdtemp() would leave a directory that
+        # `finally` does not know (seen once with the host tier under load)
+        mnt = os.path.join(tempfile.gettempdir(),
+                           f"{MOUNT_PREFIX}{os.getpid()}-{secrets.token_hex(4)}")
+        os.mkdir(mnt, 0o700)
         r = _mount(name, mnt)
         if r.returncode != 0:
             conn.send({"error": f"mount of a cgroup v1 hierarchy failed: {r.stderr.strip()}"})
@@ -192,7 +198,11 @@ def _worker(conn, count: int, length: int, rate: float | None, headless: bool,  
         except OSError:
             pass
     finally:
-        if mounted:
+        # no second signal (the command's stop, then its death) cuts the cleanup short
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGHUP})
+        # a signal inside subprocess.run() can come after the mount(8) child has mounted
+        # but before `mounted` is set: the mount table says what is mounted, not the flag
+        if mounted or (mnt and os.path.ismount(mnt)):
             release(name, mnt)
         if mnt:
             try:

@@ -7,16 +7,7 @@ import shutil
 
 import pytest
 
-from tests.conftest import run_cli
-
-
-def one_line_error(proc) -> str:
-    err = proc.stderr.strip()
-    assert proc.returncode != 0, proc
-    assert err.startswith("rcupending: error: "), err
-    assert "\n" not in err, err
-    assert "Traceback" not in proc.stdout + proc.stderr
-    return err
+from tests.conftest import one_line_error, run_cli
 
 
 @pytest.mark.parametrize(

@@ -17,20 +17,12 @@ from rcupending_tools.errors import UserError
 from rcupending_tools.pipeline import recording
 from rcupending_tools.surfaces import report as report_surface
 from rcupending_tools.surfaces.export import export_recording, neutralise, read_csv, restore
-from tests.conftest import RCUPENDING, REPO, run_cli
+from tests.conftest import RCUPENDING, REPO, one_line_error, run_cli
 from tests.unit.surfaces_fixtures import full_snapshots, write_recording
 
 
 def digest(path) -> str:
     return hashlib.sha256(open(path, "rb").read()).hexdigest()
-
-
-def one_line_error(proc) -> str:
-    err = proc.stderr.strip()
-    assert proc.returncode != 0, proc
-    assert err.startswith("rcupending: error: ") and "\n" not in err, err
-    assert "Traceback" not in proc.stdout + proc.stderr
-    return err
 
 
 @pytest.fixture

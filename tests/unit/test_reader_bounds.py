@@ -14,16 +14,8 @@ import pytest
 from rcupending_tools.errors import UserError
 from rcupending_tools.pipeline import recording
 from rcupending_tools.surfaces.export import export_recording
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, one_line_error, run_cli
 from tests.unit.surfaces_fixtures import full_snapshots, write_recording
-
-
-def one_line_error(proc) -> str:
-    err = proc.stderr.strip()
-    assert proc.returncode == 2, proc
-    assert err.startswith("rcupending: error: ") and "\n" not in err, err
-    assert "Traceback" not in proc.stdout + proc.stderr
-    return err
 
 
 def with_line(tmp_path, line: str, at: int = 2):
@@ -66,7 +58,8 @@ def test_absurd_records_are_one_line(tmp_path, line, needle):
 
 def test_an_absurd_record_is_one_line_from_the_cli(tmp_path):
     path = with_line(tmp_path, snap_text(time=1e20), at=3)
-    err = one_line_error(run_cli("report", str(path), "-o", str(tmp_path / "rep"), timeout=120))
+    err = one_line_error(
+        run_cli("report", str(path), "-o", str(tmp_path / "rep"), timeout=120), 2)
     assert "line 3: not a valid snapshot: time" in err and not (tmp_path / "rep").exists()
 
 
@@ -83,7 +76,7 @@ def test_header_quirks(tmp_path):
 def test_dev_zero_and_a_huge_line_are_refused_quickly(tmp_path):
     start = time.monotonic()
     assert "is not an rcupending recording" in one_line_error(
-        run_cli("export", "/dev/zero", "--csv", str(tmp_path / "z.csv"), timeout=60))
+        run_cli("export", "/dev/zero", "--csv", str(tmp_path / "z.csv"), timeout=60), 2)
     assert time.monotonic() - start < 50 and not (tmp_path / "z.csv").exists()
     path = write_recording(tmp_path / "r.jsonl", full_snapshots(3))
     with open(path, "a") as f:

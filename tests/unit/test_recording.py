@@ -14,16 +14,8 @@ import pytest
 from rcupending_tools.errors import UserError
 from rcupending_tools.pipeline import recording
 from rcupending_tools.pipeline.schema import validation_errors
-from tests.conftest import run_cli
+from tests.conftest import one_line_error, run_cli
 from tests.unit.surfaces_fixtures import REPO, full_snapshots, write_recording
-
-
-def one_line_error(proc) -> str:
-    err = proc.stderr.strip()
-    assert proc.returncode == 2, proc
-    assert err.startswith("rcupending: error: ") and "\n" not in err, err
-    assert "Traceback" not in proc.stdout + proc.stderr
-    return err
 
 
 def test_round_trip_header_and_snapshots(tmp_path):
@@ -71,7 +63,7 @@ def test_corrupt_middle_line_is_refused_with_one_line(tmp_path):
     path.write_text("".join(lines))
     with pytest.raises(UserError, match="line 3: corrupt record"):
         recording.read(path, warn=None)
-    err = one_line_error(run_cli("top", "--replay", str(path), timeout=120))
+    err = one_line_error(run_cli("top", "--replay", str(path), timeout=120), 2)
     assert "line 3: corrupt record" in err
 
 
@@ -106,7 +98,7 @@ def test_foreign_or_empty_files_are_refused(tmp_path, content, needle):
         ["report", str(path), "-o", str(tmp_path / "rep")],
         ["serve", "--replay", str(path)],
     ):
-        assert needle in one_line_error(run_cli(*args, timeout=120))
+        assert needle in one_line_error(run_cli(*args, timeout=120), 2)
 
 
 def test_bare_snapshot_lines_get_a_hint(tmp_path):
@@ -117,7 +109,7 @@ def test_bare_snapshot_lines_get_a_hint(tmp_path):
 
 
 def test_missing_file_is_one_line():
-    err = one_line_error(run_cli("export", "/no/such/rec.jsonl", "--csv", "-", timeout=120))
+    err = one_line_error(run_cli("export", "/no/such/rec.jsonl", "--csv", "-", timeout=120), 2)
     assert "/no/such/rec.jsonl: no such recording" in err
 
 
