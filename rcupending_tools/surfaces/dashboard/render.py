@@ -162,11 +162,14 @@ def _kvfree_lines(state: DashboardState, kv: dict[str, Any], width: int) -> list
     return out
 
 
-def estimated(fam: dict[str, Any] | None) -> str:
-    """` (est. 1/N)` where a split is estimated from a sample, not exact."""
+def estimated(fam: dict[str, Any] | None, short: bool = False) -> str:
+    """` (est. 1/N, M followed)` where a split is estimated from a sample, not exact; `short`:
+    ` (est.)` (the per-CPU line: its values need the room)."""
     t = (fam or {}).get("tracking")
     if not t or t.get("exact"):
         return ""
+    if short:
+        return " (est.)"
     return f" (est. 1/{t.get('one_in') or '?'}, {_n(t['followed'])} followed)"
 
 
@@ -271,7 +274,8 @@ def render(state: DashboardState, width: int = 80, height: int = 24) -> Group:
         top += _kvfree_lines(state, kv, width)
         pend = kv.get("pending") or {}
         if "bytes_by_cpu" in pend:
-            cpu_label, vals = f"  pending bytes per CPU{estimated(kv)} ", pend["bytes_by_cpu"]
+            cpu_label = f"  pending bytes per CPU{estimated(kv, short=True)} "
+            vals = pend["bytes_by_cpu"]
         else:
             cpu_label, vals = "  enqueued per CPU ", kv["enqueued"]["by_cpu"]
         cpu_items = [f"{i}:{_n(n)}" for i, n in enumerate(vals)]
@@ -345,15 +349,18 @@ def render(state: DashboardState, width: int = 80, height: int = 24) -> Group:
         fam = "kvfree_rcu" if kv else "rcu_pending"
         total = fam_data["enqueued"]["objects"] or 1
         with_bytes = "pending_bytes" in procs[0]
-        tab = Table(box=None, pad_edge=False, padding=(0, 1))
+        est = estimated(fam_data)  # a line of its own above the table: a header would wrap
+        tab = Table(box=None, pad_edge=False, padding=(0, 1),
+                    title=Text(f"processes{est}"[:width]) if est else None,
+                    title_justify="left")
         tab.add_column("tgid", justify="right", width=8)
         tab.add_column("comm", width=16, no_wrap=True, overflow="ellipsis")
-        tab.add_column(f"{fam} enqueued{estimated(fam_data)}", justify="right", width=20)
+        tab.add_column(f"{fam} enqueued", justify="right", width=20)
         if with_bytes:
             tab.add_column("pending bytes", justify="right", width=14)
         tab.add_column("share", justify="right", width=6)
         other = (fam_data or {}).get("by_process_other")
-        shown = procs[: spare - (2 if other else 1)]
+        shown = procs[: spare - (2 if other else 1) - (1 if est else 0)]
         for p in shown:
             row = [str(p["tgid"]), p["comm"], _n(p["objects"])]
             if with_bytes:
