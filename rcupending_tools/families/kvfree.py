@@ -220,8 +220,9 @@ def section(raw: Raw | None, ctx: base.SectionContext) -> Section | None:
     gone = view["gone_by_cpu"]
     followed = [st[ST_TRACKED][c] - gone[c][0] for c in range(ncpu)]
     followed_bytes = [st[ST_TRACKED_BYTES][c] - gone[c][1] for c in range(ncpu)]
-    pending_by_cpu = shares(pending, followed)
-    pending_bytes_by_cpu = shares(pending_bytes, followed_bytes)
+    # no followed object pending (a few unsampled ones): split as the enqueues did
+    pending_by_cpu = shares(pending, followed, enq_by_cpu)
+    pending_bytes_by_cpu = shares(pending_bytes, followed_bytes, enq_bytes_by_cpu)
     tracked = _row(st, ST_TRACKED)
     tracking = {
         "one_in": _int_fact(ctx, "sample_one_in"),
@@ -443,11 +444,16 @@ def _by_process(tasks: dict, pending: dict, kv: Section) -> tuple[list[dict[str,
     return top, other
 
 
-def shares(total: int, weights: list[int]) -> list[int]:
+def shares(total: int, weights: list[int], fallback: list[int] | None = None) -> list[int]:
     """`total` split in proportion to `weights` in whole units that sum to it exactly (largest
-    remainders); all to nobody (zeros) when the weights are all zero or the total is not
-    positive, and the remainder then stays with `other`."""
+    remainders). When the weights are all zero: in proportion to `fallback` if given (a split
+    with no `other`, such as per CPU, must still sum to the total), else all to nobody (zeros),
+    the remainder then staying with `other`; zeros when the total is not positive."""
     wsum = sum(weights)
+    if wsum <= 0 and fallback is not None and total > 0:
+        weights, wsum = fallback, sum(fallback)
+        if wsum <= 0:  # nothing to go by: the first slot holds it, the sum stays exact
+            weights, wsum = [1] + [0] * (len(fallback) - 1), 1
     if total <= 0 or wsum <= 0:
         return [0] * len(weights)
     parts = [divmod(total * w, wsum) for w in weights]  # integers: exact for any size

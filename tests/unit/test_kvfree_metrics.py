@@ -214,6 +214,10 @@ def test_shares_are_whole_and_exact():
     assert km.shares(10, [1, 1, 1]) == [4, 3, 3]
     assert km.shares(7, [0, 0]) == [0, 0]  # no weight: all stays with `other`
     assert km.shares(0, [5, 1]) == [0, 0]
+    # a split with no `other` row (per CPU): no weight, then as the fallback, then slot 0
+    assert km.shares(8, [0, 0], [3, 1]) == [6, 2]
+    assert km.shares(8, [0, 0], [0, 0]) == [8, 0]
+    assert km.shares(8, [1, 3], [3, 1]) == [2, 6]
     big = km.shares(10**18 + 1, [3, 7])
     assert sum(big) == 10**18 + 1 and big[0] < big[1]
 

