@@ -82,10 +82,6 @@ def test_the_flood_is_counted_exactly_and_pending_returns(run):
         before[-1]["pending"], last["pending"])
 
 
-# Failed in CI's rehearsal of 2026-11-29 on debian:6.12 ("nothing was pending during the
-# flood": no snapshot between the go and the drain had pending objects): out of CI's matrix
-# until understood (issue 14 open).
-@pytest.mark.vm_full
 def test_pending_is_the_floods_64_byte_slots_while_it_runs(run):
     """From the go until the drain is over (or a sheaf flush writes sysfs) only the flood queues
     objects: every pending object is one 64-byte option block, in every snapshot in which
