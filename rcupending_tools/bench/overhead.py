@@ -11,10 +11,12 @@ right before the first unprobed phase. A benchmark, not a test: it reports, it d
 
 from __future__ import annotations
 
+import functools
 import os
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from .. import config
@@ -31,37 +33,52 @@ PHASES = ("unprobed", "empty", "full")
 
 
 class Switch:
-    """A loaded bcc module whose fentry/fexit and tracepoint attachments can be paused and
-    resumed without recompiling (kprobes cannot: fentry kernels only)."""
+    """A loaded bcc module whose attachments (fentry/fexit, tracepoints, kprobes) can be paused
+    and resumed without recompiling."""
 
     def __init__(self, bpf: Any) -> None:
         self.bpf = bpf
-        self.saved: list[tuple[str, bytes]] | None = None
+        self.saved: list[tuple[str, bytes, bytes]] | None = None
 
     def pause(self) -> None:
         b = self.bpf
-        if b.kprobe_fds:
-            raise UserError("bench overhead: this kernel's probes use kprobes, which the "
-                            "benchmark cannot pause (it needs fentry/fexit only; 6.1 needs "
-                            "kprobes for its free paths)")
-        saved = [("kfunc", k) for k in b.kfunc_entry_fds]
-        saved += [("kretfunc", k) for k in b.kfunc_exit_fds]
-        saved += [("tracepoint", k) for k in b.tracepoint_fds]
-        for kind, key in saved:
-            {"kfunc": b.detach_kfunc, "kretfunc": b.detach_kretfunc,
-             "tracepoint": b.detach_tracepoint}[kind](key)
+        saved = [("kfunc", k, b"") for k in b.kfunc_entry_fds]
+        saved += [("kretfunc", k, b"") for k in b.kfunc_exit_fds]
+        saved += [("tracepoint", k, b"") for k in b.tracepoint_fds]
+        saved += [("kprobe", ev, fn) for ev, fns in b.kprobe_fds.items() for fn in list(fns)]
+        for kind, key, fn in saved:
+            if kind == "kprobe":
+                b.detach_kprobe_event_by_fn(key, fn)
+            else:
+                {"kfunc": b.detach_kfunc, "kretfunc": b.detach_kretfunc,
+                 "tracepoint": b.detach_tracepoint}[kind](key)
         self.saved = saved
 
     def resume(self) -> None:
         b = self.bpf
-        for kind, key in self.saved or []:
+        for kind, key, fn in self.saved or []:
             if kind == "kfunc":
                 b.attach_kfunc(fn_name=key)
             elif kind == "kretfunc":
                 b.attach_kretfunc(fn_name=key)
+            elif kind == "kprobe":  # bcc names the event p_<symbol> / r_<symbol>
+                attach = b.attach_kprobe if key.startswith(b"p_") else b.attach_kretprobe
+                attach(event=kprobe_symbol(key), fn_name=fn)
             else:
                 b.attach_tracepoint(tp=key, fn_name=b"tracepoint__" + key.replace(b":", b"__"))
         self.saved = None
+
+
+@functools.lru_cache(maxsize=64)
+def kprobe_symbol(ev_name: bytes) -> bytes:
+    """The kernel symbol behind bcc's kprobe event name (`p_` or `r_` + the symbol with `.` and
+    `+` made `_`): the symbol itself when it has neither, else found in /proc/kallsyms."""
+    want = ev_name[2:]
+    for line in Path("/proc/kallsyms").read_bytes().splitlines():
+        name = line.split()[2]
+        if name.replace(b".", b"_").replace(b"+", b"_") == want and (b"." in name or name == want):
+            return name
+    return want
 
 
 def spread(values: list[float]) -> dict[str, Any]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from rcupending_tools.bench import overhead as bench
-from rcupending_tools.errors import UserError
 
 
 class FakeBpf:
@@ -13,7 +12,8 @@ class FakeBpf:
         self.kfunc_entry_fds = {b"kfunc__kvfree_call_rcu": 3}
         self.kfunc_exit_fds = {b"kretfunc__kvfree_call_rcu": 4}
         self.tracepoint_fds = {b"kmem:kfree": 5}
-        self.kprobe_fds = {b"p_vfree_bcc_1": 6} if kprobes else {}
+        self.kprobe_fds = {b"p_kvfree_rcu_bulk": {b"kprobe_ctx_bulk": 6,
+                                                   b"kprobe_ctx_bulk_hi": 7}} if kprobes else {}
         self.calls: list[tuple] = []
 
     def detach_kfunc(self, k):  # noqa: ANN001, ANN201
@@ -34,6 +34,15 @@ class FakeBpf:
     def attach_kretfunc(self, fn_name):  # noqa: ANN001, ANN201
         self.kfunc_exit_fds[fn_name] = 14
 
+    def detach_kprobe_event_by_fn(self, ev, fn):  # noqa: ANN001, ANN201
+        del self.kprobe_fds[ev][fn]
+        if not self.kprobe_fds[ev]:
+            del self.kprobe_fds[ev]
+
+    def attach_kprobe(self, event, fn_name):  # noqa: ANN001, ANN201
+        self.calls.append(("attach_kprobe", event, fn_name))
+        self.kprobe_fds.setdefault(b"p_" + event, {})[fn_name] = 16
+
     def attach_tracepoint(self, tp, fn_name):  # noqa: ANN001, ANN201
         self.calls.append(("attach_tracepoint", tp, fn_name))
         self.tracepoint_fds[tp] = 15
@@ -52,9 +61,15 @@ def test_switch_pauses_and_resumes_everything():
     assert not b.kfunc_entry_fds
 
 
-def test_switch_refuses_kprobes():
-    with pytest.raises(UserError, match="kprobes"):
-        bench.Switch(FakeBpf(kprobes=True)).pause()
+def test_switch_pauses_and_resumes_kprobes():
+    """Two programs on one kprobe event (the bulk page's two halves) both come back."""
+    b = FakeBpf(kprobes=True)
+    sw = bench.Switch(b)
+    sw.pause()
+    assert not b.kprobe_fds
+    sw.resume()
+    assert b.kprobe_fds == {b"p_kvfree_rcu_bulk": {b"kprobe_ctx_bulk": 16,
+                                                   b"kprobe_ctx_bulk_hi": 16}}
 
 
 def test_stats_delta_per_call():
