@@ -186,6 +186,8 @@ def tidy_rows(snapshots: list[Snapshot]) -> list[dict[str, Any]]:
             row = dict(base, metric=smp.name, value=smp.value)
             for col in LABEL_COLUMNS:
                 row[col] = smp.labels.get(col)
+            if row.get("tgid") == "other":  # the rows-not-shown row: comm `other`, no tgid
+                row["tgid"] = None
             rows.append(row)
     return rows
 
