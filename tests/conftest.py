@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import faulthandler
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -79,3 +81,65 @@ def pytest_collection_modifyitems(config, items):
 
 def pytest_report_header(config):
     return f"VM matrix: {VM_MATRIX} (RCUPENDING_VM_MATRIX=ci|full)"
+
+
+# A hung test fails alone (with every thread's stack and the processes it left) instead of
+# eating CI's 90 min: each phase of a test gets this many seconds, a VM test's more (a module's
+# first VM test boots its kernel in setup; the slowest took 316 s). RCUPENDING_TEST_TIMEOUT=0
+# turns the watchdog off (a debugger).
+PHASE_LIMIT = {"vm": 2400, "integration": 1200}
+DEFAULT_LIMIT = 600
+
+
+class PhaseTimeout(Exception):
+    """A test phase outlived its watchdog."""
+
+
+def phase_limit(item: pytest.Item) -> int:
+    if (env := os.environ.get("RCUPENDING_TEST_TIMEOUT")) is not None:
+        return int(env)
+    path = str(item.fspath)
+    return next((s for tier, s in PHASE_LIMIT.items() if f"/tests/{tier}/" in path),
+                DEFAULT_LIMIT)
+
+
+def _children() -> str:
+    ps = subprocess.run(["ps", "-o", "pid,ppid,etimes,stat,args", "--ppid", str(os.getpid())],
+                        capture_output=True, text=True, check=False)
+    return ps.stdout
+
+
+def _watched(item: pytest.Item, phase: str):
+    limit = phase_limit(item)
+    if limit <= 0:
+        return (yield)
+
+    def expired(signum: int, frame: object) -> None:
+        sys.stderr.write(f"\n{item.nodeid}: {phase} outlived {limit} s; every thread:\n")
+        sys.stderr.flush()
+        faulthandler.dump_traceback(all_threads=True)
+        raise PhaseTimeout(f"{phase} outlived the {limit} s watchdog; its children:\n"
+                           + _children())
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(limit)
+    try:
+        return (yield)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item):
+    return (yield from _watched(item, "setup"))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    return (yield from _watched(item, "call"))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    return (yield from _watched(item, "teardown"))

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import re
+import select
 import signal
 import socket
 import subprocess
@@ -23,20 +25,31 @@ from tests.conftest import REPO, run_cli
 from tests.unit.surfaces_fixtures import SHIPPED, full_snapshots, write_recording
 
 
-def start_serve(*args: str) -> tuple[subprocess.Popen, str, str]:
-    """`serve ARGS --port 0`: the process, its URL and the stderr lines up to it."""
+def start_serve(*args: str, wait: float = 60) -> tuple[subprocess.Popen, str, str]:
+    """`serve ARGS --port 0`: the process, its URL and the stderr lines up to it. A serve that
+    says nothing for `wait` s is aborted (its Python stack, by faulthandler, in the failure)."""
     proc = subprocess.Popen([sys.executable, "-m", "rcupending_tools.cli", "serve", *args,
                              "--port", "0"], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    seen = ""
-    for _ in range(10):  # the replay's own lines ("finished", at --speed 0) may come first
-        line = proc.stderr.readline()
-        seen += line
-        if m := re.match(r"serving (http://\S+)/metrics", line):
-            return proc, m.group(1), line
-        if not line:
+                            stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONFAULTHANDLER": "1"})
+    fd = proc.stderr.fileno()
+    seen = b""
+    deadline = time.monotonic() + wait
+    while (left := deadline - time.monotonic()) > 0:  # raw reads: select() sees no buffer
+        if not select.select([fd], [], [], left)[0]:
             break
-    raise AssertionError(seen + (proc.stderr.read() if proc.poll() is not None else ""))
+        if not (chunk := os.read(fd, 4096)):
+            break
+        seen += chunk
+        text = seen.decode(errors="replace")
+        if m := re.search(r"^serving (http://\S+)/metrics.*\n", text, re.M):
+            return proc, m.group(1), m.group(0)
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGABRT)
+        proc.wait(timeout=30)
+    rest = proc.stderr.read()
+    raise AssertionError(f"serve exited {proc.returncode} without serving:\n"
+                         + seen.decode(errors="replace") + rest)
 
 
 def stop(proc: subprocess.Popen) -> str:
