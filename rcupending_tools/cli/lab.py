@@ -13,7 +13,7 @@ from .. import outputs
 from ..compare import report, runner
 from ..errors import UserError
 from ..lab import build, kernels, modules, vm
-from .common import log
+from .common import log, terminate_as_interrupt
 
 
 def lab(
@@ -35,6 +35,7 @@ def lab(
     with CMD's exit code.
 
     The run fails if the guest's dmesg shows WARN/BUG/RCU-stall splats."""
+    terminate_as_interrupt()  # a killed `lab` stops its VM (own process group) before exiting
     k = kernels.resolve(kernel, progress=log)
     res = vm.run_in_vm(k, list(cmd), append=list(append or []), memory=memory, cpus=cpus,
                        rwdirs=[Path(d) for d in rwdir or []])
@@ -70,6 +71,7 @@ def compare(
 
     Each run boots the kernel, runs the kernel's rcuscale kfree test with no BPF attached, then
     attaches the probes and measures a kvfree_rcu flood. Exit 1 if any run failed."""
+    terminate_as_interrupt()  # a killed comparison stops the VM it runs
     kernel_list = runner.parse_list(kernels_, "kernels")
     variant_list = runner.parse_list(variants, "variants", tuple(runner.VARIANTS))
     runner.parse_list(stress, "stress", runner.STRESSES)

@@ -240,6 +240,9 @@ def _boot_and_run(
         except subprocess.TimeoutExpired:
             timed_out = True
             _stop(proc)
+        except BaseException:  # Ctrl-C, or SIGTERM/SIGHUP unwinding: the VM goes with us
+            _stop(proc)
+            raise
         for t in pumps:
             t.join(timeout=10)
         seconds = time.monotonic() - start

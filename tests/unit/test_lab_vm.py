@@ -1,7 +1,10 @@
 """Unit tests of the VM runner's pure parts: splat scanning, guest script, vng argv."""
 
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -191,3 +194,51 @@ def test_a_boot_that_dies_before_the_command_is_retried_once_and_reported(tmp_pa
     boots[:] = [int3, good]
     res = vm.run_in_vm(k, ["true"], stream=None)
     assert res.boot_ok and res.boot_failures == [int3.splats[0]]
+
+
+KILLED_LAB = """
+import sys
+from pathlib import Path
+from rcupending_tools.cli.common import terminate_as_interrupt
+from rcupending_tools.lab import accel, vm
+from rcupending_tools.lab.kernels import LabKernel
+terminate_as_interrupt()
+accel.select = lambda *a, **kw: "tcg"
+k = LabKernel("lab:x", "6.12-x", Path(sys.argv[2]), None, "test")
+try:
+    vm._boot_and_run(k, ["true"], sys.argv[1], append=[], memory="1G", cpus=1, env={},
+                     stream=None, timeout=600, rwdirs=[])
+except KeyboardInterrupt:
+    sys.exit(130)
+"""
+
+
+def test_a_killed_lab_run_takes_its_vm(tmp_path):
+    """SIGTERM to a `lab` run (a CI timeout, a closed terminal) stops vng and its QEMU, which
+    run in their own process group: a killed oracle run once left its VM booting."""
+    qemu_pid = tmp_path / "qemu.pid"
+    vng = tmp_path / "vng"
+    vng.write_text(f"#!/bin/sh\nsleep 300 &\necho $! > {qemu_pid}\nwait\n")  # stands for QEMU
+    vng.chmod(0o755)
+    image = tmp_path / "vmlinuz"
+    image.write_text("")
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_LAB, str(vng), str(image)],
+                            cwd=Path(__file__).parent.parent.parent, stderr=subprocess.PIPE)
+    for _ in range(200):
+        if qemu_pid.exists() and qemu_pid.read_text().strip():
+            break
+        time.sleep(0.05)
+    pid = int(qemu_pid.read_text())
+    proc.terminate()
+    assert proc.wait(timeout=30) == 130, proc.stderr.read()
+    for _ in range(100):
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            break
+        if state == "Z":  # dead, waiting for a reaper
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(pid, signal.SIGKILL)
+        raise AssertionError("the VM's QEMU outlived the killed lab run")
