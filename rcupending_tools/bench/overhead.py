@@ -11,12 +11,10 @@ right before the first unprobed phase. A benchmark, not a test: it reports, it d
 
 from __future__ import annotations
 
-import functools
 import os
 import statistics
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from .. import config
@@ -36,8 +34,9 @@ class Switch:
     """A loaded bcc module whose attachments (fentry/fexit, tracepoints, kprobes) can be paused
     and resumed without recompiling."""
 
-    def __init__(self, bpf: Any) -> None:
+    def __init__(self, bpf: Any, kernel: KernelInfo) -> None:
         self.bpf = bpf
+        self.kernel = kernel
         self.saved: list[tuple[str, bytes, bytes]] | None = None
 
     def pause(self) -> None:
@@ -63,22 +62,21 @@ class Switch:
                 b.attach_kretfunc(fn_name=key)
             elif kind == "kprobe":  # bcc names the event p_<symbol> / r_<symbol>
                 attach = b.attach_kprobe if key.startswith(b"p_") else b.attach_kretprobe
-                attach(event=kprobe_symbol(key), fn_name=fn)
+                attach(event=kprobe_symbol(key, self.kernel), fn_name=fn)
             else:
                 b.attach_tracepoint(tp=key, fn_name=b"tracepoint__" + key.replace(b":", b"__"))
         self.saved = None
 
 
-@functools.lru_cache(maxsize=64)
-def kprobe_symbol(ev_name: bytes) -> bytes:
+def kprobe_symbol(ev_name: bytes, kernel: KernelInfo) -> bytes:
     """The kernel symbol behind bcc's kprobe event name (`p_` or `r_` + the symbol with `.` and
-    `+` made `_`): the symbol itself when it has neither, else found in /proc/kallsyms."""
-    want = ev_name[2:]
-    for line in Path("/proc/kallsyms").read_bytes().splitlines():
-        name = line.split()[2]
-        if name.replace(b".", b"_").replace(b"+", b"_") == want and (b"." in name or name == want):
-            return name
-    return want
+    `+` made `_`): the symbol itself when kallsyms has it, else the clone it names."""
+    want = ev_name[2:].decode()
+    if want in kernel.kallsyms:
+        return want.encode()
+    clone = next((name for name in kernel.kallsyms
+                  if name.replace(".", "_").replace("+", "_") == want), want)
+    return clone.encode()
 
 
 def spread(values: list[float]) -> dict[str, Any]:
@@ -120,7 +118,7 @@ def overhead(
         raise UserError(f"bench overhead: the empty fentry program failed: {e.reason}") from e
     session = None
     try:
-        empty_switch = Switch(empty.bpf)
+        empty_switch = Switch(empty.bpf, kernel)
         empty_switch.pause()
         progress("compiling and loading the collector")
         config.default_settle(0)  # the steady state: 1 in RCUPENDING_SAMPLE objects followed
@@ -131,7 +129,7 @@ def overhead(
             why = next((s.detail for s in src.statuses if s.name == "kvfree_call_rcu"), "")
             raise UserError(f"bench overhead: kvfree_call_rcu needs fentry here: {why}")
         switches = {"empty": [empty_switch],
-                    "full": [Switch(x.bpf) for x in src.loaded.values()]}
+                    "full": [Switch(x.bpf, kernel) for x in src.loaded.values()]}
         for sw in switches["full"]:
             sw.pause()
         # Right before the first unprobed phase, so both see the same host load.

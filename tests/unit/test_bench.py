@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from rcupending_tools.bench import overhead as bench
+from rcupending_tools.kernel import KernelInfo
 
 
 class FakeBpf:
@@ -48,9 +51,15 @@ class FakeBpf:
         self.tracepoint_fds[tp] = 15
 
 
-def test_switch_pauses_and_resumes_everything():
+def kernel_with(tmp_path: Path, *names: str) -> KernelInfo:
+    path = tmp_path / "kallsyms"
+    path.write_text("".join(f"ffffffff8100{i:04x} t {n}\n" for i, n in enumerate(names)))
+    return KernelInfo(kallsyms_path=path)
+
+
+def test_switch_pauses_and_resumes_everything(tmp_path):
     b = FakeBpf()
-    sw = bench.Switch(b)
+    sw = bench.Switch(b, kernel_with(tmp_path, "kvfree_call_rcu"))
     sw.pause()
     assert not b.kfunc_entry_fds and not b.kfunc_exit_fds and not b.tracepoint_fds
     sw.resume()
@@ -61,15 +70,24 @@ def test_switch_pauses_and_resumes_everything():
     assert not b.kfunc_entry_fds
 
 
-def test_switch_pauses_and_resumes_kprobes():
+def test_switch_pauses_and_resumes_kprobes(tmp_path):
     """Two programs on one kprobe event (the bulk page's two halves) both come back."""
     b = FakeBpf(kprobes=True)
-    sw = bench.Switch(b)
+    sw = bench.Switch(b, kernel_with(tmp_path, "kvfree_rcu_bulk"))
     sw.pause()
     assert not b.kprobe_fds
     sw.resume()
     assert b.kprobe_fds == {b"p_kvfree_rcu_bulk": {b"kprobe_ctx_bulk": 16,
                                                    b"kprobe_ctx_bulk_hi": 16}}
+
+
+def test_a_kprobe_event_names_its_symbol_or_clone(tmp_path):
+    """bcc's event name mangles '.' and '+'; a compiler clone is found back in kallsyms."""
+    k = kernel_with(tmp_path, "kvfree", "kvfree_rcu_bulk.isra.0", "kfree_rcu_work")
+    assert bench.kprobe_symbol(b"p_kvfree", k) == b"kvfree"
+    assert bench.kprobe_symbol(b"p_kvfree_rcu_bulk_isra_0", k) == b"kvfree_rcu_bulk.isra.0"
+    assert bench.kprobe_symbol(b"r_kfree_rcu_work", k) == b"kfree_rcu_work"
+    assert bench.kprobe_symbol(b"p_gone", k) == b"gone"
 
 
 def test_stats_delta_per_call():
