@@ -72,6 +72,27 @@ static __always_inline void kbases_read(struct kbases *b)
 #endif
 }
 
+#ifndef BYTES_UNAVAILABLE
+/* The struct page fields the lookups need (compound head, slab cache, page type or flags), in
+ * one kernel read of PAGE_HDR_LEN bytes from PAGE_HDR_FIRST (both from the layout, 8-aligned:
+ * bytes_defines()) instead of one read per field: each read is a helper call. */
+struct page_hdr {
+	u64 w[PAGE_HDR_LEN / 8];
+};
+
+/* A naturally aligned field of `width` bits at struct page offset `off`, from the header. */
+#define HDR_FIELD(h, off, width)                                                    \
+	(((h)->w[((off) - PAGE_HDR_FIRST) / 8] >> (8 * (((off) - PAGE_HDR_FIRST) % 8))) & \
+	 ((width) == 64 ? ~0ULL : ((1ULL << ((width) & 63)) - 1)))
+
+/* The header of the struct page at `page`, `len` bytes of it (0: keep what *h holds; a read
+ * that faults leaves zeros). */
+static __always_inline void page_hdr_read(struct page_hdr *h, u64 page, u32 len)
+{
+	bpf_probe_read_kernel(h, len, (void *)(page + PAGE_HDR_FIRST));
+}
+#endif
+
 /* The memory holding `addr`: its kind, its size in bytes (the slab slot, the large kmalloc's
  * folio; 0 when unknown) and, in *start, the object's first byte (slab objects; else `addr`
  * rounded down to its page, as the kernel finds a vmalloc object's start). */
@@ -84,6 +105,7 @@ static __always_inline u64 object_lookup(const struct kbases *b, u64 addr, u32 *
 #else
 	u64 page, head, cache, base;
 	u32 size = 0;
+	struct page_hdr h;
 
 	if (addr >= b->vmalloc && addr - b->vmalloc < (32ULL << 40)) {
 		*kind = MEM_VMALLOC;
@@ -93,7 +115,8 @@ static __always_inline u64 object_lookup(const struct kbases *b, u64 addr, u32 *
 	if (addr < b->page_offset)
 		return 0;
 	page = b->vmemmap + ((addr - b->page_offset) >> 12) * PAGE_STRUCT_SIZE;
-	head = read_u64(page + OFF_PAGE_COMPOUND_HEAD);
+	page_hdr_read(&h, page, sizeof(h));
+	head = HDR_FIELD(&h, OFF_PAGE_COMPOUND_HEAD, 64);
 	if (head & 1) {
 		/* Tail page: compound_head is head + 1; 7.x compound_info with HVO holds instead
 		 * GENMASK(63, shift) | 1, a mask to apply to the tail's own address. */
@@ -102,21 +125,21 @@ static __always_inline u64 object_lookup(const struct kbases *b, u64 addr, u32 *
 			page = page & m;
 		else
 			page = head - 1;
+		page_hdr_read(&h, page, sizeof(h));
 	}
 	base = b->page_offset + (((page - b->vmemmap) / PAGE_STRUCT_SIZE) << 12);
 #if defined(SLAB_BY_PAGE_TYPE)
-	u32 page_type = 0;
-	bpf_probe_read_kernel(&page_type, sizeof(page_type), (void *)(page + OFF_PAGE_TYPE));
+	u32 page_type = HDR_FIELD(&h, OFF_PAGE_TYPE, 32);
 	bool slab = (page_type >> 24) == SLAB_TYPE;
 #elif defined(SLAB_BY_FLAG)
-	bool slab = read_u64(page + OFF_PAGE_FLAGS) & (1ULL << SLAB_FLAG_BIT);
+	bool slab = HDR_FIELD(&h, OFF_PAGE_FLAGS, 64) & (1ULL << SLAB_FLAG_BIT);
 #else
 	bool slab = false;
 #endif
 	if (!slab) {
 #ifdef HAVE_FOLIO_ORDER
 		/* a large kmalloc: a compound head page of its own; the order is in the folio */
-		if (read_u64(page + OFF_PAGE_FLAGS) & (1ULL << PG_HEAD_BIT)) {
+		if (HDR_FIELD(&h, OFF_PAGE_FLAGS, 64) & (1ULL << PG_HEAD_BIT)) {
 			u8 order = 0;
 			bpf_probe_read_kernel(&order, 1, (void *)(page + OFF_FOLIO_ORDER));
 			*kind = MEM_LARGE;
@@ -126,7 +149,7 @@ static __always_inline u64 object_lookup(const struct kbases *b, u64 addr, u32 *
 #endif
 		return 0;
 	}
-	cache = read_u64(page + OFF_SLAB_CACHE);
+	cache = HDR_FIELD(&h, OFF_SLAB_CACHE, 64);
 	if (!cache)
 		return 0;
 	bpf_probe_read_kernel(&size, sizeof(size), (void *)(cache + OFF_KMEM_CACHE_SIZE));
@@ -172,29 +195,33 @@ static __always_inline u64 object_bytes_fast(const struct kbases *b, u64 addr)
 #else
 	u64 vm = 1 - nz((addr - b->vmalloc) >> 45);  /* in the vmalloc range */
 	u64 page = b->vmemmap + ((addr - b->page_offset) >> 12) * PAGE_STRUCT_SIZE;
-	u64 head = read_u64(page + OFF_PAGE_COMPOUND_HEAD);
+	struct page_hdr h;
+	page_hdr_read(&h, page, sizeof(h));
+	u64 head = HDR_FIELD(&h, OFF_PAGE_COMPOUND_HEAD, 64);
 	u64 tail = head & 1, m = head & ~1ULL;
 	u64 hvo = 1 - nz((~m) & (~m + 1));  /* 7.x compound_info: a mask, not head + 1 */
 	u64 via_mask = page & m, via_head = head - 1;
 	u64 headp = via_head ^ ((via_mask ^ via_head) & -hvo);
 	page = page ^ ((headp ^ page) & -tail);
+	u32 again = tail * sizeof(h);  /* a tail page: its head's header (else a 0-byte read) */
+	opaque(again);
+	page_hdr_read(&h, page, again);
 #if defined(SLAB_BY_PAGE_TYPE)
-	u32 page_type = 0;
-	bpf_probe_read_kernel(&page_type, sizeof(page_type), (void *)(page + OFF_PAGE_TYPE));
+	u32 page_type = HDR_FIELD(&h, OFF_PAGE_TYPE, 32);
 	u64 slab = 1 - nz((page_type >> 24) ^ SLAB_TYPE);
 #elif defined(SLAB_BY_FLAG)
-	u64 slab = (read_u64(page + OFF_PAGE_FLAGS) >> SLAB_FLAG_BIT) & 1;
+	u64 slab = (HDR_FIELD(&h, OFF_PAGE_FLAGS, 64) >> SLAB_FLAG_BIT) & 1;
 #else
 	u64 slab = 0;
 #endif
 	u32 size = 0;
-	u64 cache = read_u64(page + OFF_SLAB_CACHE);
+	u64 cache = HDR_FIELD(&h, OFF_SLAB_CACHE, 64);
 	bpf_probe_read_kernel(&size, sizeof(size), (void *)(cache + OFF_KMEM_CACHE_SIZE));
 	u64 bytes = size & -slab;
 #ifdef HAVE_FOLIO_ORDER
 	u8 order = 0;
 	bpf_probe_read_kernel(&order, 1, (void *)(page + OFF_FOLIO_ORDER));
-	u64 large = (1 - slab) & (read_u64(page + OFF_PAGE_FLAGS) >> PG_HEAD_BIT) & 1;
+	u64 large = (1 - slab) & (HDR_FIELD(&h, OFF_PAGE_FLAGS, 64) >> PG_HEAD_BIT) & 1;
 	bytes |= (4096ULL << (order & 31)) & -large;
 #endif
 	return bytes & -(1 - vm);

@@ -256,3 +256,17 @@ def test_preempt_count_layout_follows_the_btf_type(tmp_path, var, masks):
         assert "context" in lay.unavailable
     else:
         assert lay.defines["NOLOCK_HARDIRQ_MASK"] == hex(masks[1])
+
+
+def test_the_page_header_read_spans_every_field_the_layout_uses():
+    """One read of struct page serves the lookups: it must cover each field (6.12: flags at 0,
+    compound_head and slab_cache at 8, page_type at 48) and stay inside the struct."""
+    from rcupending_tools.probes.layouts.common import page_header
+
+    d612 = {"OFF_PAGE_COMPOUND_HEAD": 8, "OFF_SLAB_CACHE": 8, "OFF_PAGE_TYPE": 48,
+            "OFF_PAGE_FLAGS": 0, "PAGE_STRUCT_SIZE": 64}
+    assert page_header(d612) == {"PAGE_HDR_FIRST": 0, "PAGE_HDR_LEN": 56}
+    no_flags = {**d612, "OFF_PAGE_FLAGS": None}  # no folio order: flags never read
+    assert page_header(no_flags) == {"PAGE_HDR_FIRST": 8, "PAGE_HDR_LEN": 48}
+    with pytest.raises(ValueError, match="past the struct"):
+        page_header({**d612, "OFF_PAGE_TYPE": 62})

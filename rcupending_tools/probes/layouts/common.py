@@ -84,6 +84,24 @@ def bytes_defines(kernel: KernelInfo, lay: Layout) -> None:
         else:
             lay.unavailable["slab_check"] = "neither PGTY_slab nor PG_slab in BTF"
         folio_order_defines(kernel, lay)
+        d.update(page_header(d))
+
+
+# The struct page fields kmem.bpf.h reads from a page's header, and their widths in bytes.
+HEADER_FIELDS = {"OFF_PAGE_COMPOUND_HEAD": 8, "OFF_SLAB_CACHE": 8, "OFF_PAGE_TYPE": 4,
+                 "OFF_PAGE_FLAGS": 8}
+
+
+def page_header(defines: dict) -> dict[str, int]:
+    """PAGE_HDR_FIRST and PAGE_HDR_LEN: the 8-aligned span of struct page holding every
+    header field this layout uses, read at once (kmem.bpf.h page_hdr_read)."""
+    spans = [(defines[k], defines[k] + width) for k, width in HEADER_FIELDS.items()
+             if defines.get(k) is not None]
+    first = min(a for a, _ in spans) // 8 * 8
+    end = -(-max(b for _, b in spans) // 8) * 8
+    if end > defines["PAGE_STRUCT_SIZE"]:
+        raise ValueError(f"struct page header fields end at {end}, past the struct")
+    return {"PAGE_HDR_FIRST": first, "PAGE_HDR_LEN": end - first}
 
 
 def folio_order_defines(kernel: KernelInfo, lay: Layout) -> None:
