@@ -36,7 +36,7 @@ struct inflight {
 };
 
 struct kv_cfg {
-	u64 window_end;   /* ktime ns: every object followed until then */
+	u64 window_end;   /* ktime ns: every object followed until then (0 once passed) */
 	u64 sample_mask;  /* then 1 in sample_mask + 1 (address hash) */
 	u64 nwatch;
 	u64 look_all;     /* look every free up: objects of the window may still be in the map
@@ -223,12 +223,21 @@ static __always_inline bool on_enqueue(u64 ptr, bool headless, u64 bytes, u32 ki
 	u64 start;
 	if (!bytes)
 		bytes = object_size(ptr, &kind, &start);
-	u64 id = bpf_get_current_pid_tgid();
-	u32 tgid = id >> 32, cpu = bpf_get_smp_processor_id();
-	u64 now = bpf_ktime_get_ns();
+	/* The clock and the process only when needed: most objects are neither in the window
+	 * (user space zeroes window_end once it has passed) nor watched nor sampled. */
+	u64 now = cfg->window_end ? bpf_ktime_get_ns() : 0;
 	bool window = now < cfg->window_end;
+	u32 tgid = cfg->nwatch ? bpf_get_current_pid_tgid() >> 32 : 0;
 	bool watched = cfg->nwatch && is_watched(cfg, tgid);
 	bool follow = ptr && (window || watched || in_sample(ptr, cfg->sample_mask));
+	u32 cpu = 0;
+	if (follow || out) {
+		if (!now)
+			now = bpf_ktime_get_ns();
+		if (!cfg->nwatch)
+			tgid = bpf_get_current_pid_tgid() >> 32;
+		cpu = bpf_get_smp_processor_id();
+	}
 	bool tracked = false;
 	u64 old_bytes = 0;
 

@@ -81,6 +81,7 @@ def read(b: Any, ctx: base.ReadContext) -> Raw:
                                 int(g.peak_bytes)]
     _extend_window(b, raw["counters"])
     _end_look_all(b, raw["counters"])
+    _close_window(b)
     return raw
 
 
@@ -98,6 +99,15 @@ def _extend_window(b: Any, counters: list[list[int]]) -> None:
     quiet = max(1, config.settle_seconds() // WINDOW_QUIET_DIVISOR) * 1_000_000_000
     cfg.window_end = min(max(cfg.window_end, now + quiet), cfg.window_cap)
     b["kv_cfg"][0] = cfg
+
+
+def _close_window(b: Any) -> None:
+    """A window that has passed (and can no longer be pushed) becomes 0: the enqueue side
+    then skips its clock read for objects it does not follow."""
+    cfg = b["kv_cfg"][0]
+    if cfg.window_end and time.monotonic_ns() >= cfg.window_end:
+        cfg.window_end = 0
+        b["kv_cfg"][0] = cfg
 
 
 def pending_by_tgid(inflight: Any) -> list[list[int]]:

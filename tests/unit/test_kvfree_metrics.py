@@ -210,6 +210,20 @@ def test_frees_from_before_attach_keep_the_window_open_up_to_its_cap():
     assert cfg.window_end == 0
 
 
+def test_a_passed_window_becomes_zero_and_an_open_one_stays():
+    """The enqueue side reads the clock only while window_end is set: a window in the
+    past must read 0 (else every enqueue pays a clock read for nothing)."""
+    now = time.monotonic_ns()
+    cfg = _FullCfg()
+    cfg.window_end = now + 10**12
+    b = {"kv_cfg": [cfg]}
+    km._close_window(b)
+    assert cfg.window_end == now + 10**12
+    cfg.window_end = now - 1
+    km._close_window(b)
+    assert cfg.window_end == 0
+
+
 def test_shares_are_whole_and_exact():
     assert km.shares(10, [1, 1, 1]) == [4, 3, 3]
     assert km.shares(7, [0, 0]) == [0, 0]  # no weight: all stays with `other`
