@@ -147,7 +147,7 @@ def arm(b: Any) -> None:
     enqueued before attach are then told apart), 1 in RCUPENDING_SAMPLE after it."""
     cfg = b["kv_cfg"][0]
     now, settle = time.monotonic_ns(), config.settle_seconds() * 1_000_000_000
-    cfg.window_end = now + settle
+    cfg.window_end = now + settle if settle else 0  # 0: no window, no clock read
     cfg.window_cap = now + settle * WINDOW_CAP_FACTOR
     cfg.early_seen = 0
     cfg.sample_mask = config.kvfree_sample_one_in() - 1
