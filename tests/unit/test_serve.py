@@ -43,6 +43,7 @@ def start_serve(*args: str, wait: float = 60) -> tuple[subprocess.Popen, str, st
         seen += chunk
         text = seen.decode(errors="replace")
         if m := re.search(r"^serving (http://\S+)/metrics.*\n", text, re.M):
+            proc.after_serving = text[m.end():]  # read with it: stop() returns it too
             return proc, m.group(1), m.group(0)
     if proc.poll() is None:
         proc.send_signal(signal.SIGABRT)
@@ -55,7 +56,7 @@ def start_serve(*args: str, wait: float = 60) -> tuple[subprocess.Popen, str, st
 def stop(proc: subprocess.Popen) -> str:
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=30)
-    err = proc.stderr.read()  # not communicate(): it would skip what readline() buffered
+    err = getattr(proc, "after_serving", "") + proc.stderr.read()
     assert proc.returncode == 0, err
     return err
 
