@@ -68,6 +68,8 @@ struct task_bytes {  /* the followed objects of one process (tgid, comm) */
 	u64 bytes;
 	u64 headless;        /* of those, kfree_rcu_mightsleep() objects */
 	u64 headless_bytes;
+	u64 sampled;         /* of those, followed only as the sample's (not window, not watched) */
+	u64 sampled_bytes;
 };
 
 #ifndef TRACK_MAX
@@ -311,6 +313,10 @@ static __always_inline bool on_enqueue(u64 ptr, bool headless, u64 bytes, u32 ki
 		if (t) {
 			__sync_fetch_and_add(&t->objects, 1);
 			__sync_fetch_and_add(&t->bytes, bytes);
+			if (!window && !watched) {
+				__sync_fetch_and_add(&t->sampled, 1);
+				__sync_fetch_and_add(&t->sampled_bytes, bytes);
+			}
 			if (headless) {
 				__sync_fetch_and_add(&t->headless, 1);
 				__sync_fetch_and_add(&t->headless_bytes, bytes);

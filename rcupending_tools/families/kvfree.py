@@ -41,6 +41,8 @@ W_STATS = ("enqueued", "enqueued_bytes", "enqueued_headless", "enqueued_headless
 ST_W_FIRST = H["ST_W_ENQ"]
 ST_WINDOW_TRACKED, ST_WINDOW_GONE = H["ST_WINDOW_TRACKED"], H["ST_WINDOW_GONE"]
 INF_SHEAF = H["INF_SHEAF"]
+INF_WINDOW = H["INF_WINDOW"]
+INF_WATCHED = H["INF_WATCHED"]
 
 
 # ---------------------------------------------------------------- read
@@ -58,8 +60,9 @@ def read(b: Any, ctx: base.ReadContext) -> Raw:
     raw: Raw = {"misses": base.program_misses(b)}  # before the counters: never more
     tasks: dict[tuple[int, str], list[int]] = {}
     for k, v in base.batch_items(b["kvfree_by_task"]):
-        cur = tasks.setdefault((int(k.tgid), base.comm(k.comm)), [0] * 4)
-        for i, f in enumerate((v.objects, v.bytes, v.headless, v.headless_bytes)):
+        cur = tasks.setdefault((int(k.tgid), base.comm(k.comm)), [0] * 6)
+        for i, f in enumerate((v.objects, v.bytes, v.headless, v.headless_bytes, v.sampled,
+                               v.sampled_bytes)):
             cur[i] += int(f)
     raw["by_task"] = [[t, c, *v] for (t, c), v in sorted(tasks.items())]
     inflight = base.batch_values(b["kv_inflight"])
@@ -74,7 +77,8 @@ def read(b: Any, ctx: base.ReadContext) -> Raw:
                 raw["in_map"] = in_map_counts(inflight)
                 break
             time.sleep(0.05)
-    raw["pending_by_tgid"] = pending_by_tgid(inflight)
+    raw["sample_one_in"] = int(b["kv_cfg"][0].sample_mask) + 1
+    raw["pending_by_tgid"] = pending_by_tgid(inflight, raw["sample_one_in"])
     if "kv_pending_gauge" in b:  # RCUPENDING_PENDING_PEAK=1 (compare)
         g = b["kv_pending_gauge"][0]
         raw["pending_gauge"] = [int(g.objects), int(g.bytes), int(g.peak_objects),
@@ -110,13 +114,18 @@ def _close_window(b: Any) -> None:
         b["kv_cfg"][0] = cfg
 
 
-def pending_by_tgid(inflight: Any) -> list[list[int]]:
-    """[tgid, objects, bytes] of the followed objects still pending, by enqueuing process."""
+def pending_by_tgid(inflight: Any, one_in: int = 1) -> list[list[int]]:
+    """[tgid, objects, bytes] of the followed objects still pending, by enqueuing process,
+    each object weighed by the inverse of its chance to be followed: 1 for the window's and a
+    watched process's (all followed), `one_in` for the sample's. Unweighed, a stress (watched)
+    or a process of the window outweighed the others `one_in` times."""
     if not len(inflight):
         return []
     tgids, where = np.unique(inflight["tgid"], return_inverse=True)
-    objects = np.bincount(where)
-    nbytes = np.bincount(where, weights=inflight["bytes"].astype(np.float64))
+    always = (inflight["flags"] & (INF_WINDOW | INF_WATCHED)) != 0
+    weight = np.where(always, 1, one_in).astype(np.int64)
+    objects = np.bincount(where, weights=weight)
+    nbytes = np.bincount(where, weights=weight * inflight["bytes"].astype(np.float64))
     return [[int(t), int(o), int(nb)] for t, o, nb in zip(tgids, objects, nbytes, strict=True)]
 
 
@@ -306,7 +315,8 @@ def section(raw: Raw | None, ctx: base.SectionContext) -> Section | None:
     }
     tasks = {(t, c): rest for t, c, *rest in raw.get("by_task") or []}
     pending_tgid = {t: [o, nb] for t, o, nb in raw.get("pending_by_tgid") or []}
-    out["by_process"], out["by_process_other"] = _by_process(tasks, pending_tgid, out)
+    out["by_process"], out["by_process_other"] = _by_process(
+        tasks, pending_tgid, out, int(raw.get("sample_one_in") or 1))
     if raw.get("pending_gauge"):
         # high-water mark kept by the kernel side at every enqueue and free (tracked objects):
         # a peak between two reads that sampling the pending level would miss
@@ -416,28 +426,31 @@ def conservation(tracked: int, gone: int, in_map: dict[str, int] | None) -> dict
     }
 
 
-def _by_process(tasks: dict, pending: dict, kv: Section) -> tuple[list[dict[str, Any]],
-                                                                   dict[str, Any]]:
+def _by_process(tasks: dict, pending: dict, kv: Section,
+                one_in: int = 1) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The top processes and an `other` row that together make the exact totals. A process's
-    enqueued objects and bytes are its shares of the totals weighed by its followed enqueues
-    (`followed`; all of them while every object is followed, else the sample's); its pending
-    ones, weighed by its followed objects in the tracking map (`pending`: tgid -> [objects,
-    bytes]). Largest remainders, so that rows + other = the totals."""
+    enqueued objects and bytes are its shares of the totals weighed by its followed enqueues,
+    each by the inverse of its chance to be followed (1 in the window or watched, `one_in` in
+    the sample: an unbiased estimate); its pending ones, weighed likewise by its followed
+    objects in the tracking map (`pending`: tgid -> [objects, bytes], weighed at read).
+    Largest remainders, so that rows + other = the totals."""
     procs: dict[int, dict[str, Any]] = {}
-    for (tgid, name), (objects, nbytes, *_) in ((k, (list(v) + [0] * 4)[:4])
-                                                for k, v in tasks.items()):
-        r = procs.setdefault(tgid, {"comms": {}, "objects": 0, "bytes": 0})
+    for (tgid, name), (objects, nbytes, _, _, sampled, sampled_bytes) in (
+            (k, (list(v) + [0] * 6)[:6]) for k, v in tasks.items()):
+        r = procs.setdefault(tgid, {"comms": {}, "objects": 0, "bytes": 0, "wo": 0, "wb": 0})
         r["comms"][name] = r["comms"].get(name, 0) + objects
         r["objects"] += objects
         r["bytes"] += nbytes
+        r["wo"] += objects + (one_in - 1) * sampled
+        r["wb"] += nbytes + (one_in - 1) * sampled_bytes
     for tgid in pending.keys() - procs.keys():  # its per-process record did not fit
-        procs[tgid] = {"comms": {"?": 0}, "objects": 0, "bytes": 0}
+        procs[tgid] = {"comms": {"?": 0}, "objects": 0, "bytes": 0, "wo": 0, "wb": 0}
     rows = []
     for tgid, r in procs.items():
         p_objects, p_bytes = pending.get(tgid, [0, 0])
         comms = sorted(r["comms"], key=lambda c: (-r["comms"][c], c))
         rows.append({"tgid": tgid, "comm": comms[0], "followed": r["objects"],
-                     "w": (r["objects"], r["bytes"], p_objects, p_bytes)}
+                     "w": (r["wo"], r["wb"], p_objects, p_bytes)}
                     | ({"comms": comms} if len(comms) > 1 else {}))
     enq, pend = kv["enqueued"], kv["pending"]
     totals = (("objects", enq["objects"]), ("bytes", enq["bytes"]),

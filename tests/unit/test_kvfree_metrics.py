@@ -160,6 +160,45 @@ def test_the_tracking_map_gives_pending_by_process_and_its_totals():
     assert km.pending_by_tgid(_inflight([])) == []
 
 
+def test_per_process_estimates_weigh_each_object_by_its_chance_to_be_followed():
+    """Truth from a simulation, not from the estimator: a watched stress W (every object
+    followed) and A (busy during the settling window, then sampled) beside B (sampled only),
+    1 in 16 followed outside the window. Each row must land near the truth; weighing every
+    followed object alike put W and A several times over their share (the fleet test then
+    needed --sample 1)."""
+    rng = np.random.default_rng(7)
+    one_in = 16
+    truth = {1: 40_000, 2: 20_000, 3: 40_000}  # W, A, B: enqueued objects
+    window = {2: 8_000}  # of A's, during the window
+    tasks, inflight = {}, []
+    for tgid, n in truth.items():
+        always = n if tgid == 1 else window.get(tgid, 0)
+        sampled = int((rng.random(n - always) < 1 / one_in).sum())
+        flags = km.INF_WATCHED if tgid == 1 else km.INF_WINDOW
+        tasks[(tgid, f"p{tgid}")] = [always + sampled, 64 * (always + sampled), 0, 0,
+                                     sampled, 64 * sampled]
+        # pending: a tenth of each process's objects, of the window's none (drained)
+        if tgid == 1:
+            inflight += [(tgid, 64, flags)] * (n // 10)
+        else:
+            inflight += [(tgid, 64, 0)] * int((rng.random(n // 10) < 1 / one_in).sum())
+    enq = sum(truth.values())
+    pend = sum(n // 10 for n in truth.values())
+    pending = {t: [o, b] for t, o, b in km.pending_by_tgid(_inflight(inflight), one_in)}
+    kv = {"enqueued": {"objects": enq, "bytes": 64 * enq},
+          "pending": {"objects": pend, "bytes": 64 * pend}}
+    rows, other = km._by_process(tasks, pending, kv, one_in)
+    got = {r["tgid"]: r for r in rows}
+    for tgid, n in truth.items():
+        assert abs(got[tgid]["objects"] - n) < 0.05 * n, (tgid, got[tgid]["objects"], n)
+        assert abs(got[tgid]["pending_objects"] - n // 10) < 0.15 * (n // 10), tgid
+    assert other["objects"] == 0 and other["pending_objects"] == 0
+    # unweighed (the estimate before): W's share far from its truth
+    flat, _ = km._by_process(tasks, {t: [o, b] for t, o, b in km.pending_by_tgid(
+        _inflight(inflight))}, kv, 1)
+    assert next(r for r in flat if r["tgid"] == 1)["objects"] > 1.5 * truth[1]
+
+
 class _Cfg:
     look_all, window_end, nwatch = 1, 0, 0
 
