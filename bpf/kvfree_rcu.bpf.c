@@ -63,13 +63,15 @@ struct path_ctx {
 	u32 tracked;
 };
 
-struct task_bytes {  /* the followed objects of one process (tgid, comm) */
+struct task_bytes {  /* the followed objects of one process (tgid, comm), tracked or not */
 	u64 objects;
 	u64 bytes;
 	u64 headless;        /* of those, kfree_rcu_mightsleep() objects */
 	u64 headless_bytes;
 	u64 sampled;         /* of those, followed only as the sample's (not window, not watched) */
 	u64 sampled_bytes;
+	u64 untracked;       /* of those, not in the tracking map (it was full) */
+	u64 untracked_bytes;
 };
 
 #ifndef TRACK_MAX
@@ -305,7 +307,7 @@ static __always_inline bool on_enqueue(u64 ptr, bool headless, u64 bytes, u32 ki
 	}
 	kc_close(kc);
 
-	if (tracked) {
+	if (follow) {  /* attribution counts every followed object, even one the map refused */
 		struct task_key key = {.tgid = tgid};
 		bpf_get_current_comm(&key.comm, sizeof(key.comm));
 		struct task_bytes zero = {};
@@ -320,6 +322,10 @@ static __always_inline bool on_enqueue(u64 ptr, bool headless, u64 bytes, u32 ki
 			if (headless) {
 				__sync_fetch_and_add(&t->headless, 1);
 				__sync_fetch_and_add(&t->headless_bytes, bytes);
+			}
+			if (!tracked) {
+				__sync_fetch_and_add(&t->untracked, 1);
+				__sync_fetch_and_add(&t->untracked_bytes, bytes);
 			}
 		} else {
 			count_lost(LOST_TASK_MAP_FULL);

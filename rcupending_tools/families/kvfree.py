@@ -60,9 +60,9 @@ def read(b: Any, ctx: base.ReadContext) -> Raw:
     raw: Raw = {"misses": base.program_misses(b)}  # before the counters: never more
     tasks: dict[tuple[int, str], list[int]] = {}
     for k, v in base.batch_items(b["kvfree_by_task"]):
-        cur = tasks.setdefault((int(k.tgid), base.comm(k.comm)), [0] * 6)
+        cur = tasks.setdefault((int(k.tgid), base.comm(k.comm)), [0] * 8)
         for i, f in enumerate((v.objects, v.bytes, v.headless, v.headless_bytes, v.sampled,
-                               v.sampled_bytes)):
+                               v.sampled_bytes, v.untracked, v.untracked_bytes)):
             cur[i] += int(f)
     raw["by_task"] = [[t, c, *v] for (t, c), v in sorted(tasks.items())]
     inflight = base.batch_values(b["kv_inflight"])
