@@ -50,7 +50,12 @@ LAB = DEBUGFS / "rcupending_lab"
 SLAB = Path("/sys/kernel/slab")
 BT = Path(__file__).resolve().with_name("oracle.bt")
 COUNTED = ("rcu_gp_cleanup", "kfree_rcu_work", "kvfree_rcu_bulk")  # bpftrace @<name> = calls
-FREE_SIDE = ("@bulk", "@kvfree", *(f"@{f}" for f in COUNTED))
+FREE_SIDE = tuple(f"@{f}" for f in COUNTED)
+# kvfree() and kmem_cache_free_bulk() callers of the waits (test_oracle_vm.py's LIST_CALLERS,
+# PENDING_CALLERS, BULK_CALLERS): the frozen points compare only these, since every map
+# read of the tool itself kvfree()s the kernel's batch buffers
+WAIT_CALLERS = ("kvfree_rcu_list", "kfree_rcu_work", "__process_finished_items",
+                "kvfree_rcu_bulk")
 HOLD_MS = 15000  # the most the module holds (under the 21 s RCU stall warning): released sooner
 # comm -> oracle_run spec; every batch of the held phase runs on CPU 1 while CPU 0 holds
 HELD = {
@@ -282,8 +287,14 @@ def quiescent(session: LiveSession, pids: dict[str, int], caches: list[str],
 def aligned(session: LiveSession, bt: Bpftrace, tries: int = 8) -> tuple[dict, dict, int]:
     """A snapshot and bpftrace's maps at one instant for the free side: the snapshot is read
     between two dumps whose free-side counts are equal (nothing was freed in between)."""
+    def waits(stacks: dict | None) -> int:
+        return sum(n for stack, n in (stacks or {}).items()
+                   if any(f.strip().split("+")[0] in WAIT_CALLERS
+                          for f in stack.strip().splitlines()[1:]))
+
     def key(m: dict) -> tuple:
-        return tuple(json.dumps(m.get(k), sort_keys=True) for k in FREE_SIDE)
+        return (waits(m.get("@bulk")), waits(m.get("@kvfree")),
+                *(json.dumps(m.get(k), sort_keys=True) for k in FREE_SIDE))
 
     first = bt.dump()
     for attempt in range(tries):
