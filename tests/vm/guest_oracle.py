@@ -39,9 +39,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # this checkout's package first
 
 os.environ["RCUPENDING_TRACK_MAX"] = "1024"  # before the loader reads it: the flood overflows
+os.environ["RCUPENDING_SAMPLE"] = "1"  # every object followed: per-worker records are exact
 
-from rcupending_tools.families import kvfree  # noqa: E402
-from rcupending_tools.families.base import SectionContext  # noqa: E402
 from rcupending_tools.kernel import KernelInfo  # noqa: E402
 from rcupending_tools.pipeline.session import LiveSession, open_live  # noqa: E402
 
@@ -240,14 +239,27 @@ class Bpftrace:
 
 
 def read_all(session: LiveSession, pids: dict[str, int]) -> tuple[dict, dict]:
-    """One read of the maps: the snapshot, and the tool's figures of each worker (its tgid's
-    by_stress, from the same reading)."""
+    """One read of the maps: the snapshot, and the tool's figures of each worker (a kthread:
+    its tgid is its pid), from the same reading."""
     raw = session.source.read()
     snap = session.collector.update(raw)
-    reading = raw.families.get("kvfree_rcu")
-    per = {comm: kvfree.FAMILY.section(reading, SectionContext({}, frozenset({pid})))[
-        "by_stress"] for comm, pid in pids.items()}
-    return snap, per
+    reading = raw.families.get("kvfree_rcu") or {}
+    return snap, {comm: worker_figures(reading, pid) for comm, pid in pids.items()}
+
+
+def worker_figures(reading: dict, tgid: int) -> dict:
+    """One process's figures in the tool's reading: its followed enqueues (per-task records;
+    every object is followed, RCUPENDING_SAMPLE=1), of which those the full tracking map
+    refused (untracked), and its objects still in the map (pending: a free the tool missed
+    leaves its object there for good); freed = the tracked ones no longer in the map."""
+    rows = [r for r in reading.get("by_task") or [] if r[0] == tgid]
+    enq, enq_b, hl, _, _, _, untr, untr_b = (sum((r[2:] + [0] * 8)[i] for r in rows)
+                                             for i in range(8))
+    pend, pend_b = next(([o, b] for t, o, b in reading.get("pending_by_tgid") or []
+                         if t == tgid), [0, 0])
+    return {"enqueued": enq, "enqueued_bytes": enq_b, "enqueued_headless": hl,
+            "untracked": untr, "untracked_bytes": untr_b, "pending": pend, "pending_bytes": pend_b,
+            "freed": enq - untr - pend, "freed_bytes": enq_b - untr_b - pend_b}
 
 
 def per_worker(session: LiveSession, pids: dict[str, int]) -> dict:
