@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import statistics
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -26,6 +27,7 @@ from ..pipeline.session import open_live
 from ..probes import bpfload, planner
 from ..probes.table import KVFREE_CALL_RCU
 from ..stress import kvfree, native
+from .syscalls import SyscallCounter
 
 PHASES = ("unprobed", "empty", "full")
 
@@ -163,6 +165,8 @@ def overhead(
                 stats_runs[phase] = _stats_delta(before, _stats_by_program(progs), rate)
         finally:
             selfcost.disable_stats(fd)
+        progress("collector cost: snapshots during the flood")
+        collector = _collector_cost(session, switches["full"], threads)
         tracking = _tracking(session.read())
     finally:
         if session is not None:
@@ -170,9 +174,51 @@ def overhead(
         empty.close()
     result = _result(kernel, threads, repeats, seconds, rates, stats_runs, python)
     result["full_tracking"] = tracking
+    result["collector"] = collector
     result["settings"] = {"sample_one_in": config.kvfree_sample_one_in(),
                           "settle_s": config.settle_seconds()}
     return result
+
+
+def _collector_cost(session: Any, switches: list[Switch], threads: int, reads: int = 5,
+                    interval: float = 1.0) -> dict[str, Any]:
+    """Per snapshot, read every `interval` s during a native flood with every program on: the
+    reading thread's system calls (the kernel's count: bench/syscalls.py) and CPU time."""
+    failed: list[BaseException] = []
+
+    def flood() -> None:
+        try:
+            _phase_run(reads * interval + 2, threads)
+        except BaseException as e:  # noqa: BLE001 - reported after the reads
+            failed.append(e)
+
+    for sw in switches:
+        sw.resume()
+    calls: list[int] = []
+    cpu: list[float] = []
+    try:
+        driver = threading.Thread(target=flood, daemon=True)
+        driver.start()
+        with SyscallCounter() as counter:
+            for _ in range(reads):
+                time.sleep(interval)
+                c0, t0 = counter.count(), time.thread_time()
+                session.read()
+                t1, c1 = time.thread_time(), counter.count()
+                calls.append(c1 - c0 - 1)  # less the second count's own read()
+                cpu.append(t1 - t0)
+        driver.join()
+    finally:
+        for sw in switches:
+            sw.pause()
+    if failed:
+        raise failed[0]
+    cpu_s = statistics.median(cpu)
+    return {"reads": reads, "interval_s": interval,
+            "syscalls_per_snapshot": {"values": calls, "min": min(calls),
+                                      "median": statistics.median(calls), "max": max(calls)},
+            "cpu_ms_per_snapshot": round(cpu_s * 1e3, 2),
+            "cpu_percent_of_one_cpu": round(100 * cpu_s / interval, 2)}
 
 
 def _tracking(snap: Snapshot) -> dict[str, int]:
