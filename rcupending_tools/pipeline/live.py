@@ -103,6 +103,10 @@ class LiveSource:
         return self._read_once(count_map, progs)
 
     def _read_once(self, count_map: bool, progs: list[selfcost.Program]) -> RawSample:
+        with selfcost.one_read():  # each program's statistics read once per snapshot
+            return self._read_maps(count_map, progs)
+
+    def _read_maps(self, count_map: bool, progs: list[selfcost.Program]) -> RawSample:
         raw = RawSample(time=time.time())
         statuses = {s.name: s for s in self.statuses}
         for name, loaded in self.loaded.items():

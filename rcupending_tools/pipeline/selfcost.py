@@ -15,9 +15,12 @@ whose fdinfo lacks the fields. Counts cover only the time stats were on.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import os
+import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,24 +118,83 @@ def parse_fdinfo(text: str) -> dict[str, str]:
     return out
 
 
+BPF_OBJ_GET_INFO_BY_FD = 15
+# struct bpf_prog_info is UAPI and only grows: these offsets hold on every kernel that has the
+# fields (run_* 5.1+, recursion_misses 5.12+; checked against this host's BTF by a host test)
+PROG_INFO = {"prog_type": (0, "<I"), "prog_id": (4, "<I"), "run_time_ns": (192, "<Q"),
+             "run_cnt": (200, "<Q"), "recursion_misses": (208, "<Q")}
+PROG_INFO_LEN = 216
+_prog_info_ok = True  # False once the kernel refused: fdinfo from then on
+_read_cache: dict[int, dict[str, str]] | None = None  # within one_read()
+
+
+def _bpf_prog_info(fd: int) -> dict[str, str] | None:
+    """The run statistics of the BPF program behind `fd` in one bpf(2) call (fdinfo takes
+    three: open, read, close), as fdinfo's keys; None when the kernel refuses."""
+    global _prog_info_ok
+    nr = _NR_BPF.get(os.uname().machine)
+    if not _prog_info_ok or nr is None:
+        return None
+    info = ctypes.create_string_buffer(PROG_INFO_LEN)
+    attr = ctypes.create_string_buffer(16)  # info: bpf_fd, info_len, info pointer
+    struct.pack_into("<IIQ", attr, 0, fd, PROG_INFO_LEN, ctypes.addressof(info))
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    if libc.syscall(ctypes.c_long(nr), ctypes.c_int(BPF_OBJ_GET_INFO_BY_FD), attr,
+                    ctypes.c_uint(16)) != 0:
+        if ctypes.get_errno() != errno.EBADF:
+            _prog_info_ok = False
+        return None
+    filled = struct.unpack_from("<I", attr, 4)[0]  # what this kernel's struct holds
+    return {k: str(struct.unpack_from(fmt, info, off)[0]) for k, (off, fmt) in PROG_INFO.items()
+            if off + struct.calcsize(fmt) <= filled}
+
+
+def program_info(fd: int) -> dict[str, str]:
+    """prog_type, prog_id, run_time_ns, run_cnt, recursion_misses (those the kernel reports)
+    of the BPF program behind `fd`: bpf_prog_info, else its fdinfo; {} when neither (a closed
+    fd). Within `one_read()`, read once."""
+    if _read_cache is not None and fd in _read_cache:
+        return _read_cache[fd]
+    info = _bpf_prog_info(fd)
+    if info is None:
+        try:
+            info = parse_fdinfo(read_proc(f"{PROC}/fdinfo/{fd}"))
+        except OSError:
+            info = {}
+    if _read_cache is not None:
+        _read_cache[fd] = info
+    return info
+
+
+@contextlib.contextmanager
+def one_read() -> Iterator[None]:
+    """Each program's statistics read once for the whole block (one snapshot: its families'
+    recursion misses and its self_cost share them)."""
+    global _read_cache
+    _read_cache = {}
+    try:
+        yield
+    finally:
+        _read_cache = None
+
+
 def recursion_misses(fd: int) -> int | None:
     """Runs the kernel skipped for the BPF program behind `fd` (another BPF program was
-    running on that CPU): its fdinfo's recursion_misses; None when it does not say."""
-    try:
-        value = parse_fdinfo(read_proc(f"{PROC}/fdinfo/{fd}")).get("recursion_misses")
-    except OSError:
-        return None
+    running on that CPU); None when the kernel does not say."""
+    value = program_info(fd).get("recursion_misses")
     return None if value is None else int(value)
 
 
-def bpf_prog_stats(fdinfos: list[str], stats_enabled: bool) -> tuple[int | None, int | None]:
-    """(run_time_ns, run_cnt) summed over the fdinfo texts of BPF programs (`prog_type`), or
-    (None, None) when none shows them or statistics are evidently off (all counts 0 and the
-    sysctl off)."""
+def bpf_prog_stats(fdinfos: list[str | dict[str, str]],
+                   stats_enabled: bool) -> tuple[int | None, int | None]:
+    """(run_time_ns, run_cnt) summed over BPF programs (fdinfo texts, or their parsed keys:
+    those with `prog_type`), or (None, None) when none shows them or statistics are evidently
+    off (all counts 0 and the sysctl off)."""
     ns = cnt = 0
     seen = False
     for text in fdinfos:
-        info = parse_fdinfo(text)
+        info = parse_fdinfo(text) if isinstance(text, str) else text
         if "prog_type" not in info or "run_time_ns" not in info or "run_cnt" not in info:
             continue
         try:
@@ -146,29 +208,27 @@ def bpf_prog_stats(fdinfos: list[str], stats_enabled: bool) -> tuple[int | None,
     return ns, cnt
 
 
-def program_fdinfos(programs: list[Program], proc: str = PROC) -> dict[int, str]:
-    """fd -> fdinfo text of each program (one read each; a closed fd is left out)."""
-    out = {}
-    for p in programs:
-        try:
-            out[p.fd] = read_proc(f"{proc}/fdinfo/{p.fd}")
-        except OSError:
-            continue
-    return out
+def program_infos(programs: list[Program]) -> dict[int, dict[str, str]]:
+    """fd -> program_info() of each program (a closed fd is left out)."""
+    return {p.fd: info for p in programs if (info := program_info(p.fd))}
 
 
 def program_stats(
     programs: list[Program], stats_on: bool, proc: str = PROC,
-    fdinfos: dict[int, str] | None = None,
+    infos: dict[int, dict[str, str]] | None = None,
 ) -> list[dict[str, Any]] | None:
     """Per program: probe, name, prog_id, run_cnt, run_time_ns, avg_ns (null before its first
-    run) and recursion_misses (runs the kernel skipped), from /proc/self/fdinfo/<fd> (or the
-    texts given); None when stats are off or the kernel does not report them."""
-    texts = program_fdinfos(programs, proc) if fdinfos is None else fdinfos
+    run) and recursion_misses (runs the kernel skipped), from bpf_prog_info or
+    /proc/self/fdinfo/<fd> (`proc`: recorded files, tests), or the infos given; None when
+    stats are off or the kernel does not report them."""
+    if infos is None:
+        infos = program_infos(programs) if proc == PROC else {
+            p.fd: parse_fdinfo(read_proc(f"{proc}/fdinfo/{p.fd}")) for p in programs
+            if os.path.exists(f"{proc}/fdinfo/{p.fd}")}
     out: list[dict[str, Any]] = []
     for p in programs:
         try:
-            info = parse_fdinfo(texts[p.fd])
+            info = infos[p.fd]
             cnt, ns = int(info["run_cnt"]), int(info["run_time_ns"])
         except (KeyError, ValueError):
             continue
@@ -193,7 +253,9 @@ def run_counts(programs: list[Program], proc: str = PROC) -> dict[str, int]:
     out = {}
     for p in programs:
         try:
-            out[p.name] = int(parse_fdinfo(read_proc(f"{proc}/fdinfo/{p.fd}")).get("run_cnt", -1))
+            info = program_info(p.fd) if proc == PROC else parse_fdinfo(
+                read_proc(f"{proc}/fdinfo/{p.fd}"))
+            out[p.name] = int(info.get("run_cnt", -1))
         except (OSError, ValueError):
             continue
     return out
@@ -231,8 +293,8 @@ def sample(programs: list[Program] | None = None) -> dict[str, Any]:
         rss = 0
     sysctl = _stats_sysctl()
     # the programs' own fdinfo when they are known (a live read), else every fd's
-    texts = program_fdinfos(programs) if programs else None
-    ns, cnt = bpf_prog_stats(list(texts.values()) if texts is not None else _fdinfos(),
+    infos = program_infos(programs) if programs else None
+    ns, cnt = bpf_prog_stats(list(infos.values()) if infos is not None else _fdinfos(),
                              sysctl or _stats_fd is not None)
     out: dict[str, Any] = {
         "cpu_seconds": round(max(0.0, cpu), 6),
@@ -242,5 +304,5 @@ def sample(programs: list[Program] | None = None) -> dict[str, Any]:
     }
     if _stats_fd is not None or sysctl:
         out["bpf_stats"] = "fd" if _stats_fd is not None else "sysctl"
-        out["programs"] = program_stats(programs or [], True, fdinfos=texts)
+        out["programs"] = program_stats(programs or [], True, infos=infos)
     return out

@@ -37,3 +37,32 @@ def test_a_snapshot_of_what_attaches_here_takes_few_system_calls():
     finally:
         session.close()
     assert min(counts) <= 50, (counts, f"{programs} programs")
+
+
+def test_bpf_prog_info_says_what_fdinfo_says():
+    """The statistics read by bpf(BPF_OBJ_GET_INFO_BY_FD) at fixed UAPI offsets equal the
+    kernel's own fdinfo text of the same program, and the offsets are this kernel's BTF's."""
+    from rcupending_tools.kernel import KernelInfo
+    from rcupending_tools.pipeline import selfcost
+
+    btf = KernelInfo().btf
+    for key, (off, _) in selfcost.PROG_INFO.items():
+        field = {"prog_type": "type", "prog_id": "id"}.get(key, key)
+        assert btf.member_offset("bpf_prog_info", field) == off, key
+    session = open_live()
+    try:
+        fd = selfcost.enable_stats()
+        try:
+            session.read()
+            for p in session.source.programs():
+                via_info = selfcost._bpf_prog_info(p.fd)
+                text = selfcost.parse_fdinfo(selfcost.read_proc(f"/proc/self/fdinfo/{p.fd}"))
+                assert via_info is not None
+                for key in ("prog_type", "prog_id", "recursion_misses"):
+                    assert via_info[key] == text[key], (p.name, key)
+                # run counts move between the two reads: the later fdinfo is never below
+                assert int(text["run_cnt"]) >= int(via_info["run_cnt"]), p.name
+        finally:
+            selfcost.disable_stats(fd)
+    finally:
+        session.close()
