@@ -185,13 +185,15 @@ def _view(counters: list[list[int]]) -> dict[str, Any]:
     ncpu = len(counters)
     slots_ = len(counters[0])
     nslots = (slots_ - KV_GONE - 1) // 2  # the KV_NCPUS the program was built with
+    words = np.asarray(counters, dtype=np.int64)  # the words are signed 64-bit (whole_copy)
+    column = words.sum(axis=0)
 
     def total(lo: int, n: int) -> list[int]:
-        return [sum(row[lo + i] for row in counters) for i in range(n)]
+        return column[lo:lo + n].tolist()
 
     gone = total(KV_GONE, 2 * nslots)
     return {
-        "stats": [[row[KV_STATS + i] for row in counters] for i in range(ST_MAX)],
+        "stats": words[:, KV_STATS:KV_STATS + ST_MAX].T.tolist(),
         "events": total(KV_EVENTS, NEV),
         "gauge": total(KV_GAUGE, 2),
         "lat_hist": total(KV_LAT, NPATH * HIST_SLOTS),
