@@ -137,13 +137,25 @@ def batch_items(table: Any) -> list[tuple[Any, Any]]:
         return list(table.items())
 
 
+_BUFFERS: dict[tuple[int, ...], tuple[Any, Any]] = {}
+
+
+def _batch_buffers(table: Any, n: int) -> tuple[Any, Any]:
+    """The key and value buffers of a map's batch reads, made once (a 65536-entry map's are
+    megabytes to allocate and zero at every snapshot); by fd, entries and entry sizes."""
+    key = (table.map_fd, n, ctypes.sizeof(table.Key), ctypes.sizeof(table.Leaf))
+    if key not in _BUFFERS:
+        _BUFFERS[key] = (table.Key * n)(), (table.Leaf * n)()
+    return _BUFFERS[key]
+
+
 def batch_values(table: Any) -> np.ndarray:
     """Every value of a hash map as one numpy structured array (the map's value type), read
     with batch lookups into a buffer of the map's size: a few syscalls and no Python object
     per entry, so a full 65536-entry map reads in milliseconds. Where the kernel has no batch
     operations (< 5.6), one lookup per key."""
     n = int(table.max_entries)
-    keys, values = (table.Key * n)(), (table.Leaf * n)()
+    keys, values = _batch_buffers(table, n)
     token_in, token_out, count = ctypes.c_uint32(0), ctypes.c_uint32(0), ctypes.c_uint32(0)
     total, first = 0, True
     while total < n:
