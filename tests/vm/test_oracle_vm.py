@@ -265,12 +265,17 @@ def test_grace_periods_and_krc_work_equal_bpftraces(guest):
 
 
 def kernel_allocations(maps: dict, comm: str) -> tuple[int, int]:
-    """(allocations, bytes_alloc) of one worker by the kmem tracepoints (bpftrace): its
-    kmem_cache_alloc events, and its kmalloc events once per object."""
-    n, nbytes = (maps.get("@cache_alloc") or {}).get(comm, 0), (
-        maps.get("@cache_alloc_bytes") or {}).get(comm, 0)
+    """(allocations, bytes_alloc) of one worker by the kmem tracepoints (bpftrace), asked by
+    the module's own functions (orc_*): its kmem_cache_alloc events, and its kmalloc events
+    once per object."""
+    def own(key: str) -> bool:
+        parts = key.split(",")
+        return parts[0] == comm and parts[1].strip().startswith("orc_")
+
+    n = sum(v for k, v in (maps.get("@cache_alloc") or {}).items() if own(k))
+    nbytes = sum(v for k, v in (maps.get("@cache_alloc_bytes") or {}).items() if own(k))
     for key, size in (maps.get("@kmalloc") or {}).items():
-        if key.rsplit(",", 1)[0] == comm:
+        if own(key):
             n, nbytes = n + 1, nbytes + size
     return n, nbytes
 
