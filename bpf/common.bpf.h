@@ -16,6 +16,7 @@ enum lost_reason {
 	LOST_NOLOCK_KEY_MAP_FULL = 1,   /* nolock by order/nid/gfp/context: map full */
 	LOST_NOLOCK_STACK_MAP_FULL = 2, /* nolock by call stack: map full */
 	LOST_NOLOCK_NO_STACK = 3,       /* nolock: bpf_get_stack() failed */
+	LOST_VMALLOC_MAP_FULL = 4,      /* kvfree: a vmalloc object's bytes not kept (counts unsized) */
 	LOST_MAX = 8,
 };
 

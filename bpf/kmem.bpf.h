@@ -162,6 +162,63 @@ static __always_inline u64 object_lookup(const struct kbases *b, u64 addr, u32 *
 #endif
 }
 
+#ifdef HAVE_VMAP_LOOKUP
+#define VMAP_WALK_MAX 48  /* an rbtree of 2^23 areas is at most 46 deep */
+
+/* The vmap area tree node as read at once: vmap_area's va_start, va_end and rb_node (whose
+ * __rb_parent_color, rb_right, rb_left follow), at offsets 0, 8, 16 (checked from BTF). */
+struct vmap_walk {
+	u64 va_start, va_end, parent, right, left;
+};
+
+/* A vmalloc object's bytes: the pages of its vmap area (vm_struct.nr_pages x PAGE_SIZE, the
+ * pages vfree() gives back; the guard page is no memory), found as find_vmap_area() finds it,
+ * by a walk of the busy tree of the node holding `addr` (6.9+; before, the one
+ * vmap_area_root). Read without the tree's lock: a walk that an insert or erase disturbs may
+ * miss (0: unsized), never loops (bounded) nor faults (probe reads). 0 when not found. */
+static __always_inline u64 vmalloc_bytes(u64 addr)
+{
+#ifdef VMAP_NODES_ADDR
+	u64 nodes = read_u64(VMAP_NODES_ADDR), zone = read_u64(VMAP_ZONE_SIZE_ADDR);
+	u32 nr = 0;
+	bpf_probe_read_kernel(&nr, sizeof(nr), (void *)NR_VMAP_NODES_ADDR);
+	if (!nodes || !zone || !nr)
+		return 0;
+	u64 root = nodes + ((addr / zone) % nr) * VMAP_NODE_SIZE + OFF_VMAP_NODE_ROOT;
+#else
+	u64 root = VMAP_AREA_ROOT_ADDR;
+#endif
+	u64 n = read_u64(root), va = 0;
+	struct vmap_walk w;
+	for (int i = 0; i < VMAP_WALK_MAX; i++) {
+		if (!n)
+			return 0;
+		if (bpf_probe_read_kernel(&w, sizeof(w), (void *)(n - 16)))
+			return 0;
+		if (addr < w.va_start) {
+			n = w.left;
+		} else if (addr >= w.va_end) {
+			n = w.right;
+		} else {
+			va = n - 16;
+			break;
+		}
+	}
+	if (!va)
+		return 0;
+	u64 vm = read_u64(va + OFF_VA_VM);
+	u32 pages = 0;
+	if (vm)
+		bpf_probe_read_kernel(&pages, sizeof(pages), (void *)(vm + OFF_VM_NR_PAGES));
+	return (u64)pages << 12;
+}
+#else
+static __always_inline u64 vmalloc_bytes(u64 addr)
+{
+	return 0;
+}
+#endif
+
 /* 1 when x != 0, else 0, without a branch (BPF has no conditional set: comparisons become
  * jumps, and each jump is one more path for the verifier in a loop over objects). */
 /* Hides a value from clang (not from the verifier): a 0/1 mask stays arithmetic instead of

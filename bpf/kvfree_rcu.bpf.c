@@ -7,7 +7,7 @@
  *   PAGE_STRUCT_SIZE, OFF_PAGE_COMPOUND_HEAD, OFF_SLAB_CACHE, OFF_KMEM_CACHE_SIZE
  *   SLAB_BY_PAGE_TYPE (page_type >> 24 == SLAB_TYPE) or SLAB_BY_FLAG (flags bit SLAB_FLAG_BIT),
  *   OFF_PAGE_TYPE / OFF_PAGE_FLAGS
- *   RCU_GP_SEQ_ADDR          &rcu_state.gp_seq (grace periods elapsed)
+ *   RCU_GP_SEQ_ADDR          &rcu_state.gp_seq_polled (grace periods, normal or expedited)
  *   HAVE_KVFREE_RCU_BULK (+ OFF_BNODE_NR/RECORDS; BULK_BY_KPROBE: read by a kprobe in fentry
  *                            mode), HAVE_KVFREE_RCU_LIST,
  *   HAVE_KFREE_RCU_WORK_CTX (6.1: kprobes on kmem_cache_free_bulk and vfree),
@@ -23,6 +23,8 @@
 #include "common.bpf.h"
 #include "kmem.bpf.h"
 #include "kvfree_rcu.h"
+
+#define LOAD(x) (*(volatile typeof(x) *)&(x))  /* a fresh load: no value carried by clang */
 
 #define SLAB_FREE_NOLOCK 0x01  /* mm/slab.h, 7.x: __kfree_rcu_sheaf()'s free_flags */
 
@@ -88,6 +90,9 @@ BPF_ARRAY(kv_bases, struct kbases, 1);        /* the kernel's base addresses, re
 BPF_HASH(kv_inflight, u64, struct inflight, TRACK_MAX);
 BPF_HASH(kvfree_by_task, struct task_key, struct task_bytes, TASK_MAP_SIZE);
 BPF_TABLE("lru_hash", u64, struct path_ctx, kv_ctx, 4096);  /* pid_tgid -> kvfree path */
+/* A queued vmalloc object's bytes, found at its enqueue by a walk of the vmap tree and taken
+ * back by its free (vfree() has the area, but a walk per record would not fit the bulk loop). */
+BPF_HASH(kv_vmbytes, u64, u64, 16384);
 
 struct batch_mark {  /* a kfree_rcu batch handed to RCU; its reclaim work running */
 	u64 queued;
@@ -195,14 +200,24 @@ static __always_inline u64 object_size(u64 ptr, u32 *kind, u64 *start)
 	return b ? object_lookup(b, ptr, kind, start) : 0;
 }
 
+/* A vmalloc object enqueued: its bytes, kept for its free (0, unsized, if they cannot be). */
+static __always_inline u64 vmalloc_enqueued(u64 ptr)
+{
+	u64 bytes = vmalloc_bytes(ptr);
+	if (bytes && kv_vmbytes.update(&ptr, &bytes)) {
+		count_lost(LOST_VMALLOC_MAP_FULL);
+		return 0;
+	}
+	return bytes;
+}
+
 static __always_inline bool in_sample(u64 ptr, u64 mask)
 {
 	return ((((ptr >> 4) * 0x9E3779B97F4A7C15ULL) >> 40) & mask) == 0;
 }
 
-static __always_inline bool is_watched(struct kv_cfg *cfg, u32 tgid)
+static __always_inline bool is_watched(struct kv_cfg *cfg, u64 n, u32 tgid)
 {
-	u64 n = cfg->nwatch;
 	for (u32 i = 0; i < KV_WATCH_MAX; i++)
 		if (i < n && cfg->watch[i] == tgid)
 			return true;
@@ -227,18 +242,23 @@ static __always_inline bool on_enqueue(u64 ptr, bool headless, u64 bytes, u32 ki
 	u64 start;
 	if (!bytes)
 		bytes = object_size(ptr, &kind, &start);
+	if (kind == MEM_VMALLOC && !bytes && ptr)
+		bytes = vmalloc_enqueued(ptr);
 	/* The clock and the process only when needed: most objects are neither in the window
 	 * (user space zeroes window_end once it has passed) nor watched nor sampled. */
 	u64 now = cfg->window_end ? bpf_ktime_get_ns() : 0;
 	bool window = now < cfg->window_end;
-	u32 tgid = cfg->nwatch ? bpf_get_current_pid_tgid() >> 32 : 0;
-	bool watched = cfg->nwatch && is_watched(cfg, tgid);
+	/* one read: user space may change the watch list meanwhile (two reads could see it
+	 * empty, then not, and match tgid 0) */
+	u64 nwatch = LOAD(cfg->nwatch);
+	u32 tgid = nwatch ? bpf_get_current_pid_tgid() >> 32 : 0;
+	bool watched = nwatch && is_watched(cfg, nwatch, tgid);
 	bool follow = ptr && (window || watched || in_sample(ptr, cfg->sample_mask));
 	u32 cpu = 0;
 	if (follow || out) {
 		if (!now)
 			now = bpf_ktime_get_ns();
-		if (!cfg->nwatch)
+		if (!nwatch)
 			tgid = bpf_get_current_pid_tgid() >> 32;
 		cpu = bpf_get_smp_processor_id();
 	}
@@ -360,11 +380,11 @@ struct free_scratch {
 	u64 deleted;          /* 1: this program deleted the record (and accounts the object) */
 	u64 queued;           /* phases: the batch's queue_rcu_work time, 0 when unknown */
 	u64 started;          /* ... and its kfree_rcu_work start */
+	u64 vmbytes;          /* a vmalloc object's bytes kept at its enqueue, 0 when none */
 };
 enum { SC_BULK, SC_LIST, SC_VFREE, SC_SHEAF, SC_INLINE_ENQ, SC_INLINE_SYNC, SC_SLOTS };
 BPF_PERCPU_ARRAY(kv_free_scratch, struct free_scratch, SC_SLOTS);
 
-#define LOAD(x) (*(volatile typeof(x) *)&(x))  /* a fresh load: no value carried by clang */
 
 /* What every free of one program run shares (looked up once, not per object). */
 struct free_env {
@@ -372,7 +392,7 @@ struct free_env {
 	struct kbases *bases;
 	struct free_scratch *sc;
 	u64 now;
-	u64 gp;         /* grace periods now (rcu_state.gp_seq) */
+	u64 gp;         /* grace periods now (rcu_state.gp_seq_polled) */
 	u64 window;     /* 1: every object followed, one not found was enqueued before attach */
 	u64 look_all;   /* 1: look every object up (the window, or window objects in the map) */
 };
@@ -489,9 +509,17 @@ static __always_inline void free_one(struct kv_counters *kc, struct free_env *en
 	stat_add(kc, ST_UNMATCHED + path, early);
 	/* an object from before attach that outlived the window, or a full map's */
 	stat_add(kc, ST_LATE_UNMATCHED, unmatched & (1 - env->window) & sampled);
+	/* a vmalloc object: the bytes its enqueue kept, taken back (through the scratch slot, so
+	 * both sides of the branch join in one verifier state) */
+	sc->vmbytes = 0;
+	if (1 - nz((ptr - env->bases->vmalloc) >> 45)) {
+		u64 *vb = kv_vmbytes.lookup(&ptr);
+		bpf_probe_read_kernel(&sc->vmbytes, sizeof(sc->vmbytes), vb);
+		kv_vmbytes.delete(&ptr);
+	}
 	/* not followed: the caller's bytes, else the object's slot now (read either way: a
 	 * branch here would double the verifier's paths; most frees are not followed) */
-	u64 alt = bytes ? bytes : object_bytes_fast(env->bases, ptr);
+	u64 alt = bytes ? bytes : object_bytes_fast(env->bases, ptr) | LOAD(sc->vmbytes);
 	u64 counted = nz(ptr) & (1 - early) & (1 - raced);
 	u64 b = (rb ^ ((alt ^ rb) & (found - 1))) & -counted;
 	stat_add(kc, ST_FREED + path, counted);

@@ -270,3 +270,44 @@ def test_the_page_header_read_spans_every_field_the_layout_uses():
     assert page_header(no_flags) == {"PAGE_HDR_FIRST": 8, "PAGE_HDR_LEN": 48}
     with pytest.raises(ValueError, match="past the struct"):
         page_header({**d612, "OFF_PAGE_TYPE": 62})
+
+
+VMAP_612 = {("vmap_area", "va_start"): 0, ("vmap_area", "va_end"): 8, ("vmap_area", "rb_node"): 16,
+            ("rb_node", "rb_right"): 8, ("rb_node", "rb_left"): 16, ("vmap_area", "vm"): 48,
+            ("vm_struct", "nr_pages"): 44, ("vmap_node", "busy.root"): 0}
+
+
+def vmap_layout(offsets: dict, symbols: set[str]):
+    from types import SimpleNamespace
+
+    from rcupending_tools.probes import layouts as layout
+
+    btf = SimpleNamespace(member_offset=lambda s, m: offsets.get((s, m)),
+                          struct_size=lambda n: 6280 if n == "vmap_node" else None)
+    names = sorted(symbols)
+    k = SimpleNamespace(btf=btf, symbol=lambda n: SimpleNamespace(
+        address=0xFFFFFFFF82000000 + 8 * names.index(n)) if n in symbols else None)
+    lay = layout.Layout()
+    layout.common.vmap_defines(k, lay)
+    return lay
+
+
+def test_vmalloc_area_lookup_follows_the_kernel_generation():
+    nodes = {"vmap_nodes", "nr_vmap_nodes", "vmap_zone_size"}
+    d = vmap_layout(VMAP_612, nodes).defines
+    assert "HAVE_VMAP_LOOKUP" in d and "VMAP_AREA_ROOT_ADDR" not in d
+    assert (d["VMAP_NODE_SIZE"], d["OFF_VMAP_NODE_ROOT"], d["OFF_VA_VM"]) == (6280, 0, 48)
+    assert d["VMAP_NODES_ADDR"] == hex(0xFFFFFFFF82000000 + 8)  # sorted: nr_vmap_nodes first
+    old = vmap_layout(VMAP_612, {"vmap_area_root"}).defines  # before 6.9: one tree
+    assert "VMAP_NODES_ADDR" not in old and old["VMAP_AREA_ROOT_ADDR"] == "0xffffffff82000000"
+
+
+@pytest.mark.parametrize("change, reason", [
+    ({("vmap_area", "rb_node"): 24}, "vmap_area.rb_node moved"),  # the one read's layout
+    ({("vm_struct", "nr_pages"): None}, "OFF_VM_NR_PAGES not found"),
+])
+def test_vmalloc_bytes_say_why_they_are_unavailable(change, reason):
+    lay = vmap_layout({**VMAP_612, **change}, {"vmap_area_root"})
+    assert "HAVE_VMAP_LOOKUP" not in lay.defines
+    assert reason in lay.unavailable["vmalloc_bytes"]
+    assert "VMAP_AREA_ROOT_ADDR" in vmap_layout(VMAP_612, set()).unavailable["vmalloc_bytes"]

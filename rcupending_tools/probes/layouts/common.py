@@ -84,6 +84,7 @@ def bytes_defines(kernel: KernelInfo, lay: Layout) -> None:
         else:
             lay.unavailable["slab_check"] = "neither PGTY_slab nor PG_slab in BTF"
         folio_order_defines(kernel, lay)
+        vmap_defines(kernel, lay)
         d.update(page_header(d))
 
 
@@ -121,11 +122,50 @@ def folio_order_defines(kernel: KernelInfo, lay: Layout) -> None:
                        OFF_FOLIO_ORDER=order)
 
 
+# vmap_area's fields as kmem.bpf.h's vmalloc walk reads them at once (struct vmap_walk).
+VMAP_WALK_LAYOUT = {("vmap_area", "va_start"): 0, ("vmap_area", "va_end"): 8,
+                    ("vmap_area", "rb_node"): 16, ("rb_node", "rb_right"): 8,
+                    ("rb_node", "rb_left"): 16}
+
+
+def vmap_defines(kernel: KernelInfo, lay: Layout) -> None:
+    """Where a vmalloc object's area is found (kmem.bpf.h vmalloc_bytes()): the busy tree of
+    vmap_nodes[(addr / vmap_zone_size) % nr_vmap_nodes] (6.9+) or vmap_area_root (before),
+    and the vm_struct's page count. Static variables: from kallsyms (CONFIG_KALLSYMS_ALL)."""
+    btf = kernel.btf
+    moved = [f"{s}.{m}" for (s, m), off in VMAP_WALK_LAYOUT.items()
+             if btf.member_offset(s, m) != off]
+    found = {"OFF_VA_VM": btf.member_offset("vmap_area", "vm"),
+             "OFF_VM_NR_PAGES": btf.member_offset("vm_struct", "nr_pages")}
+    nodes = {n: addr(kernel, n) for n in ("vmap_nodes", "nr_vmap_nodes", "vmap_zone_size")}
+    if all(v is not None for v in nodes.values()):
+        found.update(VMAP_NODES_ADDR=nodes["vmap_nodes"], NR_VMAP_NODES_ADDR=nodes["nr_vmap_nodes"],
+                     VMAP_ZONE_SIZE_ADDR=nodes["vmap_zone_size"],
+                     VMAP_NODE_SIZE=btf.struct_size("vmap_node"),
+                     OFF_VMAP_NODE_ROOT=btf.member_offset("vmap_node", "busy.root"))
+    else:
+        found["VMAP_AREA_ROOT_ADDR"] = addr(kernel, "vmap_area_root")
+    missing = [k for k, v in found.items() if v is None]
+    if moved or missing:
+        lay.unavailable["vmalloc_bytes"] = (
+            f"vmalloc objects count unsized: {', '.join(moved + missing)} "
+            f"{'moved' if moved else 'not found'} (kallsyms/BTF)")
+        return
+    lay.defines.update({k: hex(v) if k.endswith("_ADDR") else v for k, v in found.items()},
+                       HAVE_VMAP_LOOKUP=None)
+
+
 def gp_seq_define(kernel: KernelInfo, lay: Layout) -> None:
-    """RCU_GP_SEQ_ADDR: rcu_state.gp_seq, the counter normal-RCU cookies come from."""
+    """RCU_GP_SEQ_ADDR: rcu_state.gp_seq_polled (5.19+), the counter get_state_synchronize_rcu()
+    cookies come from, which every grace period advances, normal or expedited (poll_state_*()
+    take either, and so do krc and rcu_pending); else rcu_state.gp_seq, normal ones only."""
     btf = kernel.btf
     rcu_state = addr(kernel, "rcu_state")
-    gp_off = btf.member_offset("rcu_state", "gp_seq") if btf is not None else None
+    gp_off = None
+    if btf is not None:
+        gp_off = btf.member_offset("rcu_state", "gp_seq_polled")
+        if gp_off is None:
+            gp_off = btf.member_offset("rcu_state", "gp_seq")
     if rcu_state is not None and gp_off is not None:
         lay.defines["RCU_GP_SEQ_ADDR"] = hex(rcu_state + gp_off)
     else:
