@@ -77,41 +77,47 @@ def read(b: Any, ctx: base.ReadContext) -> Raw:
                 raw["in_map"] = in_map_counts(inflight)
                 break
             time.sleep(0.05)
-    raw["sample_one_in"] = int(b["kv_cfg"][0].sample_mask) + 1
+    # kv_cfg looked up once (each lookup or update is a bpf() call): the helpers below change
+    # this copy, written back once if one did (only user space writes kv_cfg)
+    cfg = b["kv_cfg"][0]
+    raw["sample_one_in"] = int(cfg.sample_mask) + 1
     raw["pending_by_tgid"] = pending_by_tgid(inflight, raw["sample_one_in"])
     if "kv_pending_gauge" in b:  # RCUPENDING_PENDING_PEAK=1 (compare)
         g = b["kv_pending_gauge"][0]
         raw["pending_gauge"] = [int(g.objects), int(g.bytes), int(g.peak_objects),
                                 int(g.peak_bytes)]
-    _extend_window(b, raw["counters"])
-    _end_look_all(b, raw["counters"])
-    _close_window(b)
+    changed = _extend_window(cfg, raw["counters"])
+    changed |= _end_look_all(cfg, raw["counters"])  # `|=`: every helper runs, in this order
+    changed |= _close_window(cfg)
+    if changed:
+        b["kv_cfg"][0] = cfg
     return raw
 
 
-def _extend_window(b: Any, counters: list[list[int]]) -> None:
+def _extend_window(cfg: Any, counters: list[list[int]]) -> bool:
     """While frees of objects from before attach still come, the window stays open (every
     object followed, so each such free is told apart): each new one pushes its end to a quiet
     period from now, up to RCUPENDING_SETTLE x WINDOW_CAP_FACTOR after attach. A backlog that
-    outlived a fixed window was counted as post-attach frees (a debian:6.12 VM: pending -18)."""
+    outlived a fixed window was counted as post-attach frees (a debian:6.12 VM: pending -18).
+    Changes `cfg` (kv_cfg's value) in place; True when it did."""
     early = sum(row[KV_STATS + ST_UNMATCHED + i] for row in counters for i in range(NPATH))
-    cfg = b["kv_cfg"][0]
     now = time.monotonic_ns()
     if early <= cfg.early_seen or now >= cfg.window_end:
-        return
+        return False
     cfg.early_seen = early
     quiet = max(1, config.settle_seconds() // WINDOW_QUIET_DIVISOR) * 1_000_000_000
     cfg.window_end = min(max(cfg.window_end, now + quiet), cfg.window_cap)
-    b["kv_cfg"][0] = cfg
+    return True
 
 
-def _close_window(b: Any) -> None:
+def _close_window(cfg: Any) -> bool:
     """A window that has passed (and can no longer be pushed) becomes 0: the enqueue side
-    then skips its clock read for objects it does not follow."""
-    cfg = b["kv_cfg"][0]
+    then skips its clock read for objects it does not follow. Changes `cfg` in place; True
+    when it did."""
     if cfg.window_end and time.monotonic_ns() >= cfg.window_end:
         cfg.window_end = 0
-        b["kv_cfg"][0] = cfg
+        return True
+    return False
 
 
 def pending_by_tgid(inflight: Any, one_in: int = 1) -> list[list[int]]:
@@ -136,19 +142,20 @@ def in_map_counts(inflight: Any) -> dict[str, int]:
             "krc": len(inflight) - sheaf, "sheaf": sheaf}
 
 
-def _end_look_all(b: Any, counters: list[list[int]]) -> None:
+def _end_look_all(cfg: Any, counters: list[list[int]]) -> bool:
     """After the settling window, once every object it followed has left the tracking map,
-    the free side stops looking up objects outside the sample (kv_cfg.look_all)."""
+    the free side stops looking up objects outside the sample (kv_cfg.look_all). Changes
+    `cfg` in place; True when it did."""
     gone = sum(row[KV_STATS + ST_WINDOW_GONE] for row in counters)
     tracked = sum(row[KV_STATS + ST_WINDOW_TRACKED] for row in counters)
     if gone < tracked:
-        return
-    cfg = b["kv_cfg"][0]
+        return False
     # a watched stress's objects are followed whatever the sample: look every free up while
     # one is watched, or they would stay in the map
     if cfg.look_all and not cfg.nwatch and time.monotonic_ns() > cfg.window_end:
         cfg.look_all = 0
-        b["kv_cfg"][0] = cfg
+        return True
+    return False
 
 
 def arm(b: Any) -> None:

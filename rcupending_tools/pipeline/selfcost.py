@@ -32,6 +32,8 @@ STATS_SYSCTL = "/proc/sys/kernel/bpf_stats_enabled"
 BPF_ENABLE_STATS = 32  # bpf(2) command (5.8+)
 BPF_STATS_RUN_TIME = 0
 _NR_BPF = {"x86_64": 321, "aarch64": 280}
+_NR = _NR_BPF.get(os.uname().machine)  # this machine's bpf() syscall number
+_syscall: Any = None  # libc's syscall(), loaded by the first _bpf() call
 
 _baseline: float | None = None  # user+system CPU seconds at attach
 _stats_fd: int | None = None  # a BPF_ENABLE_STATS fd this process holds
@@ -46,25 +48,38 @@ class Program:
     fd: int
 
 
+def _bpf(cmd: int, attr: ctypes.Array[ctypes.c_char]) -> int:
+    """bpf(cmd, attr, sizeof(attr)): its result (an fd, or 0). OSError with the errno when it
+    fails, ENOSYS where this machine's syscall number is unknown."""
+    global _syscall
+    if _NR is None:
+        raise OSError(errno.ENOSYS, f"no bpf() syscall number for {os.uname().machine}")
+    if _syscall is None:
+        _syscall = ctypes.CDLL(None, use_errno=True).syscall
+        _syscall.restype = ctypes.c_long
+    ret = _syscall(ctypes.c_long(_NR), ctypes.c_int(cmd), attr, ctypes.c_uint(ctypes.sizeof(attr)))
+    if ret < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return int(ret)
+
+
 def enable_stats() -> int:
     """bpf(BPF_ENABLE_STATS, BPF_STATS_RUN_TIME): run-time stats stay on while the returned
     fd is open (close it with `disable_stats`). One line on refusal."""
     global _stats_fd
-    nr = _NR_BPF.get(os.uname().machine)
-    if nr is None:
+    if _NR is None:
         raise UserError(f"--self-cost: no bpf() syscall number for {os.uname().machine}")
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.syscall.restype = ctypes.c_long
     attr = ctypes.create_string_buffer(128)  # union bpf_attr: enable_stats.type = RUN_TIME
     ctypes.c_uint32.from_buffer(attr).value = BPF_STATS_RUN_TIME
-    fd = int(libc.syscall(ctypes.c_long(nr), ctypes.c_int(BPF_ENABLE_STATS), attr,
-                          ctypes.c_uint(128)))
-    if fd < 0:
-        err = ctypes.get_errno()
+    try:
+        fd = _bpf(BPF_ENABLE_STATS, attr)
+    except OSError as e:
+        err = e.errno
         raise UserError(
             f"--self-cost: BPF_ENABLE_STATS refused ({errno.errorcode.get(err, err)}: "
             f"{os.strerror(err)}); it needs Linux 5.8+ and CAP_SYS_ADMIN"
-        )
+        ) from None
     _stats_fd = fd
     return fd
 
@@ -132,17 +147,16 @@ def _bpf_prog_info(fd: int) -> dict[str, str] | None:
     """The run statistics of the BPF program behind `fd` in one bpf(2) call (fdinfo takes
     three: open, read, close), as fdinfo's keys; None when the kernel refuses."""
     global _prog_info_ok
-    nr = _NR_BPF.get(os.uname().machine)
-    if not _prog_info_ok or nr is None:
+    if not _prog_info_ok:
         return None
+    # fresh zeroed buffers: the kernel reads info's length and pointer fields too
     info = ctypes.create_string_buffer(PROG_INFO_LEN)
     attr = ctypes.create_string_buffer(16)  # info: bpf_fd, info_len, info pointer
     struct.pack_into("<IIQ", attr, 0, fd, PROG_INFO_LEN, ctypes.addressof(info))
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.syscall.restype = ctypes.c_long
-    if libc.syscall(ctypes.c_long(nr), ctypes.c_int(BPF_OBJ_GET_INFO_BY_FD), attr,
-                    ctypes.c_uint(16)) != 0:
-        if ctypes.get_errno() != errno.EBADF:
+    try:
+        _bpf(BPF_OBJ_GET_INFO_BY_FD, attr)
+    except OSError as e:
+        if e.errno != errno.EBADF:  # refused (not a closed fd): fdinfo from then on
             _prog_info_ok = False
         return None
     filled = struct.unpack_from("<I", attr, 4)[0]  # what this kernel's struct holds
@@ -150,19 +164,21 @@ def _bpf_prog_info(fd: int) -> dict[str, str] | None:
             if off + struct.calcsize(fmt) <= filled}
 
 
-def program_info(fd: int) -> dict[str, str]:
+def program_info(fd: int, proc: str = PROC) -> dict[str, str]:
     """prog_type, prog_id, run_time_ns, run_cnt, recursion_misses (those the kernel reports)
-    of the BPF program behind `fd`: bpf_prog_info, else its fdinfo; {} when neither (a closed
-    fd). Within `one_read()`, read once."""
-    if _read_cache is not None and fd in _read_cache:
+    of the BPF program behind `fd`: bpf_prog_info (this process's fds), else its fdinfo under
+    `proc` (recorded files, tests); {} when neither (a closed fd). Within `one_read()`, this
+    process's read once."""
+    own = proc == PROC
+    if own and _read_cache is not None and fd in _read_cache:
         return _read_cache[fd]
-    info = _bpf_prog_info(fd)
+    info = _bpf_prog_info(fd) if own else None
     if info is None:
         try:
-            info = parse_fdinfo(read_proc(f"{PROC}/fdinfo/{fd}"))
+            info = parse_fdinfo(read_proc(f"{proc}/fdinfo/{fd}"))
         except OSError:
             info = {}
-    if _read_cache is not None:
+    if own and _read_cache is not None:
         _read_cache[fd] = info
     return info
 
@@ -208,9 +224,9 @@ def bpf_prog_stats(fdinfos: list[str | dict[str, str]],
     return ns, cnt
 
 
-def program_infos(programs: list[Program]) -> dict[int, dict[str, str]]:
+def program_infos(programs: list[Program], proc: str = PROC) -> dict[int, dict[str, str]]:
     """fd -> program_info() of each program (a closed fd is left out)."""
-    return {p.fd: info for p in programs if (info := program_info(p.fd))}
+    return {p.fd: info for p in programs if (info := program_info(p.fd, proc))}
 
 
 def program_stats(
@@ -222,9 +238,7 @@ def program_stats(
     /proc/self/fdinfo/<fd> (`proc`: recorded files, tests), or the infos given; None when
     stats are off or the kernel does not report them."""
     if infos is None:
-        infos = program_infos(programs) if proc == PROC else {
-            p.fd: parse_fdinfo(read_proc(f"{proc}/fdinfo/{p.fd}")) for p in programs
-            if os.path.exists(f"{proc}/fdinfo/{p.fd}")}
+        infos = program_infos(programs, proc)
     out: list[dict[str, Any]] = []
     for p in programs:
         try:
@@ -249,15 +263,13 @@ def program_stats(
 
 
 def run_counts(programs: list[Program], proc: str = PROC) -> dict[str, int]:
-    """run_cnt per program name (cheap: one fdinfo read each)."""
+    """run_cnt per program name (cheap: one bpf() call or fdinfo read each; a closed fd is
+    left out)."""
     out = {}
     for p in programs:
-        try:
-            info = program_info(p.fd) if proc == PROC else parse_fdinfo(
-                read_proc(f"{proc}/fdinfo/{p.fd}"))
-            out[p.name] = int(info.get("run_cnt", -1))
-        except (OSError, ValueError):
-            continue
+        if info := program_info(p.fd, proc):
+            with contextlib.suppress(ValueError):
+                out[p.name] = int(info.get("run_cnt", -1))
     return out
 
 

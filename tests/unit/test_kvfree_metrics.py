@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import time
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -206,23 +208,20 @@ class _Cfg:
 def test_lookups_of_every_free_end_when_the_window_objects_are_gone():
     """kv_cfg.look_all is cleared only after the window and once every object it followed
     has left the tracking map (its frees and replacements counted)."""
-    b = {"kv_cfg": [_Cfg()]}
+    cfg = _Cfg()
     row = [0] * (km.KV_STATS + km.ST_MAX)
     row[km.KV_STATS + km.ST_WINDOW_TRACKED] = 5
     row[km.KV_STATS + km.ST_WINDOW_GONE] = 4
-    km._end_look_all(b, [row])
-    assert b["kv_cfg"][0].look_all == 1
+    assert not km._end_look_all(cfg, [row]) and cfg.look_all == 1
     row[km.KV_STATS + km.ST_WINDOW_GONE] = 5
-    b["kv_cfg"][0].window_end = time.monotonic_ns() + 10**12  # the window still open
-    km._end_look_all(b, [row])
-    assert b["kv_cfg"][0].look_all == 1
-    b["kv_cfg"][0].window_end = 0
-    b["kv_cfg"][0].nwatch = 2  # a stress watched: its objects are looked up, sampled or not
-    km._end_look_all(b, [row])
-    assert b["kv_cfg"][0].look_all == 1
-    b["kv_cfg"][0].nwatch = 0
-    km._end_look_all(b, [row])
-    assert b["kv_cfg"][0].look_all == 0
+    cfg.window_end = time.monotonic_ns() + 10**12  # the window still open
+    assert not km._end_look_all(cfg, [row]) and cfg.look_all == 1
+    cfg.window_end = 0
+    cfg.nwatch = 2  # a stress watched: its objects are looked up, sampled or not
+    assert not km._end_look_all(cfg, [row]) and cfg.look_all == 1
+    cfg.nwatch = 0
+    assert km._end_look_all(cfg, [row]) and cfg.look_all == 0
+    assert not km._end_look_all(cfg, [row])  # already 0: nothing to write
 
 
 def test_frees_from_before_attach_keep_the_window_open_up_to_its_cap():
@@ -231,22 +230,22 @@ def test_frees_from_before_attach_keep_the_window_open_up_to_its_cap():
     now = time.monotonic_ns()
     cfg = _FullCfg()
     cfg.window_end, cfg.window_cap, cfg.early_seen = now + 10**9, now + 10**15, 0
-    b = {"kv_cfg": [cfg]}
     row = [0] * (km.KV_STATS + km.ST_MAX)
-    km._extend_window(b, [row])
+    assert not km._extend_window(cfg, [row])
     assert cfg.window_end == now + 10**9  # nothing from before attach freed
     row[km.KV_STATS + km.ST_UNMATCHED + 1] = 3
-    km._extend_window(b, [row])
+    assert km._extend_window(cfg, [row])
     quiet = max(1, config.settle_seconds() // km.WINDOW_QUIET_DIVISOR) * 10**9
     assert cfg.early_seen == 3 and cfg.window_end >= now + quiet
+    assert not km._extend_window(cfg, [row])  # the same 3 again: no change
     cfg.window_cap = now + 2 * 10**9
     row[km.KV_STATS + km.ST_UNMATCHED] = 1
-    km._extend_window(b, [row])
+    assert km._extend_window(cfg, [row])
     assert cfg.window_end == now + 2 * 10**9 and cfg.early_seen == 4  # capped
     cfg.window_end = 0  # over: a late one does not reopen it
     row[km.KV_STATS + km.ST_UNMATCHED] = 9
-    km._extend_window(b, [row])
-    assert cfg.window_end == 0
+    assert not km._extend_window(cfg, [row])
+    assert cfg.window_end == 0 and cfg.early_seen == 4
 
 
 def test_a_passed_window_becomes_zero_and_an_open_one_stays():
@@ -255,12 +254,65 @@ def test_a_passed_window_becomes_zero_and_an_open_one_stays():
     now = time.monotonic_ns()
     cfg = _FullCfg()
     cfg.window_end = now + 10**12
-    b = {"kv_cfg": [cfg]}
-    km._close_window(b)
+    assert not km._close_window(cfg)
     assert cfg.window_end == now + 10**12
     cfg.window_end = now - 1
-    km._close_window(b)
+    assert km._close_window(cfg)
     assert cfg.window_end == 0
+    assert not km._close_window(cfg)  # 0 already: nothing to write
+
+
+class _CountedTable:
+    """A one-entry BPF array as bcc shows it: each lookup returns a copy and each update
+    stores one, each a bpf() call (counted)."""
+
+    def __init__(self, value: object) -> None:
+        self.value, self.lookups, self.updates = value, 0, 0
+
+    def __getitem__(self, key: int) -> object:
+        self.lookups += 1
+        return copy.copy(self.value)
+
+    def __setitem__(self, key: int, value: object) -> None:
+        self.updates += 1
+        self.value = copy.copy(value)
+
+
+class _Module(dict):
+    funcs: dict = {}  # no programs: no recursion misses read
+
+
+def test_a_snapshot_reads_kv_cfg_once_and_writes_it_only_when_it_changed(monkeypatch):
+    """kv_cfg costs one lookup per read() (sample, window, look_all all from it) and at most
+    one update: none while nothing changes, one when the window or look_all does."""
+    row = [0] * (km.KV_STATS + km.ST_MAX)
+    row[km.KV_STATS + km.ST_WINDOW_TRACKED] = row[km.KV_STATS + km.ST_WINDOW_GONE] = 5
+    inflight = np.zeros(0, dtype=[("tgid", "u4"), ("flags", "u2"), ("bytes", "u8")])
+    monkeypatch.setattr(km.base, "batch_items", lambda table: [])
+    monkeypatch.setattr(km.base, "batch_values", lambda table: inflight)
+    monkeypatch.setattr(km.base, "whole_copy", lambda table, end: ([list(row)], False))
+    now = time.monotonic_ns()
+    cfg = _FullCfg()
+    cfg.window_end, cfg.window_cap = now + 10**12, now + 10**13
+    cfg.look_all, cfg.sample_mask = 1, 15
+    table = _CountedTable(cfg)
+    b = _Module(kv_cfg=table, kvfree_by_task=None, kv_inflight=None, kv_counters=None)
+    ctx = SimpleNamespace(count_map=False)
+
+    def read() -> tuple[int, int]:
+        lookups, updates = table.lookups, table.updates
+        raw = km.read(b, ctx)
+        assert raw["sample_one_in"] == 16
+        return table.lookups - lookups, table.updates - updates
+
+    assert read() == (1, 0)  # the window open, nothing new: kv_cfg unchanged
+    row[km.KV_STATS + km.ST_UNMATCHED] = 2  # a free from before attach: early_seen moves
+    assert read() == (1, 1) and table.value.early_seen == 2
+    assert read() == (1, 0)
+    table.value.window_end = now - 1  # passed: closed and look_all ended, in one update
+    assert read() == (1, 1)
+    assert table.value.window_end == 0 and table.value.look_all == 0
+    assert read() == (1, 0)
 
 
 def test_shares_are_whole_and_exact():

@@ -143,16 +143,27 @@ def test_enable_stats_counts_runs_only_while_the_fd_is_held():
 
 
 def test_enable_stats_refusal_is_one_line(monkeypatch):
-    class Libc:
-        class syscall:  # noqa: N801
-            restype = None
+    def refuse(*args: object) -> int:
+        ctypes.set_errno(22)
+        return -1
 
-            def __new__(cls, *args):  # noqa: ANN001, ANN204
-                ctypes.set_errno(22)
-                return -1
-
-    monkeypatch.setattr(ctypes, "CDLL", lambda *a, **k: Libc)
+    monkeypatch.setattr(selfcost, "_syscall", refuse)
     from rcupending_tools.errors import UserError
 
     with pytest.raises(UserError, match="BPF_ENABLE_STATS refused .EINVAL"):
         selfcost.enable_stats()
+
+
+def test_bpf_loads_libc_once(monkeypatch):
+    """Each bpf() call (one per program per snapshot) reuses libc's syscall(): loading it
+    again per call cost CPU for nothing."""
+    if selfcost._NR is None:
+        pytest.skip(f"no bpf() syscall number for {os.uname().machine}")
+    attr = ctypes.create_string_buffer(16)  # BPF_OBJ_GET_INFO_BY_FD of fd -1: refused
+    struct.pack_into("<i", attr, 0, -1)
+    with pytest.raises(OSError):
+        selfcost._bpf(selfcost.BPF_OBJ_GET_INFO_BY_FD, attr)
+    monkeypatch.setattr(ctypes, "CDLL", lambda *a, **k: pytest.fail("libc loaded again"))
+    with pytest.raises(OSError) as e:
+        selfcost._bpf(selfcost.BPF_OBJ_GET_INFO_BY_FD, attr)
+    assert e.value.errno  # the kernel's errno, carried
