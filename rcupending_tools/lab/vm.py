@@ -26,6 +26,7 @@ from . import accel
 from .kernels import LabKernel
 
 TAIL_LINES = 20
+STOP_GRACE = 10.0  # seconds vng gets to exit on SIGTERM before its process group gets SIGKILL
 
 # Kernel splats, after the "[  12.345678] " / "<4>" / "[T123]" prefixes are stripped.
 _PREFIX = re.compile(r"^(?:<\d+>)?(?:\[\s*\d+\.\d+\]\s*)?(?:\[\s*[TC]\d+\]\s*)?")
@@ -264,14 +265,17 @@ def _boot_and_run(
 
 
 def _stop(proc: subprocess.Popen) -> None:
-    """Stop vng and its QEMU: SIGTERM to its own process group, SIGKILL if it lingers."""
-    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
-        try:
+    """Stop vng and its QEMU: SIGTERM to their process group, then (vng gone, or after
+    STOP_GRACE s) SIGKILL to what is left of it. A VM that ended (and was reaped) is left
+    alone: its pid may be another process's by now."""
+    if proc.poll() is not None:
+        return
+    for sig, wait in ((signal.SIGTERM, STOP_GRACE), (signal.SIGKILL, 5.0)):
+        try:  # the group's id stays its own while a member (QEMU) lives, after vng's reaping
             os.killpg(proc.pid, sig)
         except ProcessLookupError:
             return
         try:
             proc.wait(timeout=wait)
-            return
         except subprocess.TimeoutExpired:
-            continue
+            pass

@@ -5,6 +5,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -196,6 +198,72 @@ def test_a_boot_that_dies_before_the_command_is_retried_once_and_reported(tmp_pa
     assert res.boot_ok and res.boot_failures == [int3.splats[0]]
 
 
+def stand_in_vng(tmp_path: Path) -> tuple[Path, Path]:
+    """A vng whose 'QEMU' child ignores SIGTERM and SIGHUP, so only the process group's
+    SIGKILL stops it (vng itself dies of SIGTERM first); the QEMU writes its pid once up."""
+    qemu_pid = tmp_path / "qemu.pid"
+    vng = tmp_path / "vng"
+    vng.write_text("#!/bin/sh\n"
+                   f"sh -c 'trap \"\" TERM HUP; echo $$ > {qemu_pid}.tmp; "
+                   f"mv {qemu_pid}.tmp {qemu_pid}; exec sleep 300' &\n"
+                   "wait\n")
+    vng.chmod(0o755)
+    image = tmp_path / "vmlinuz"
+    image.write_text("")
+    return vng, image
+
+
+def _alive(pid: int) -> tuple[str, int] | None:
+    """(state, process group) of `pid`; None once it is gone or a zombie."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return None if fields[0] in ("Z", "X") else (fields[0], int(fields[2]))
+
+
+def _group(pgid: int) -> list[int]:
+    """Live members of process group `pgid`."""
+    pids = (int(d.name) for d in Path("/proc").iterdir() if d.name.isdigit())
+    return [p for p in pids if (st := _alive(p)) is not None and st[1] == pgid]
+
+
+def _started_vm(tmp_path: Path, proc: subprocess.Popen) -> int:
+    """The stand-in VM's process group, once its QEMU is up."""
+    qemu_pid = tmp_path / "qemu.pid"
+    deadline = time.monotonic() + 20
+    while not qemu_pid.exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.02)
+    st = _alive(int(qemu_pid.read_text()))
+    assert st is not None
+    return st[1]
+
+
+def _assert_group_gone(pgid: int, what: str) -> None:
+    deadline = time.monotonic() + 10
+    while (left := _group(pgid)) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if left:
+        os.killpg(pgid, signal.SIGKILL)
+        raise AssertionError(f"the VM's process group ({left}) outlived {what}")
+
+
+ROOT = Path(__file__).parent.parent.parent  # the child imports this tree's package
+
+
+@contextmanager
+def _child(code: str, *args: str) -> Iterator[subprocess.Popen]:
+    """A Python child running `code` (from this tree); killed if the test leaves it running."""
+    proc = subprocess.Popen([sys.executable, "-c", code, *args], cwd=ROOT, stderr=subprocess.PIPE)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()
+
 KILLED_LAB = """
 import sys
 from pathlib import Path
@@ -213,32 +281,31 @@ except KeyboardInterrupt:
 """
 
 
-def test_a_killed_lab_run_takes_its_vm(tmp_path):
-    """SIGTERM to a `lab` run (a CI timeout, a closed terminal) stops vng and its QEMU, which
-    run in their own process group: a killed oracle run once left its VM booting."""
-    qemu_pid = tmp_path / "qemu.pid"
-    vng = tmp_path / "vng"
-    vng.write_text(f"#!/bin/sh\nsleep 300 &\necho $! > {qemu_pid}\nwait\n")  # stands for QEMU
-    vng.chmod(0o755)
-    image = tmp_path / "vmlinuz"
-    image.write_text("")
-    proc = subprocess.Popen([sys.executable, "-c", KILLED_LAB, str(vng), str(image)],
-                            cwd=Path(__file__).parent.parent.parent, stderr=subprocess.PIPE)
-    for _ in range(200):
-        if qemu_pid.exists() and qemu_pid.read_text().strip():
-            break
-        time.sleep(0.05)
-    pid = int(qemu_pid.read_text())
-    proc.terminate()
-    assert proc.wait(timeout=30) == 130, proc.stderr.read()
-    for _ in range(100):
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except FileNotFoundError:
-            break
-        if state == "Z":  # dead, waiting for a reaper
-            break
-        time.sleep(0.05)
-    else:
-        os.kill(pid, signal.SIGKILL)
-        raise AssertionError("the VM's QEMU outlived the killed lab run")
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_a_killed_lab_run_takes_its_vm(tmp_path, sig):
+    """SIGTERM to a `lab` run (a CI timeout, a closed terminal) or Ctrl-C stops vng and its
+    QEMU, which run in their own process group: a killed oracle run once left its VM booting."""
+    vng, image = stand_in_vng(tmp_path)
+    with _child(KILLED_LAB, str(vng), str(image)) as proc:
+        pgid = _started_vm(tmp_path, proc)
+        proc.send_signal(sig)
+        assert proc.wait(timeout=30) == 130, proc.stderr.read()
+        _assert_group_gone(pgid, "the killed lab run")
+
+
+def _zombie(proc: subprocess.Popen) -> None:
+    """Wait until `proc` has exited, without reaping it."""
+    deadline = time.monotonic() + 10
+    while _alive(proc.pid) is not None and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def test_a_vm_that_ended_is_not_signalled(monkeypatch):
+    """Once vng is reaped its pid (and process group id) may be another's: stopping a VM
+    signals none that ended by itself."""
+    signalled: list[tuple[int, int]] = []
+    monkeypatch.setattr(vm.os, "killpg", lambda pgid, sig: signalled.append((pgid, sig)))
+    with subprocess.Popen(["true"], start_new_session=True) as proc:
+        _zombie(proc)  # ended, not yet waited for: the stop of a VM that ends as it comes
+        vm._stop(proc)
+    assert signalled == [] and proc.returncode == 0
