@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import math
-import signal
 import sys
 
 import typer
 
 from .. import sanitize
+from ..signals import terminate_as_interrupt as terminate_as_interrupt  # re-exported
 
 SELF_COST_HELP = "enable BPF run-time stats while running; per-program cost in self_cost"
 MAX_DURATION = 1e7  # seconds (115 days): a longer --duration is a typo, and sleep() overflows
@@ -31,13 +31,3 @@ def log(message: str) -> None:
 def emit_json(obj: object) -> None:
     sys.stdout.write(json.dumps(obj, sort_keys=True) + "\n")
     sys.stdout.flush()
-
-
-def terminate_as_interrupt() -> None:
-    """SIGTERM/SIGHUP unwind like Ctrl-C, so `finally` blocks detach every BPF program."""
-
-    def handler(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, handler)

@@ -3,6 +3,7 @@ LabKernel and collect rc, output, dmesg."""
 
 from __future__ import annotations
 
+import atexit
 import codecs
 import os
 import re
@@ -14,7 +15,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -22,10 +24,12 @@ from typing import TextIO
 from .. import config
 from ..errors import UserError
 from ..paths import cache_dir
+from ..signals import terminate_as_interrupt
 from . import accel
 from .kernels import LabKernel
 
 TAIL_LINES = 20
+STOP_GRACE = 10.0  # seconds vng gets to exit on SIGTERM before its process group gets SIGKILL
 
 # Kernel splats, after the "[  12.345678] " / "<4>" / "[T123]" prefixes are stripped.
 _PREFIX = re.compile(r"^(?:<\d+>)?(?:\[\s*\d+\.\d+\]\s*)?(?:\[\s*[TC]\d+\]\s*)?")
@@ -162,6 +166,7 @@ def run_in_vm(
     UserError (with the console tail) if the command never completed, unless check=False,
     which returns a VmResult with boot_ok=False instead.
     """
+    stop_on_exit()
     _tool("qemu-system-x86_64", "apt-get install qemu-system-x86")
     vng = _tool("vng", "pip install virtme-ng (in this venv)")
     if not kernel.image.is_file():
@@ -175,7 +180,7 @@ def run_in_vm(
                             env={**config.lab_env(kernel.spec, kernel.source), **(env or {})},
                             stream=stream, timeout=timeout, rwdirs=rwdirs)
         res.boot_failures = list(failures)
-        if res.boot_ok or len(failures) >= boot_retries:
+        if res.boot_ok or len(failures) >= boot_retries or _exiting:
             break
         if res.started and not any(_TCG_INT3.search(sp) for sp in res.splats):
             break  # the command ran and the VM died of something else: that is a result
@@ -218,33 +223,25 @@ def _boot_and_run(
         print(f"booting {kernel.spec} ({kernel.release}) under {accel.label(how)}…",
               file=sys.stderr)
         start = time.monotonic()
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=vm_env,
-            start_new_session=True,  # one process group to stop on timeout
-        )
         out: list[str] = []
         con: list[str] = []
-        pumps = [
-            threading.Thread(target=_pump, args=(proc.stdout, out, stream), daemon=True),
-            threading.Thread(target=_pump, args=(proc.stderr, con, None), daemon=True),
-        ]
-        for t in pumps:
-            t.start()
         timed_out = False
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            _stop(proc)
-        except BaseException:  # Ctrl-C, or SIGTERM/SIGHUP unwinding: the VM goes with us
-            _stop(proc)
-            raise
-        for t in pumps:
-            t.join(timeout=10)
+        with _vm_process(argv, vm_env) as proc:  # Ctrl-C or SIGTERM/SIGHUP unwinding stop it
+            pumps = [
+                threading.Thread(target=_pump, args=(proc.stdout, out, stream), daemon=True),
+                threading.Thread(target=_pump, args=(proc.stderr, con, None), daemon=True),
+            ]
+            for t in pumps:
+                t.start()
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+                _stop(proc)
+            for t, pipe in zip(pumps, (proc.stdout, proc.stderr), strict=True):
+                t.join(timeout=10)
+                if not t.is_alive():
+                    pipe.close()
         seconds = time.monotonic() - start
         output, console = "".join(out), "".join(con)
         rc_file = xch / "rc"
@@ -263,15 +260,92 @@ def _boot_and_run(
         shutil.rmtree(xch, ignore_errors=True)
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    """Stop vng and its QEMU: SIGTERM to its own process group, SIGKILL if it lingers."""
-    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+# Running VMs (vng, each leading its own process group), stopped when this process exits:
+# a VM run from a daemon thread (`top`'s lab feed) never unwinds at interpreter exit.
+_running: set[subprocess.Popen] = set()
+_lock = threading.Lock()
+_exiting = False  # set at exit: no VM starts after the registry's stop
+
+
+def stop_on_exit() -> None:
+    """Make SIGTERM/SIGHUP (where no handler is set) unwind like Ctrl-C, so that the exit
+    stops running VMs. Needs the main thread: call it there before running VMs in another
+    one (run_in_vm calls it, to no effect outside the main thread)."""
+    if threading.current_thread() is threading.main_thread():
+        terminate_as_interrupt(keep=True)
+
+
+def _spawn(argv: list[str], env: dict[str, str]) -> subprocess.Popen:
+    """Start vng in its own session (one process group to stop) and register it, from a
+    thread of its own: signals interrupt only the main thread, and a Ctrl-C or SIGTERM in
+    the middle of Popen would lose a started VM."""
+    got: list[subprocess.Popen | BaseException] = []
+
+    def start() -> None:
         try:
+            with _lock:  # started and registered at once, or not after the exit's stop
+                if _exiting:
+                    raise UserError("exiting: not starting a VM")
+                proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, env=env, start_new_session=True)
+                _running.add(proc)
+            got.append(proc)
+        except BaseException as e:  # raised in the caller's thread
+            got.append(e)
+
+    t = threading.Thread(target=start, name="vm-start")  # not a daemon: the exit waits for it
+    t.start()
+    t.join()
+    if isinstance(res := got[0], BaseException):
+        raise res
+    return res
+
+
+@contextmanager
+def _vm_process(argv: list[str], env: dict[str, str]) -> Iterator[subprocess.Popen]:
+    """vng, in the registry while the block runs; leaving the block stops it unless it
+    ended."""
+    proc = _spawn(argv, env)
+    try:
+        yield proc
+    finally:
+        _stop(proc)
+        with _lock:
+            _running.discard(proc)
+
+
+def stop_all() -> None:
+    """Stop every registered VM that is still running."""
+    with _lock:
+        procs = list(_running)
+    for proc in procs:
+        _stop(proc)
+
+
+@atexit.register
+def _stop_at_exit() -> None:
+    global _exiting
+    with _lock:
+        _exiting = True
+        busy = bool(_running)
+    if busy and threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # a second Ctrl-C or kill
+            signal.signal(sig, signal.SIG_IGN)  # does not cut the stop short
+    stop_all()
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Stop vng and its QEMU: SIGTERM to their process group, then (vng gone, or after
+    STOP_GRACE s) SIGKILL to what is left of it. A VM that ended is left alone: once reaped,
+    its pid may be another process's."""
+    if proc.poll() is not None:
+        return
+    for sig, wait in ((signal.SIGTERM, STOP_GRACE), (signal.SIGKILL, 5.0)):
+        try:  # the group's id stays its own while a member (QEMU) lives, after vng's reaping
             os.killpg(proc.pid, sig)
         except ProcessLookupError:
             return
         try:
             proc.wait(timeout=wait)
-            return
         except subprocess.TimeoutExpired:
-            continue
+            pass

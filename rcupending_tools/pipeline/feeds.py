@@ -177,6 +177,7 @@ def lab_feed(spec: str, interval: float, seconds: float) -> Feed:
         finally:
             q.put(done)
 
+    vm.stop_on_exit()  # from the iterating (main) thread: the runner's cannot set handlers
     threading.Thread(target=runner, daemon=True).start()
     while True:
         try:

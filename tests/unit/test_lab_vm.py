@@ -5,6 +5,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -57,6 +59,15 @@ SPLATS = [
     "[   53.0] Kernel panic - not syncing: Fatal exception",
     "[   54.0] rcu: rcu_preempt kthread starved for 10002 jiffies!",
 ]
+
+
+@pytest.fixture(autouse=True)
+def _signal_handlers():
+    """run_in_vm sets SIGTERM/SIGHUP handlers in the main thread: not for the other tests."""
+    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP)}
+    yield
+    for s, h in saved.items():
+        signal.signal(s, h)
 
 
 def test_ordinary_boot_has_no_splats():
@@ -196,6 +207,72 @@ def test_a_boot_that_dies_before_the_command_is_retried_once_and_reported(tmp_pa
     assert res.boot_ok and res.boot_failures == [int3.splats[0]]
 
 
+def stand_in_vng(tmp_path: Path) -> tuple[Path, Path]:
+    """A vng whose 'QEMU' child ignores SIGTERM and SIGHUP, so only the process group's
+    SIGKILL stops it (vng itself dies of SIGTERM first); the QEMU writes its pid once up."""
+    qemu_pid = tmp_path / "qemu.pid"
+    vng = tmp_path / "vng"
+    vng.write_text("#!/bin/sh\n"
+                   f"sh -c 'trap \"\" TERM HUP; echo $$ > {qemu_pid}.tmp; "
+                   f"mv {qemu_pid}.tmp {qemu_pid}; exec sleep 300' &\n"
+                   "wait\n")
+    vng.chmod(0o755)
+    image = tmp_path / "vmlinuz"
+    image.write_text("")
+    return vng, image
+
+
+def _alive(pid: int) -> tuple[str, int] | None:
+    """(state, process group) of `pid`; None once it is gone or a zombie."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return None if fields[0] in ("Z", "X") else (fields[0], int(fields[2]))
+
+
+def _group(pgid: int) -> list[int]:
+    """Live members of process group `pgid`."""
+    pids = (int(d.name) for d in Path("/proc").iterdir() if d.name.isdigit())
+    return [p for p in pids if (st := _alive(p)) is not None and st[1] == pgid]
+
+
+def _started_vm(tmp_path: Path, proc: subprocess.Popen) -> int:
+    """The stand-in VM's process group, once its QEMU is up."""
+    qemu_pid = tmp_path / "qemu.pid"
+    deadline = time.monotonic() + 20
+    while not qemu_pid.exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.02)
+    st = _alive(int(qemu_pid.read_text()))
+    assert st is not None
+    return st[1]
+
+
+def _assert_group_gone(pgid: int, what: str) -> None:
+    deadline = time.monotonic() + 10
+    while (left := _group(pgid)) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if left:
+        os.killpg(pgid, signal.SIGKILL)
+        raise AssertionError(f"the VM's process group ({left}) outlived {what}")
+
+
+ROOT = Path(__file__).parent.parent.parent  # the child imports this tree's package
+
+
+@contextmanager
+def _child(code: str, *args: str) -> Iterator[subprocess.Popen]:
+    """A Python child running `code` (from this tree); killed if the test leaves it running."""
+    proc = subprocess.Popen([sys.executable, "-c", code, *args], cwd=ROOT, stderr=subprocess.PIPE)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()
+
 KILLED_LAB = """
 import sys
 from pathlib import Path
@@ -213,32 +290,120 @@ except KeyboardInterrupt:
 """
 
 
-def test_a_killed_lab_run_takes_its_vm(tmp_path):
-    """SIGTERM to a `lab` run (a CI timeout, a closed terminal) stops vng and its QEMU, which
-    run in their own process group: a killed oracle run once left its VM booting."""
-    qemu_pid = tmp_path / "qemu.pid"
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_a_killed_lab_run_takes_its_vm(tmp_path, sig):
+    """SIGTERM to a `lab` run (a CI timeout, a closed terminal) or Ctrl-C stops vng and its
+    QEMU, which run in their own process group: a killed oracle run once left its VM booting."""
+    vng, image = stand_in_vng(tmp_path)
+    with _child(KILLED_LAB, str(vng), str(image)) as proc:
+        pgid = _started_vm(tmp_path, proc)
+        proc.send_signal(sig)
+        assert proc.wait(timeout=30) == 130, proc.stderr.read()
+        _assert_group_gone(pgid, "the killed lab run")
+
+
+# fork+exec done, Popen not returned yet: a signal there used to lose the started vng
+SLOW_POPEN = """
+import _posixsubprocess, time
+fork_exec = _posixsubprocess.fork_exec
+def slow(*args):
+    pid = fork_exec(*args)
+    time.sleep(2)
+    return pid
+_posixsubprocess.fork_exec = slow
+"""
+
+
+def test_a_lab_run_killed_while_vng_starts_takes_its_vm(tmp_path):
+    """vng starts from a thread of its own, which no signal interrupts, and is registered
+    there: a SIGTERM in the middle of Popen leaves the exit a VM to stop."""
+    vng, image = stand_in_vng(tmp_path)
+    with _child(SLOW_POPEN + KILLED_LAB, str(vng), str(image)) as proc:
+        pgid = _started_vm(tmp_path, proc)
+        proc.terminate()
+        assert proc.wait(timeout=30) == 130, proc.stderr.read()
+        _assert_group_gone(pgid, "the lab run killed while vng started")
+
+
+THREADED_LAB = """
+import sys, time
+from pathlib import Path
+from rcupending_tools.lab import accel, kernels, vm
+from rcupending_tools.lab.kernels import LabKernel
+from rcupending_tools.pipeline import feeds
+vng, image, qemu_pid, end = sys.argv[1:]
+accel.select = lambda *a, **kw: "tcg"
+vm._tool = lambda name, install: vng if name == "vng" else name
+kernels.resolve = lambda spec, progress: LabKernel(spec, "6.12-x", Path(image), None, "test")
+feed = feeds.lab_feed("lab:x", 1.0, 60.0)  # as `top` runs it: the VM in a daemon thread
+try:
+    while not Path(qemu_pid).exists():
+        next(feed)
+    if end == "signal":
+        time.sleep(60)  # until the test's SIGTERM or SIGHUP
+except KeyboardInterrupt:
+    sys.exit(130)
+"""
+
+
+@pytest.mark.parametrize("end", ["exit", signal.SIGTERM, signal.SIGHUP],
+                         ids=["exit", "SIGTERM", "SIGHUP"])
+def test_a_vm_started_in_a_thread_goes_with_its_process(tmp_path, end):
+    """`top`'s lab feed runs its VM in a daemon thread, which never unwinds at interpreter
+    exit: the VM registry stops the VM when the process exits, or is killed (a closed
+    terminal), without the command's own signal handling (none is set in this child)."""
+    vng, image = stand_in_vng(tmp_path)
+    how = "exit" if end == "exit" else "signal"
+    with _child(THREADED_LAB, str(vng), str(image), str(tmp_path / "qemu.pid"), how) as proc:
+        pgid = _started_vm(tmp_path, proc)
+        if end != "exit":
+            proc.send_signal(end)
+        rc = proc.wait(timeout=30)
+        _assert_group_gone(pgid, f"its process ({how}, rc {rc})")
+        assert rc == (0 if end == "exit" else 130), proc.stderr.read()
+
+
+def _zombie(proc: subprocess.Popen) -> None:
+    """Wait until `proc` has exited, without reaping it."""
+    deadline = time.monotonic() + 10
+    while _alive(proc.pid) is not None and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def test_a_vm_that_ended_is_not_signalled(tmp_path, monkeypatch):
+    """Once vng is reaped its pid (and process group id) may be another's: neither stopping a
+    VM nor the exit's stop of the registry signals one that ended by itself."""
+    signalled: list[tuple[int, int]] = []
+    monkeypatch.setattr(vm.os, "killpg", lambda pgid, sig: signalled.append((pgid, sig)))
+    monkeypatch.setattr(accel, "select", lambda *a, **kw: "tcg")
+    with subprocess.Popen(["true"], start_new_session=True) as proc:
+        _zombie(proc)  # ended, not yet waited for: the stop of a VM that ends as it comes
+        vm._stop(proc)
+    assert signalled == [] and proc.returncode == 0
     vng = tmp_path / "vng"
-    vng.write_text(f"#!/bin/sh\nsleep 300 &\necho $! > {qemu_pid}\nwait\n")  # stands for QEMU
+    vng.write_text("#!/bin/sh\nexit 0\n")
     vng.chmod(0o755)
     image = tmp_path / "vmlinuz"
     image.write_text("")
-    proc = subprocess.Popen([sys.executable, "-c", KILLED_LAB, str(vng), str(image)],
-                            cwd=Path(__file__).parent.parent.parent, stderr=subprocess.PIPE)
-    for _ in range(200):
-        if qemu_pid.exists() and qemu_pid.read_text().strip():
-            break
-        time.sleep(0.05)
-    pid = int(qemu_pid.read_text())
-    proc.terminate()
-    assert proc.wait(timeout=30) == 130, proc.stderr.read()
-    for _ in range(100):
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except FileNotFoundError:
-            break
-        if state == "Z":  # dead, waiting for a reaper
-            break
-        time.sleep(0.05)
-    else:
-        os.kill(pid, signal.SIGKILL)
-        raise AssertionError("the VM's QEMU outlived the killed lab run")
+    k = LabKernel("lab:x", "6.12-x", image, None, "test")
+    res = vm._boot_and_run(k, ["true"], str(vng), append=[], memory="1G", cpus=1, env={},
+                           stream=None, timeout=60, rwdirs=[])
+    assert (res.boot_ok, res.why) == (False, "vng exit 0")
+    vm.stop_all()  # as at exit, after that run
+    with vm._vm_process(["true"], dict(os.environ)) as proc:
+        _zombie(proc)
+        vm.stop_all()  # as at exit, with the ended VM still registered
+        proc.stdout.close()
+        proc.stderr.close()
+    assert signalled == [] and proc.returncode == 0
+
+
+def test_vm_start_leaves_a_set_signal_handler():
+    """Starting a VM turns a default SIGTERM/SIGHUP into an unwinding KeyboardInterrupt (the
+    command's style), but keeps a handler already set: nohup's ignored SIGHUP stays ignored."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    vm.stop_on_exit()
+    assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+    with pytest.raises(KeyboardInterrupt):
+        signal.getsignal(signal.SIGTERM)(signal.SIGTERM, None)
