@@ -179,9 +179,10 @@ struct vmap_walk {
 static __always_inline u64 vmalloc_bytes(u64 addr)
 {
 #ifdef VMAP_NODES_ADDR
-	u64 nodes = read_u64(VMAP_NODES_ADDR), zone = read_u64(VMAP_ZONE_SIZE_ADDR);
-	u32 nr = 0;
+	u64 nodes = read_u64(VMAP_NODES_ADDR);
+	u32 nr = 0, zone = 0;  /* both unsigned int (mm/vmalloc.c) */
 	bpf_probe_read_kernel(&nr, sizeof(nr), (void *)NR_VMAP_NODES_ADDR);
+	bpf_probe_read_kernel(&zone, sizeof(zone), (void *)VMAP_ZONE_SIZE_ADDR);
 	if (!nodes || !zone || !nr)
 		return 0;
 	u64 root = nodes + ((addr / zone) % nr) * VMAP_NODE_SIZE + OFF_VMAP_NODE_ROOT;
