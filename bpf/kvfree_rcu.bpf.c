@@ -690,6 +690,26 @@ static __always_inline void list_exit(void)
 }
 
 #ifdef KVFREE_BY_KPROBE
+/* Whether this kvfree() was called by a list function itself (LIST_CALLER_*: the caller's
+ * frame, as bpftrace's kstack(2) shows it), not nested: a vmalloc object's vfree() kvfree()s
+ * its page array inside the same path (process context: krc's list, 6.1's work). */
+static __always_inline bool list_called(struct pt_regs *ctx)
+{
+#ifdef LIST_CALLER_A_START
+	u64 frames[2] = {};
+	if (bpf_get_stack(ctx, frames, sizeof(frames), 0) < (long)sizeof(frames))
+		return true;  /* no stack: counted, as before */
+	u64 ret = frames[1];
+	bool ok = ret >= LIST_CALLER_A_START && ret < LIST_CALLER_A_END;
+#ifdef LIST_CALLER_B_START
+	ok = ok || (ret >= LIST_CALLER_B_START && ret < LIST_CALLER_B_END);
+#endif
+	return ok;
+#else
+	return true;
+#endif
+}
+
 /* kvfree(addr) inside a list path (krc's channel 3, 6.1's kfree_rcu_work, rcu_pending's
  * __process_finished_items): the object itself. The kfree()s around it in the same path are
  * not kvfree_rcu objects: a vmalloc object's vm_struct (vfree), rcu_pending's radix nodes and
@@ -702,7 +722,7 @@ int kprobe_kvfree(struct pt_regs *ctx)
 		return 0;
 	u64 id = bpf_get_current_pid_tgid();
 	struct path_ctx *c = kv_ctx.lookup(&id);
-	if (!c || (c->path != PATH_LIST && c->path != PATH_BULK))
+	if (!c || (c->path != PATH_LIST && c->path != PATH_BULK) || !list_called(ctx))
 		return 0;
 	u64 ptr = PT_REGS_PARM1(ctx);
 	c->ptr = ptr;  /* the vfree() it makes of a vmalloc object is this free, not another */

@@ -42,7 +42,11 @@ def before_vmap_nodes(defines: dict) -> dict:
 
 KVFREE_EXTRAS = {
     "krc 6.3+": {"HAVE_KVFREE_RCU_BULK": None, "OFF_BNODE_NR": 24, "OFF_BNODE_RECORDS": 32,
-                 "HAVE_KVFREE_RCU_LIST": None},
+                 "HAVE_KVFREE_RCU_LIST": None, "KVFREE_BY_KPROBE": None,
+                 "LIST_CALLER_A_START": "0xffffffff81000000",
+                 "LIST_CALLER_A_END": "0xffffffff81000400",
+                 "LIST_CALLER_B_START": "0xffffffff81001000",
+                 "LIST_CALLER_B_END": "0xffffffff81001400"},
     "6.1 work ctx": {"KVFREE_ARGS_OFFSET": None, "HAVE_KFREE_RCU_WORK_CTX": None,
                      "VMAP_AREA_ROOT": None},
     "rcu_pending backend, sampled": {"HAVE_PENDING_BACKEND": None, "OFF_PENDING_PROCESS": 16,

@@ -67,7 +67,7 @@ def kvfree_layout(kernel: KernelInfo, params: list[str] | None, kind: str) -> La
         _pending_backend_defines(kernel, lay)
     elif "HAVE_KVFREE_RCU_BULK" not in d and "HAVE_KFREE_RCU_WORK_CTX" not in d:
         lay.unavailable["frees"] = "neither kvfree_rcu_bulk nor kfree_rcu_work can be hooked"
-    _list_frees(lay, kind)
+    _list_frees(kernel, lay, kind)
 
     if kernel.symbol("__kfree_rcu_sheaf") is None:
         lay.unavailable["sheaf"] = "no kfree_rcu sheaf bypass in this kernel (it arrived in 6.18)"
@@ -139,7 +139,7 @@ def _pending_backend_defines(kernel: KernelInfo, lay: Layout) -> None:
 LIST_PATHS = ("HAVE_KVFREE_RCU_LIST", "HAVE_KFREE_RCU_WORK_CTX", "HAVE_PENDING_BACKEND")
 
 
-def _list_frees(lay: Layout, kind: str) -> None:
+def _list_frees(kernel: KernelInfo, lay: Layout, kind: str) -> None:
     """A list path's objects are its kvfree() calls: a kprobe on kvfree() where kprobes exist
     (KVFREE_BY_KPROBE), else the kmem:kfree tracepoint, which also sees the path's other
     kfree()s (a vmalloc object's vm_struct, rcu_pending's radix nodes and headless rcu_heads)."""
@@ -150,9 +150,26 @@ def _list_frees(lay: Layout, kind: str) -> None:
         hook = ("kprobe", "kvfree", "kprobe_kvfree")
         lay.kprobes.append(hook)
         lay.fentry_kprobes.append(hook)
+        _list_callers(kernel, lay)
     else:
         lay.facts["list_frees"] = "kmem:kfree (no kprobes: a vmalloc list object's " \
             "vm_struct counts in its place)"
+
+
+# The functions whose own kvfree() calls free a list path's objects: krc's channel 3 (6.3+),
+# 6.1's kfree_rcu_work, rcu_pending's __process_finished_items.
+LIST_CALLERS = ("kvfree_rcu_list", "kfree_rcu_work", "__process_finished_items")
+
+
+def _list_callers(kernel: KernelInfo, lay: Layout) -> None:
+    """LIST_CALLER_{A,B}_{START,END}: the text of the list functions of this kernel, so that
+    only their own kvfree() calls count, not one nested in a vmalloc object's vfree() (which
+    kvfree()s its page array) inside the same path."""
+    spans = [span for name in LIST_CALLERS
+             if (span := symbol_range(kernel, kernel.clone_name(name) or name)) is not None]
+    for tag, (start, end) in zip("AB", spans[:2], strict=False):
+        lay.defines.update({f"LIST_CALLER_{tag}_START": hex(start),
+                            f"LIST_CALLER_{tag}_END": hex(end)})
 
 
 # Optional fentry-only metrics: define -> (functions it hooks, metric name in `unavailable`).
