@@ -52,25 +52,30 @@ def percentile(buckets: Buckets, p: float) -> int | float | None:
     return None if r is None else r[1]
 
 
+def _slot_range(s: int) -> tuple[int, int]:
+    """[low, high) of log2 slot s, as log2_buckets() gives it."""
+    return (0 if s == 0 else 1 << s), 1 << (s + 1)
+
+
 def percentile_bounds(counts: list[int]) -> dict[str, Any]:
     """p50/p90/p99 and the maximum of log2 slot counts as upper bucket bounds, and `ranges`:
-    each one's [low, high) bucket, which is what the histogram knows of it. Same answers as
-    percentile_range() on log2_buckets(counts), whose buckets come already in order: one
-    running sum serves the three percentiles."""
-    buckets = log2_buckets(counts)
+    each one's [low, high) bucket, which is what the histogram knows of it. The answers of
+    percentile_range() on log2_buckets(counts), from one running sum over the non-empty
+    slots (already in order) and no bucket lists."""
+    slots = [s for s, n in enumerate(counts) if n]
+    ns = [counts[s] for s in slots]
+    cums = list(accumulate(ns))
     ranges: dict[str, Any] = dict.fromkeys((f"p{p}" for p in PERCENTILES), None)
-    counts_ = [b[2] for b in buckets]
-    cums = list(accumulate(counts_))
     if cums and cums[-1] > 0:
         total = cums[-1]
-        rising = min(counts_) > 0  # histograms: no negative count
+        rising = min(ns) > 0  # histograms: no negative count
         for p in PERCENTILES:
             if rising:  # the first running sum with sum * 100 >= p * total
                 i = bisect_left(cums, -(-p * total // 100))
             else:
                 i = next((i for i, cum in enumerate(cums) if cum * 100 >= p * total), -1)
-            ranges[f"p{p}"] = (buckets[i][0], buckets[i][1])
-    ranges["max"] = (buckets[-1][0], buckets[-1][1]) if buckets else None
+            ranges[f"p{p}"] = _slot_range(slots[i])
+    ranges["max"] = _slot_range(slots[-1]) if slots else None
     out: dict[str, Any] = {k: None if r is None else r[1] for k, r in ranges.items()}
     out["ranges"] = {k: None if r is None else list(r) for k, r in ranges.items()}
     return out
