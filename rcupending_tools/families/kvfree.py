@@ -188,7 +188,9 @@ def watch(b: Any, tgids: set[int]) -> None:
 
 
 def _view(counters: list[list[int]]) -> dict[str, Any]:
-    """The packed per-CPU counters (kv_slot) as the figures they hold."""
+    """The packed per-CPU counters (kv_slot) as the figures they hold; histograms as rows of
+    HIST_SLOTS (by path, by duration) and their sums over paths (`*_total`), summed by numpy
+    over CPUs and rows at once."""
     ncpu = len(counters)
     slots_ = len(counters[0])
     nslots = (slots_ - KV_GONE - 1) // 2  # the KV_NCPUS the program was built with
@@ -198,14 +200,20 @@ def _view(counters: list[list[int]]) -> dict[str, Any]:
     def total(lo: int, n: int) -> list[int]:
         return column[lo:lo + n].tolist()
 
+    def rows(lo: int, n: int) -> np.ndarray:
+        return column[lo:lo + n * HIST_SLOTS].reshape(n, HIST_SLOTS)
+
+    lat, gps = rows(KV_LAT, NPATH), rows(KV_GPS, NPATH)
     gone = total(KV_GONE, 2 * nslots)
     return {
         "stats": words[:, KV_STATS:KV_STATS + ST_MAX].T.tolist(),
         "events": total(KV_EVENTS, NEV),
         "gauge": total(KV_GAUGE, 2),
-        "lat_hist": total(KV_LAT, NPATH * HIST_SLOTS),
-        "gp_hist": total(KV_GPS, NPATH * HIST_SLOTS),
-        "dur_hist": total(KV_DUR, NDUR * HIST_SLOTS),
+        "lat_hist": lat.tolist(),
+        "lat_total": lat.sum(axis=0).tolist(),
+        "gp_hist": gps.tolist(),
+        "gp_total": gps.sum(axis=0).tolist(),
+        "dur_hist": rows(KV_DUR, NDUR).tolist(),
         "gone_by_cpu": [[gone[2 * c], gone[2 * c + 1]] if c < nslots else [0, 0]
                         for c in range(ncpu)],
     }
@@ -262,9 +270,7 @@ def section(raw: Raw | None, ctx: base.SectionContext) -> Section | None:
         and sum(followed_bytes) == pending_bytes,
         "late_unmatched": _row(st, ST_LATE_UNMATCHED),
     }
-    lat, gps = view["lat_hist"], view["gp_hist"]
-    lat_total = [sum(lat[i * HIST_SLOTS + s] for i in range(NPATH)) for s in range(HIST_SLOTS)]
-    gp_total = [sum(gps[i * HIST_SLOTS + s] for i in range(NPATH)) for s in range(HIST_SLOTS)]
+    lat_total = view["lat_total"]
     out: Section = {
         "enqueued": {
             "objects": enq,
@@ -313,11 +319,11 @@ def section(raw: Raw | None, ctx: base.SectionContext) -> Section | None:
         "latency": {
             "count": sum(lat_total),
             "ns": percentile_bounds(lat_total),
-            "gps": percentile_bounds(gp_total),
+            "gps": percentile_bounds(view["gp_total"]),
             "by_path": {
-                p: {"count": sum(base.slots(lat, i)), "ns": percentile_bounds(base.slots(lat, i))}
-                for i, p in enumerate(PATHS)
-                if sum(base.slots(lat, i))
+                p: {"count": n, "ns": percentile_bounds(h)}
+                for p, h in zip(PATHS, view["lat_hist"], strict=True)
+                if (n := sum(h))
             },
         },
         "conservation": conservation(tracked, sum(g[0] for g in gone), raw.get("in_map")),
@@ -362,19 +368,19 @@ def _event(raw: Raw, name: str) -> int:
     return int(ev[i]) if ev is not None and i < len(ev) else 0
 
 
-def _dur(raw: Raw, name: str) -> list[int]:
-    return base.slots(raw.get("dur_hist"), DURATIONS.index(name), HIST_SLOTS)
+def _dur(view: dict[str, Any], name: str) -> list[int]:
+    return view["dur_hist"][DURATIONS.index(name)]
 
 
-def _kernel_events(raw: Raw) -> dict[str, Any]:
+def _kernel_events(view: dict[str, Any]) -> dict[str, Any]:
     """Phases, grace periods, barrier, shrinker, page refill and nolock counters (None when
     this kernel or attach kind has no hook for them: the probe's `unavailable` says why)."""
-    if raw.get("events") is None:
+    if view.get("events") is None:
         return {"phases": None, "rcu_gp": None, "events": None}
-    ev = dict(zip(EVENTS, raw["events"], strict=True))
+    ev = dict(zip(EVENTS, view["events"], strict=True))
 
     def timed(name: str) -> dict[str, Any]:
-        h = _dur(raw, name)
+        h = _dur(view, name)
         return {"count": sum(h), "ns": percentile_bounds(h)}
 
     return {
@@ -400,16 +406,10 @@ def histograms(raw: Raw | None) -> dict[str, Any]:
         return {}
     view = _view(raw["counters"])
     out: dict[str, Any] = {}
-    for name, h, unit in (
-        ("latency_ns", view["lat_hist"], "ns"),
-        ("latency_gps", view["gp_hist"], "grace periods + 1"),
-    ):
-        if not h:
-            continue
-        total = [sum(h[i * HIST_SLOTS + s] for i in range(NPATH)) for s in range(HIST_SLOTS)]
-        out[f"kvfree_rcu.{name}"] = {"unit": unit, "buckets": log2_buckets(total)}
-        for i, p in enumerate(PATHS):
-            part = base.slots(h, i, HIST_SLOTS)
+    for name, key, unit in (("latency_ns", "lat", "ns"),
+                            ("latency_gps", "gp", "grace periods + 1")):
+        out[f"kvfree_rcu.{name}"] = {"unit": unit, "buckets": log2_buckets(view[f"{key}_total"])}
+        for p, part in zip(PATHS, view[f"{key}_hist"], strict=True):
             if sum(part):
                 out[f"kvfree_rcu.{name}.{p}"] = {"unit": unit, "buckets": log2_buckets(part)}
     if view.get("dur_hist") is not None:
@@ -457,7 +457,9 @@ def _by_process(tasks: dict, pending: dict, kv: Section,
     rows = []
     for tgid, r in procs.items():
         p_objects, p_bytes = pending.get(tgid, [0, 0])
-        comms = sorted(r["comms"], key=lambda c: (-r["comms"][c], c))
+        comms = list(r["comms"])
+        if len(comms) > 1:  # most processes enqueue under one name
+            comms.sort(key=lambda c: (-r["comms"][c], c))
         rows.append({"tgid": tgid, "comm": comms[0], "followed": r["objects"],
                      "w": (r["wo"], r["wb"], p_objects, p_bytes)}
                     | ({"comms": comms} if len(comms) > 1 else {}))
@@ -490,9 +492,9 @@ def shares(total: int, weights: list[int], fallback: list[int] | None = None) ->
         return [0] * len(weights)
     parts = [divmod(total * w, wsum) for w in weights]  # integers: exact for any size
     out = [q for q, _ in parts]
-    left = total - sum(out)
-    for i in sorted(range(len(weights)), key=lambda i: (-parts[i][1], i))[:left]:
-        out[i] += 1
+    if left := total - sum(out):  # to the largest remainders, the first on a tie
+        for _, i in sorted((-r, i) for i, (_, r) in enumerate(parts))[:left]:
+            out[i] += 1
     return out
 
 
