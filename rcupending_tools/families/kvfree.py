@@ -58,13 +58,7 @@ def read(b: Any, ctx: base.ReadContext) -> Raw:
     followed objects by process (the weights of the per-process split); with `count_map` it
     is read again until no counter moved across its read (its totals are then checked)."""
     raw: Raw = {"misses": base.program_misses(b)}  # before the counters: never more
-    tasks: dict[tuple[int, str], list[int]] = {}
-    for k, v in base.batch_items(b["kvfree_by_task"]):
-        cur = tasks.setdefault((int(k.tgid), base.comm(k.comm)), [0] * 8)
-        for i, f in enumerate((v.objects, v.bytes, v.headless, v.headless_bytes, v.sampled,
-                               v.sampled_bytes, v.untracked, v.untracked_bytes)):
-            cur[i] += int(f)
-    raw["by_task"] = [[t, c, *v] for (t, c), v in sorted(tasks.items())]
+    raw["by_task"] = by_task(*base.batch_arrays(b["kvfree_by_task"]))
     inflight = base.batch_values(b["kv_inflight"])
     raw["counters"], raw["torn"] = base.whole_copy(b["kv_counters"], KV_END)
     if ctx.count_map:
@@ -92,6 +86,24 @@ def read(b: Any, ctx: base.ReadContext) -> Raw:
     if changed:
         b["kv_cfg"][0] = cfg
     return raw
+
+
+TASK_FIELDS = ("objects", "bytes", "headless", "headless_bytes", "sampled", "sampled_bytes",
+               "untracked", "untracked_bytes")  # struct task_bytes: raw by_task's columns
+
+
+def by_task(keys: np.ndarray, values: np.ndarray) -> list[list[Any]]:
+    """[tgid, comm, *TASK_FIELDS] per process and name (kvfree_by_task's keys and values),
+    sorted; two keys whose comm differs only after its NUL are one row."""
+    tasks: dict[tuple[int, str], list[int]] = {}
+    names = [base.comm(c) for c in keys["comm"].view(f"S{keys.dtype['comm'].itemsize}").ravel()]
+    counts = np.stack([values[f] for f in TASK_FIELDS], axis=1).tolist() if len(values) else []
+    for tgid, name, row in zip(keys["tgid"].tolist(), names, counts, strict=True):
+        if (cur := tasks.get((tgid, name))) is None:
+            tasks[tgid, name] = row
+        else:
+            cur[:] = [a + b for a, b in zip(cur, row, strict=True)]
+    return [[t, c, *v] for (t, c), v in sorted(tasks.items())]
 
 
 def _extend_window(cfg: Any, counters: list[list[int]]) -> bool:

@@ -10,6 +10,8 @@ import os
 import random
 from pathlib import Path
 
+import numpy as np
+
 from rcupending_tools.families import kvfree as km
 from rcupending_tools.pipeline.collector import Collector
 from rcupending_tools.pipeline.raw import LOST_REASONS, RawSample
@@ -56,3 +58,44 @@ def test_a_dense_kvfree_snapshot_reports_the_stored_figures():
     if os.environ.get("RCUPENDING_GOLDEN_WRITE"):
         GOLDEN.write_text(json.dumps(snap, sort_keys=True, indent=0) + "\n")
     assert snap == json.loads(GOLDEN.read_text())
+
+
+def _shares_reference(total: int, weights: list[int]) -> list[int]:
+    """shares() as first written (remainders ordered by (-remainder, index) tuples)."""
+    wsum = sum(weights)
+    if total <= 0 or wsum <= 0:
+        return [0] * len(weights)
+    parts = [divmod(total * w, wsum) for w in weights]
+    out = [q for q, _ in parts]
+    for i in sorted(range(len(weights)), key=lambda i: (-parts[i][1], i))[:total - sum(out)]:
+        out[i] += 1
+    return out
+
+
+def test_shares_break_ties_as_before():
+    rng = random.Random(3)
+    for _ in range(500):
+        n = rng.randrange(1, 50)
+        weights = [rng.choice((0, 1, 2, 3, rng.randrange(10**12))) for _ in range(n)]
+        total = rng.choice((0, 1, 7, 100, rng.randrange(10**15)))
+        assert km.shares(total, weights) == _shares_reference(total, weights)
+
+
+def test_by_task_rows_are_those_of_the_per_entry_loop():
+    """by_task() on kvfree_by_task's arrays against the loop over its entries it replaced."""
+    rng = random.Random(9)
+    keys = np.zeros(60, dtype=[("tgid", "u4"), ("comm", "S1", (16,))])
+    values = np.zeros(60, dtype=[(f, "u8") for f in km.TASK_FIELDS])
+    comms = [b"a", b"a\0x", b"kworker/0:1", b"fifteen-chars-x", b"\xffbad"]
+    for i in range(60):
+        keys[i]["tgid"] = rng.choice((7, 8, 1 << 22))
+        keys[i]["comm"] = np.frombuffer(rng.choice(comms).ljust(16, b"\0"), dtype="S1")
+        for f in km.TASK_FIELDS:
+            values[i][f] = rng.randrange(1 << 63)
+    tasks: dict = {}
+    for k, v in zip(keys, values, strict=True):
+        cur = tasks.setdefault((int(k["tgid"]), km.base.comm(k["comm"].tobytes())), [0] * 8)
+        for i, f in enumerate(km.TASK_FIELDS):
+            cur[i] += int(v[f])
+    assert km.by_task(keys, values) == [[t, c, *v] for (t, c), v in sorted(tasks.items())]
+    assert km.by_task(keys[:0], values[:0]) == []
