@@ -231,6 +231,20 @@ def _view(counters: list[list[int]]) -> dict[str, Any]:
     }
 
 
+_last_view: tuple[list[list[int]], dict[str, Any]] | None = None
+
+
+def _view_of(counters: list[list[int]]) -> dict[str, Any]:
+    """_view(counters) made once per reading: a snapshot's section() and histograms() both
+    need it. A reading is never changed once read, so the same list holds the same figures
+    (the list is kept: its id cannot be reused meanwhile); the view is only read from."""
+    global _last_view
+    last = _last_view  # one read: another thread may set it meanwhile
+    if last is None or last[0] is not counters:
+        last = _last_view = counters, _view(counters)
+    return last[1]
+
+
 def _int_fact(ctx: base.SectionContext, name: str) -> int | None:
     value = (ctx.probe.get("facts") or {}).get(name)
     return int(value) if value is not None and str(value).isdigit() else None
@@ -245,7 +259,7 @@ def section(raw: Raw | None, ctx: base.SectionContext) -> Section | None:
     its per-CPU and per-path splits come from one read of the counters (raw `counters`)."""
     if raw is None or raw.get("counters") is None:
         return None
-    view = _view(raw["counters"])
+    view = _view_of(raw["counters"])
     st = view["stats"]
     ncpu = len(st[0])
     head, headless = _row(st, ST_ENQ_HEAD), _row(st, ST_ENQ_HEADLESS)
@@ -416,7 +430,7 @@ def histograms(raw: Raw | None) -> dict[str, Any]:
     """Log2 latency histograms of the kvfree family, per path and in total."""
     if raw is None or raw.get("counters") is None:
         return {}
-    view = _view(raw["counters"])
+    view = _view_of(raw["counters"])
     out: dict[str, Any] = {}
     for name, key, unit in (("latency_ns", "lat", "ns"),
                             ("latency_gps", "gp", "grace periods + 1")):
@@ -504,8 +518,9 @@ def shares(total: int, weights: list[int], fallback: list[int] | None = None) ->
         return [0] * len(weights)
     parts = [divmod(total * w, wsum) for w in weights]  # integers: exact for any size
     out = [q for q, _ in parts]
-    if left := total - sum(out):  # to the largest remainders, the first on a tie
-        for _, i in sorted((-r, i) for i, (_, r) in enumerate(parts))[:left]:
+    if left := total - sum(out):  # to the largest remainders, the first on a tie (stable)
+        rems = [r for _, r in parts]
+        for i in sorted(range(len(rems)), key=rems.__getitem__, reverse=True)[:left]:
             out[i] += 1
     return out
 
