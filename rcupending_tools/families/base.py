@@ -158,12 +158,21 @@ def batch_values(table: Any) -> np.ndarray:
     with batch lookups into a buffer of the map's size: a few syscalls and no Python object
     per entry, so a full 65536-entry map reads in milliseconds. Where the kernel has no batch
     operations (< 5.6), one lookup per key."""
-    return batch_arrays(table)[1]
+    _, values, total = _lookup_batch(table)
+    return values[:total].copy()
 
 
 def batch_arrays(table: Any) -> tuple[np.ndarray, np.ndarray]:
     """Every key and value of a hash map as numpy structured arrays (the map's types), read
     as batch_values() reads the values."""
+    keys, values, total = _lookup_batch(table)
+    return keys[:total].copy(), values[:total].copy()
+
+
+def _lookup_batch(table: Any) -> tuple[np.ndarray, np.ndarray, int]:
+    """Batch lookups of a whole hash map into its kept buffers: numpy arrays over them and
+    how many entries they now hold (the caller copies what it needs). Where the kernel has no
+    batch operations, fresh arrays of every entry, from one lookup per key."""
     n = int(table.max_entries)
     keys, values, key_array, value_array = _batch_buffers(table, n)
     token_in, token_out, count = ctypes.c_uint32(0), ctypes.c_uint32(0), ctypes.c_uint32(0)
@@ -182,15 +191,15 @@ def batch_arrays(table: Any) -> tuple[np.ndarray, np.ndarray]:
             if first and err in (errno.EINVAL, ENOTSUPP, errno.EOPNOTSUPP):
                 items = list(table.items())
                 return (np.frombuffer(b"".join(bytes(k) for k, _ in items),
-                                      dtype=np.dtype(table.Key)).copy(),
+                                      dtype=np.dtype(table.Key)),
                         np.frombuffer(b"".join(bytes(v) for _, v in items),
-                                      dtype=np.dtype(table.Leaf)).copy())
+                                      dtype=np.dtype(table.Leaf)), len(items))
             raise OSError(err, f"BPF_MAP_LOOKUP_BATCH: {os.strerror(err)}")
         if count.value == 0:
             break
         first = False
         token_in.value = token_out.value
-    return key_array[:total].copy(), value_array[:total].copy()
+    return key_array, value_array, total
 
 
 def bcc_lib() -> Any:
