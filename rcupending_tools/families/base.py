@@ -137,15 +137,19 @@ def batch_items(table: Any) -> list[tuple[Any, Any]]:
         return list(table.items())
 
 
-_BUFFERS: dict[tuple[int, ...], tuple[Any, Any]] = {}
+_BUFFERS: dict[tuple[int, ...], tuple[Any, Any, np.ndarray, np.ndarray]] = {}
 
 
-def _batch_buffers(table: Any, n: int) -> tuple[Any, Any]:
-    """The key and value buffers of a map's batch reads, made once (a 65536-entry map's are
-    megabytes to allocate and zero at every snapshot); by fd, entries and entry sizes."""
+def _batch_buffers(table: Any, n: int) -> tuple[Any, Any, np.ndarray, np.ndarray]:
+    """The key and value buffers of a map's batch reads, and numpy arrays over the same
+    memory, made once (a 65536-entry map's are megabytes to allocate and zero, and numpy's
+    view of a ctypes array costs more than the copy out of it, at every snapshot); by fd,
+    entries and entry sizes."""
     key = (table.map_fd, n, ctypes.sizeof(table.Key), ctypes.sizeof(table.Leaf))
     if key not in _BUFFERS:
-        _BUFFERS[key] = (table.Key * n)(), (table.Leaf * n)()
+        keys, values = (table.Key * n)(), (table.Leaf * n)()
+        _BUFFERS[key] = (keys, values, np.frombuffer(keys, dtype=np.dtype(table.Key)),
+                         np.frombuffer(values, dtype=np.dtype(table.Leaf)))
     return _BUFFERS[key]
 
 
@@ -154,8 +158,23 @@ def batch_values(table: Any) -> np.ndarray:
     with batch lookups into a buffer of the map's size: a few syscalls and no Python object
     per entry, so a full 65536-entry map reads in milliseconds. Where the kernel has no batch
     operations (< 5.6), one lookup per key."""
+    _, values, total = _lookup_batch(table)
+    return values[:total].copy()
+
+
+def batch_arrays(table: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Every key and value of a hash map as numpy structured arrays (the map's types), read
+    as batch_values() reads the values."""
+    keys, values, total = _lookup_batch(table)
+    return keys[:total].copy(), values[:total].copy()
+
+
+def _lookup_batch(table: Any) -> tuple[np.ndarray, np.ndarray, int]:
+    """Batch lookups of a whole hash map into its kept buffers: numpy arrays over them and
+    how many entries they now hold (the caller copies what it needs). Where the kernel has no
+    batch operations, fresh arrays of every entry, from one lookup per key."""
     n = int(table.max_entries)
-    keys, values = _batch_buffers(table, n)
+    keys, values, key_array, value_array = _batch_buffers(table, n)
     token_in, token_out, count = ctypes.c_uint32(0), ctypes.c_uint32(0), ctypes.c_uint32(0)
     total, first = 0, True
     while total < n:
@@ -170,14 +189,17 @@ def batch_values(table: Any) -> np.ndarray:
             if err == errno.ENOENT:  # the end of the map
                 break
             if first and err in (errno.EINVAL, ENOTSUPP, errno.EOPNOTSUPP):
-                raw = b"".join(bytes(v) for v in table.values())
-                return np.frombuffer(raw, dtype=np.dtype(table.Leaf)).copy()
+                items = list(table.items())
+                return (np.frombuffer(b"".join(bytes(k) for k, _ in items),
+                                      dtype=np.dtype(table.Key)),
+                        np.frombuffer(b"".join(bytes(v) for _, v in items),
+                                      dtype=np.dtype(table.Leaf)), len(items))
             raise OSError(err, f"BPF_MAP_LOOKUP_BATCH: {os.strerror(err)}")
         if count.value == 0:
             break
         first = False
         token_in.value = token_out.value
-    return np.frombuffer(values, dtype=np.dtype(table.Leaf), count=total).copy()
+    return key_array, value_array, total
 
 
 def bcc_lib() -> Any:

@@ -58,13 +58,7 @@ def read(b: Any, ctx: base.ReadContext) -> Raw:
     followed objects by process (the weights of the per-process split); with `count_map` it
     is read again until no counter moved across its read (its totals are then checked)."""
     raw: Raw = {"misses": base.program_misses(b)}  # before the counters: never more
-    tasks: dict[tuple[int, str], list[int]] = {}
-    for k, v in base.batch_items(b["kvfree_by_task"]):
-        cur = tasks.setdefault((int(k.tgid), base.comm(k.comm)), [0] * 8)
-        for i, f in enumerate((v.objects, v.bytes, v.headless, v.headless_bytes, v.sampled,
-                               v.sampled_bytes, v.untracked, v.untracked_bytes)):
-            cur[i] += int(f)
-    raw["by_task"] = [[t, c, *v] for (t, c), v in sorted(tasks.items())]
+    raw["by_task"] = by_task(*base.batch_arrays(b["kvfree_by_task"]))
     inflight = base.batch_values(b["kv_inflight"])
     raw["counters"], raw["torn"] = base.whole_copy(b["kv_counters"], KV_END)
     if ctx.count_map:
@@ -92,6 +86,24 @@ def read(b: Any, ctx: base.ReadContext) -> Raw:
     if changed:
         b["kv_cfg"][0] = cfg
     return raw
+
+
+TASK_FIELDS = ("objects", "bytes", "headless", "headless_bytes", "sampled", "sampled_bytes",
+               "untracked", "untracked_bytes")  # struct task_bytes: raw by_task's columns
+
+
+def by_task(keys: np.ndarray, values: np.ndarray) -> list[list[Any]]:
+    """[tgid, comm, *TASK_FIELDS] per process and name (kvfree_by_task's keys and values),
+    sorted; two keys whose comm differs only after its NUL are one row."""
+    tasks: dict[tuple[int, str], list[int]] = {}
+    names = [base.comm(c) for c in keys["comm"].view(f"S{keys.dtype['comm'].itemsize}").ravel()]
+    counts = np.stack([values[f] for f in TASK_FIELDS], axis=1).tolist() if len(values) else []
+    for tgid, name, row in zip(keys["tgid"].tolist(), names, counts, strict=True):
+        if (cur := tasks.get((tgid, name))) is None:
+            tasks[tgid, name] = row
+        else:
+            cur[:] = [a + b for a, b in zip(cur, row, strict=True)]
+    return [[t, c, *v] for (t, c), v in sorted(tasks.items())]
 
 
 def _extend_window(cfg: Any, counters: list[list[int]]) -> bool:
@@ -127,7 +139,8 @@ def pending_by_tgid(inflight: Any, one_in: int = 1) -> list[list[int]]:
     or a process of the window outweighed the others `one_in` times."""
     if not len(inflight):
         return []
-    tgids, where = np.unique(inflight["tgid"], return_inverse=True)
+    tgids = np.unique(inflight["tgid"])  # a sort; each object's row found by bisection,
+    where = np.searchsorted(tgids, inflight["tgid"])  # cheaper than unique's inverse
     always = (inflight["flags"] & (INF_WINDOW | INF_WATCHED)) != 0
     weight = np.where(always, 1, one_in).astype(np.int64)
     objects = np.bincount(where, weights=weight)
@@ -188,7 +201,9 @@ def watch(b: Any, tgids: set[int]) -> None:
 
 
 def _view(counters: list[list[int]]) -> dict[str, Any]:
-    """The packed per-CPU counters (kv_slot) as the figures they hold."""
+    """The packed per-CPU counters (kv_slot) as the figures they hold; histograms as rows of
+    HIST_SLOTS (by path, by duration) and their sums over paths (`*_total`), summed by numpy
+    over CPUs and rows at once."""
     ncpu = len(counters)
     slots_ = len(counters[0])
     nslots = (slots_ - KV_GONE - 1) // 2  # the KV_NCPUS the program was built with
@@ -198,17 +213,37 @@ def _view(counters: list[list[int]]) -> dict[str, Any]:
     def total(lo: int, n: int) -> list[int]:
         return column[lo:lo + n].tolist()
 
+    def rows(lo: int, n: int) -> np.ndarray:
+        return column[lo:lo + n * HIST_SLOTS].reshape(n, HIST_SLOTS)
+
+    lat, gps = rows(KV_LAT, NPATH), rows(KV_GPS, NPATH)
     gone = total(KV_GONE, 2 * nslots)
     return {
         "stats": words[:, KV_STATS:KV_STATS + ST_MAX].T.tolist(),
         "events": total(KV_EVENTS, NEV),
         "gauge": total(KV_GAUGE, 2),
-        "lat_hist": total(KV_LAT, NPATH * HIST_SLOTS),
-        "gp_hist": total(KV_GPS, NPATH * HIST_SLOTS),
-        "dur_hist": total(KV_DUR, NDUR * HIST_SLOTS),
+        "lat_hist": lat.tolist(),
+        "lat_total": lat.sum(axis=0).tolist(),
+        "gp_hist": gps.tolist(),
+        "gp_total": gps.sum(axis=0).tolist(),
+        "dur_hist": rows(KV_DUR, NDUR).tolist(),
         "gone_by_cpu": [[gone[2 * c], gone[2 * c + 1]] if c < nslots else [0, 0]
                         for c in range(ncpu)],
     }
+
+
+_last_view: tuple[list[list[int]], dict[str, Any]] | None = None
+
+
+def _view_of(counters: list[list[int]]) -> dict[str, Any]:
+    """_view(counters) made once per reading: a snapshot's section() and histograms() both
+    need it. A reading is never changed once read, so the same list holds the same figures
+    (the list is kept: its id cannot be reused meanwhile); the view is only read from."""
+    global _last_view
+    last = _last_view  # one read: another thread may set it meanwhile
+    if last is None or last[0] is not counters:
+        last = _last_view = counters, _view(counters)
+    return last[1]
 
 
 def _int_fact(ctx: base.SectionContext, name: str) -> int | None:
@@ -225,7 +260,7 @@ def section(raw: Raw | None, ctx: base.SectionContext) -> Section | None:
     its per-CPU and per-path splits come from one read of the counters (raw `counters`)."""
     if raw is None or raw.get("counters") is None:
         return None
-    view = _view(raw["counters"])
+    view = _view_of(raw["counters"])
     st = view["stats"]
     ncpu = len(st[0])
     head, headless = _row(st, ST_ENQ_HEAD), _row(st, ST_ENQ_HEADLESS)
@@ -262,9 +297,7 @@ def section(raw: Raw | None, ctx: base.SectionContext) -> Section | None:
         and sum(followed_bytes) == pending_bytes,
         "late_unmatched": _row(st, ST_LATE_UNMATCHED),
     }
-    lat, gps = view["lat_hist"], view["gp_hist"]
-    lat_total = [sum(lat[i * HIST_SLOTS + s] for i in range(NPATH)) for s in range(HIST_SLOTS)]
-    gp_total = [sum(gps[i * HIST_SLOTS + s] for i in range(NPATH)) for s in range(HIST_SLOTS)]
+    lat_total = view["lat_total"]
     out: Section = {
         "enqueued": {
             "objects": enq,
@@ -313,11 +346,11 @@ def section(raw: Raw | None, ctx: base.SectionContext) -> Section | None:
         "latency": {
             "count": sum(lat_total),
             "ns": percentile_bounds(lat_total),
-            "gps": percentile_bounds(gp_total),
+            "gps": percentile_bounds(view["gp_total"]),
             "by_path": {
-                p: {"count": sum(base.slots(lat, i)), "ns": percentile_bounds(base.slots(lat, i))}
-                for i, p in enumerate(PATHS)
-                if sum(base.slots(lat, i))
+                p: {"count": n, "ns": percentile_bounds(h)}
+                for p, h in zip(PATHS, view["lat_hist"], strict=True)
+                if (n := sum(h))
             },
         },
         "conservation": conservation(tracked, sum(g[0] for g in gone), raw.get("in_map")),
@@ -362,19 +395,19 @@ def _event(raw: Raw, name: str) -> int:
     return int(ev[i]) if ev is not None and i < len(ev) else 0
 
 
-def _dur(raw: Raw, name: str) -> list[int]:
-    return base.slots(raw.get("dur_hist"), DURATIONS.index(name), HIST_SLOTS)
+def _dur(view: dict[str, Any], name: str) -> list[int]:
+    return view["dur_hist"][DURATIONS.index(name)]
 
 
-def _kernel_events(raw: Raw) -> dict[str, Any]:
+def _kernel_events(view: dict[str, Any]) -> dict[str, Any]:
     """Phases, grace periods, barrier, shrinker, page refill and nolock counters (None when
     this kernel or attach kind has no hook for them: the probe's `unavailable` says why)."""
-    if raw.get("events") is None:
+    if view.get("events") is None:
         return {"phases": None, "rcu_gp": None, "events": None}
-    ev = dict(zip(EVENTS, raw["events"], strict=True))
+    ev = dict(zip(EVENTS, view["events"], strict=True))
 
     def timed(name: str) -> dict[str, Any]:
-        h = _dur(raw, name)
+        h = _dur(view, name)
         return {"count": sum(h), "ns": percentile_bounds(h)}
 
     return {
@@ -398,18 +431,12 @@ def histograms(raw: Raw | None) -> dict[str, Any]:
     """Log2 latency histograms of the kvfree family, per path and in total."""
     if raw is None or raw.get("counters") is None:
         return {}
-    view = _view(raw["counters"])
+    view = _view_of(raw["counters"])
     out: dict[str, Any] = {}
-    for name, h, unit in (
-        ("latency_ns", view["lat_hist"], "ns"),
-        ("latency_gps", view["gp_hist"], "grace periods + 1"),
-    ):
-        if not h:
-            continue
-        total = [sum(h[i * HIST_SLOTS + s] for i in range(NPATH)) for s in range(HIST_SLOTS)]
-        out[f"kvfree_rcu.{name}"] = {"unit": unit, "buckets": log2_buckets(total)}
-        for i, p in enumerate(PATHS):
-            part = base.slots(h, i, HIST_SLOTS)
+    for name, key, unit in (("latency_ns", "lat", "ns"),
+                            ("latency_gps", "gp", "grace periods + 1")):
+        out[f"kvfree_rcu.{name}"] = {"unit": unit, "buckets": log2_buckets(view[f"{key}_total"])}
+        for p, part in zip(PATHS, view[f"{key}_hist"], strict=True):
             if sum(part):
                 out[f"kvfree_rcu.{name}.{p}"] = {"unit": unit, "buckets": log2_buckets(part)}
     if view.get("dur_hist") is not None:
@@ -457,7 +484,9 @@ def _by_process(tasks: dict, pending: dict, kv: Section,
     rows = []
     for tgid, r in procs.items():
         p_objects, p_bytes = pending.get(tgid, [0, 0])
-        comms = sorted(r["comms"], key=lambda c: (-r["comms"][c], c))
+        comms = list(r["comms"])
+        if len(comms) > 1:  # most processes enqueue under one name
+            comms.sort(key=lambda c: (-r["comms"][c], c))
         rows.append({"tgid": tgid, "comm": comms[0], "followed": r["objects"],
                      "w": (r["wo"], r["wb"], p_objects, p_bytes)}
                     | ({"comms": comms} if len(comms) > 1 else {}))
@@ -490,9 +519,10 @@ def shares(total: int, weights: list[int], fallback: list[int] | None = None) ->
         return [0] * len(weights)
     parts = [divmod(total * w, wsum) for w in weights]  # integers: exact for any size
     out = [q for q, _ in parts]
-    left = total - sum(out)
-    for i in sorted(range(len(weights)), key=lambda i: (-parts[i][1], i))[:left]:
-        out[i] += 1
+    if left := total - sum(out):  # to the largest remainders, the first on a tie (stable)
+        rems = [r for _, r in parts]
+        for i in sorted(range(len(rems)), key=rems.__getitem__, reverse=True)[:left]:
+            out[i] += 1
     return out
 
 

@@ -8,7 +8,9 @@ left out). Percentiles are computed on the latter; slot counts are converted fir
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable
+from itertools import accumulate
 from typing import Any
 
 from .schema import Snapshot
@@ -17,9 +19,15 @@ PERCENTILES = (50, 90, 99)
 Buckets = list[list[int]]  # [low, high, count] per non-empty bucket
 
 
+_LOW = [0] + [1 << s for s in range(1, 64)]  # slot s: [_LOW[s], _HIGH[s])
+_HIGH = [1 << (s + 1) for s in range(64)]
+
+
 def log2_buckets(counts: list[int]) -> Buckets:
     """Non-empty log2 slots as [low, high, count]: slot s holds values in [2^s, 2^(s+1))."""
-    return [[0 if s == 0 else 1 << s, 1 << (s + 1), n] for s, n in enumerate(counts) if n]
+    if len(counts) > len(_HIGH):
+        return [[0 if s == 0 else 1 << s, 1 << (s + 1), n] for s, n in enumerate(counts) if n]
+    return [[_LOW[s], _HIGH[s], n] for s, n in enumerate(counts) if n]
 
 
 def percentile_range(buckets: Buckets, p: float) -> tuple[int | float, int | float] | None:
@@ -44,12 +52,30 @@ def percentile(buckets: Buckets, p: float) -> int | float | None:
     return None if r is None else r[1]
 
 
+def _slot_range(s: int) -> tuple[int, int]:
+    """[low, high) of log2 slot s, as log2_buckets() gives it."""
+    return (0 if s == 0 else 1 << s), 1 << (s + 1)
+
+
 def percentile_bounds(counts: list[int]) -> dict[str, Any]:
     """p50/p90/p99 and the maximum of log2 slot counts as upper bucket bounds, and `ranges`:
-    each one's [low, high) bucket, which is what the histogram knows of it."""
-    buckets = log2_buckets(counts)
-    ranges = {f"p{p}": percentile_range(buckets, p) for p in PERCENTILES}
-    ranges["max"] = (buckets[-1][0], buckets[-1][1]) if buckets else None
+    each one's [low, high) bucket, which is what the histogram knows of it. The answers of
+    percentile_range() on log2_buckets(counts), from one running sum over the non-empty
+    slots (already in order) and no bucket lists."""
+    slots = [s for s, n in enumerate(counts) if n]
+    ns = [counts[s] for s in slots]
+    cums = list(accumulate(ns))
+    ranges: dict[str, Any] = dict.fromkeys((f"p{p}" for p in PERCENTILES), None)
+    if cums and cums[-1] > 0:
+        total = cums[-1]
+        rising = min(ns) > 0  # histograms: no negative count
+        for p in PERCENTILES:
+            if rising:  # the first running sum with sum * 100 >= p * total
+                i = bisect_left(cums, -(-p * total // 100))
+            else:
+                i = next((i for i, cum in enumerate(cums) if cum * 100 >= p * total), -1)
+            ranges[f"p{p}"] = _slot_range(slots[i])
+    ranges["max"] = _slot_range(slots[-1]) if slots else None
     out: dict[str, Any] = {k: None if r is None else r[1] for k, r in ranges.items()}
     out["ranges"] = {k: None if r is None else list(r) for k, r in ranges.items()}
     return out

@@ -118,8 +118,23 @@ def read_proc(path: str) -> str:
         os.close(fd)
 
 
+_kept: dict[str, tuple[int, int]] = {}  # path -> (pid that opened it, fd)
+
+
+def read_kept(path: str) -> str:
+    """A small /proc file read at every snapshot, in one pread() on an fd kept open (offset 0
+    makes the kernel print it afresh); opened again in a forked child, whose /proc/self is
+    another process."""
+    pid = os.getpid()
+    kept = _kept.get(path)
+    if kept is None or kept[0] != pid:
+        kept = _kept[path] = pid, os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    return os.pread(kept[1], 65536, 0).decode(errors="replace")
+
+
 def rss_bytes(proc: str = PROC) -> int:
-    resident_pages = int(read_proc(f"{proc}/statm").split()[1])
+    statm = f"{proc}/statm"
+    resident_pages = int((read_kept(statm) if proc == PROC else read_proc(statm)).split()[1])
     return resident_pages * os.sysconf("SC_PAGE_SIZE")
 
 
@@ -139,6 +154,8 @@ BPF_OBJ_GET_INFO_BY_FD = 15
 PROG_INFO = {"prog_type": (0, "<I"), "prog_id": (4, "<I"), "run_time_ns": (192, "<Q"),
              "run_cnt": (200, "<Q"), "recursion_misses": (208, "<Q")}
 PROG_INFO_LEN = 216
+_PROG_FIELDS = tuple((k, off, struct.Struct(fmt)) for k, (off, fmt) in PROG_INFO.items())
+_INFO_ATTR = struct.Struct("<IIQ")  # info: bpf_fd, info_len, info pointer
 _prog_info_ok = True  # False once the kernel refused: fdinfo from then on
 _read_cache: dict[int, dict[str, str]] | None = None  # within one_read()
 
@@ -150,18 +167,18 @@ def _bpf_prog_info(fd: int) -> dict[str, str] | None:
     if not _prog_info_ok:
         return None
     # fresh zeroed buffers: the kernel reads info's length and pointer fields too
-    info = ctypes.create_string_buffer(PROG_INFO_LEN)
-    attr = ctypes.create_string_buffer(16)  # info: bpf_fd, info_len, info pointer
-    struct.pack_into("<IIQ", attr, 0, fd, PROG_INFO_LEN, ctypes.addressof(info))
+    info = (ctypes.c_char * PROG_INFO_LEN)()
+    attr = (ctypes.c_char * _INFO_ATTR.size)()
+    _INFO_ATTR.pack_into(attr, 0, fd, PROG_INFO_LEN, ctypes.addressof(info))
     try:
         _bpf(BPF_OBJ_GET_INFO_BY_FD, attr)
     except OSError as e:
         if e.errno != errno.EBADF:  # refused (not a closed fd): fdinfo from then on
             _prog_info_ok = False
         return None
-    filled = struct.unpack_from("<I", attr, 4)[0]  # what this kernel's struct holds
-    return {k: str(struct.unpack_from(fmt, info, off)[0]) for k, (off, fmt) in PROG_INFO.items()
-            if off + struct.calcsize(fmt) <= filled}
+    filled = _INFO_ATTR.unpack_from(attr)[1]  # what this kernel's struct holds
+    return {k: str(field.unpack_from(info, off)[0]) for k, off, field in _PROG_FIELDS
+            if off + field.size <= filled}
 
 
 def program_info(fd: int, proc: str = PROC) -> dict[str, str]:
@@ -289,7 +306,7 @@ def _fdinfos(proc: str = PROC) -> list[str]:
 
 def _stats_sysctl() -> bool:
     try:
-        return read_proc(STATS_SYSCTL).strip() == "1"
+        return read_kept(STATS_SYSCTL).strip() == "1"
     except OSError:
         return False
 

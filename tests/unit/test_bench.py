@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -125,3 +126,31 @@ def test_result_medians_ratios_and_text():
     out = bench.text(r)
     assert "full" in out and "0.400" in out and "entry 150.0 ns/run" in out
     assert "1 worker(s): 100 calls/s; native unprobed median is 5.0x" in out
+
+
+def test_collector_cost_splits_each_snapshot_as_session_read_makes_it(monkeypatch):
+    """The maps read (source.read) then the snapshot made (collector.update), each reading
+    once per snapshot; the read's CPU time is a part of the snapshot's."""
+    class Counter:
+        n = 0
+
+        def __enter__(self) -> Counter:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            pass
+
+        def count(self) -> int:
+            self.n += 1
+            return self.n
+
+    made: list[object] = []
+    session = SimpleNamespace(source=SimpleNamespace(read=lambda: sum(range(10**5))),
+                              collector=SimpleNamespace(update=made.append))
+    monkeypatch.setattr(bench, "_phase_run", lambda seconds, threads: 0.0)
+    monkeypatch.setattr(bench, "SyscallCounter", Counter)
+    monkeypatch.setattr(bench.time, "sleep", lambda s: None)
+    out = bench._collector_cost(session, [], 1, reads=3)
+    assert made == [sum(range(10**5))] * 3
+    assert 0 <= out["cpu_ms_reading_maps"] <= out["cpu_ms_per_snapshot"]
+    assert out["syscalls_per_snapshot"]["values"] == [0, 0, 0]

@@ -1,5 +1,7 @@
 """pipeline.derive: the one place rates and percentiles are computed."""
 
+import random
+
 import pandas as pd
 
 from rcupending_tools.pipeline import derive
@@ -47,3 +49,22 @@ def test_interval_buckets_are_the_difference():
     after = [[1, 2, 5], [2, 4, 3], [4, 8, 2]]
     assert derive.interval(before, after) == [[2, 4, 2], [4, 8, 2]]
     assert derive.percentile_range(derive.interval(before, after), 50) == (2, 4)
+
+
+def _bounds_by_range(counts: list[int]) -> dict:
+    """percentile_bounds() as percentile_range() over the buckets gives it (the reference)."""
+    buckets = derive.log2_buckets(counts)
+    ranges = {f"p{p}": derive.percentile_range(buckets, p) for p in derive.PERCENTILES}
+    ranges["max"] = (buckets[-1][0], buckets[-1][1]) if buckets else None
+    out = {k: None if r is None else r[1] for k, r in ranges.items()}
+    out["ranges"] = {k: None if r is None else list(r) for k, r in ranges.items()}
+    return out
+
+
+def test_percentile_bounds_agree_with_percentile_range():
+    rng = random.Random(5)
+    cases = [[0] * 64, [3] + [0] * 63, [0] * 63 + [1 << 62], [-2, 1, 0, 4], [5, -5, 0, 1]]
+    for _ in range(300):
+        cases.append([rng.choice((0, 0, 1, rng.randrange(1 << 40))) for _ in range(64)])
+    for counts in cases:
+        assert derive.percentile_bounds(counts) == _bounds_by_range(counts), counts

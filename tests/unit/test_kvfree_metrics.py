@@ -288,7 +288,9 @@ def test_a_snapshot_reads_kv_cfg_once_and_writes_it_only_when_it_changed(monkeyp
     row = [0] * (km.KV_STATS + km.ST_MAX)
     row[km.KV_STATS + km.ST_WINDOW_TRACKED] = row[km.KV_STATS + km.ST_WINDOW_GONE] = 5
     inflight = np.zeros(0, dtype=[("tgid", "u4"), ("flags", "u2"), ("bytes", "u8")])
-    monkeypatch.setattr(km.base, "batch_items", lambda table: [])
+    no_tasks = (np.zeros(0, dtype=[("tgid", "u4"), ("comm", "S1", (16,))]),
+                np.zeros(0, dtype=[(f, "u8") for f in km.TASK_FIELDS]))
+    monkeypatch.setattr(km.base, "batch_arrays", lambda table: no_tasks)
     monkeypatch.setattr(km.base, "batch_values", lambda table: inflight)
     monkeypatch.setattr(km.base, "whole_copy", lambda table, end: ([list(row)], False))
     now = time.monotonic_ns()
