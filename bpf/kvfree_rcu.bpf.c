@@ -828,7 +828,8 @@ static __always_inline void on_sheaf_taken(u64 obj)
 
 #if defined(KVFREE_FENTRY) && defined(KVFREE_ARGS_OFFSET)
 /* 6.1: the verifier refuses fentry reads of the rcu_callback_t argument, so the object is the
- * slab object holding the head; a headless object (pointer in that argument) is untracked. */
+ * slab object holding the head; a headless object (its pointer in that argument) is read from
+ * the context's memory, a copy the verifier does not type. */
 KFUNC_PROBE_SYM(KVFREE_SYM, void *head)
 {
 	u32 kind = MEM_UNSIZED;
@@ -836,6 +837,8 @@ KFUNC_PROBE_SYM(KVFREE_SYM, void *head)
 
 	if (head)
 		bytes = object_size(to_scalar(head), &kind, &ptr);
+	else  /* headless: the object is the second argument, read as memory, not as its type */
+		bpf_probe_read_kernel(&ptr, sizeof(ptr), (void *)&ctx[1]);
 	struct path_ctx c = {};
 	if (on_enqueue(ptr, !head, bytes, kind, head ? NULL : &c) && !head) {
 		u64 id = bpf_get_current_pid_tgid();

@@ -77,6 +77,7 @@ def test_kvfree_program_compiles(extra):
 
 
 FENTRY_EXTRAS = {
+    "6.1 args offset": {"KVFREE_ARGS_OFFSET": None, "HAVE_KFREE_RCU_WORK_CTX": None},
     "6.12 phases": {"HAVE_PHASES": None, "HAVE_GP_DURATION": None},
     "6.12 bulk page by kprobe": {"HAVE_KVFREE_RCU_BULK": None, "OFF_BNODE_NR": 8,
                                  "OFF_BNODE_RECORDS": 16, "BULK_BY_KPROBE": None,

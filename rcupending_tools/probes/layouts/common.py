@@ -106,12 +106,15 @@ def page_header(defines: dict) -> dict[str, int]:
 
 
 def folio_order_defines(kernel: KernelInfo, lay: Layout) -> None:
-    """Where a large kmalloc's order lives, from its head page: the low byte of
-    folio._flags_1 (6.6+), or the first tail page's compound_order (before)."""
+    """Where a large kmalloc's order lives, from its head page: folio._folio_order (a byte
+    of the first tail page, up to 6.5; 6.1 also has a _flags_1 there, without the order),
+    the low byte of folio._flags_1 (6.6+), or the first tail page's compound_order."""
     btf = kernel.btf
     head_bit = btf.enum_value("PG_head", "pageflags")
     flags = btf.member_offset("page", "flags")
-    order = btf.member_offset("folio", "_flags_1")
+    order = btf.member_offset("folio", "_folio_order")
+    if order is None:
+        order = btf.member_offset("folio", "_flags_1")
     if order is None and (old := btf.member_offset("page", "compound_order")) is not None:
         order = btf.struct_size("page") + old
     if None in (head_bit, flags, order):

@@ -156,16 +156,19 @@ def _list_frees(kernel: KernelInfo, lay: Layout, kind: str) -> None:
             "vm_struct counts in its place)"
 
 
-# The functions whose own kvfree() calls free a list path's objects: krc's channel 3 (6.3+),
-# 6.1's kfree_rcu_work, rcu_pending's __process_finished_items.
-LIST_CALLERS = ("kvfree_rcu_list", "kfree_rcu_work", "__process_finished_items")
+# The function whose own kvfree() calls free a list path's objects, by the path's define:
+# krc's channel 3 (6.3+), 6.1's kfree_rcu_work, rcu_pending's __process_finished_items.
+LIST_CALLERS = {"HAVE_KVFREE_RCU_LIST": "kvfree_rcu_list",
+                "HAVE_KFREE_RCU_WORK_CTX": "kfree_rcu_work",
+                "HAVE_PENDING_BACKEND": "__process_finished_items"}
 
 
 def _list_callers(kernel: KernelInfo, lay: Layout) -> None:
-    """LIST_CALLER_{A,B}_{START,END}: the text of the list functions of this kernel, so that
-    only their own kvfree() calls count, not one nested in a vmalloc object's vfree() (which
+    """LIST_CALLER_{A,B}_{START,END}: the text of this kernel's list functions, so that only
+    their own kvfree() calls count, not one nested in a vmalloc object's vfree() (which
     kvfree()s its page array) inside the same path."""
-    spans = [span for name in LIST_CALLERS
+    names = [name for define, name in LIST_CALLERS.items() if define in lay.defines]
+    spans = [span for name in names
              if (span := symbol_range(kernel, kernel.clone_name(name) or name)) is not None]
     for tag, (start, end) in zip("AB", spans[:2], strict=False):
         lay.defines.update({f"LIST_CALLER_{tag}_START": hex(start),
