@@ -312,7 +312,7 @@ def test_per_comm_counts_equal_bpftraces(guest):
 
 
 def test_flood_over_the_tracking_map_keeps_every_total_exact(guest):
-    """3000 + 300 headless objects with RCUPENDING_TRACK_MAX=1024: the map overflows (objects
+    """6000 + 300 headless objects with RCUPENDING_TRACK_MAX=2048: the map overflows (objects
     untracked), yet enqueued objects and bytes stay exact, and every tracked object's free is
     seen (freed + untracked = enqueued) once the kernel's count is zero."""
     f = guest["flood"]
