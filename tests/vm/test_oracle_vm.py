@@ -22,14 +22,12 @@ import pytest
 from rcupending_tools.lab import modules
 from tests.conftest import run_cli, vm_kernels
 
-KERNELS = vm_kernels("RCUPENDING_ORACLE_KERNELS", "lab:6.12-rcupending",
-                     "lab:6.12-stock,lab:6.12-rcupending,debian:6.1,debian:6.12,debian:7.3")
-# Not in CI's matrix yet. On lab:6.12-rcupending (2026-11-29, tests/vm/guest_oracle.py with
-# stage 3) 8 of its 11 tests pass; the tool counts vmalloc objects without bytes (two tests),
-# and one run of two saw 64 objects freed with no normal grace period counted between their
-# enqueue and free (an expedited grace period advances no rcu_state.gp_seq). Issue 15 stays
-# open until they pass on every kernel listed above.
-pytestmark = pytest.mark.vm_full
+# CI: ~4 min a boot. debian:7.3 only in the full matrix: of its last three runs (2026-12-06) one
+# passed, one saw 198 of the held batch's objects leave the tracking map through rcu_free_sheaf()
+# while the reader held, and one ended in a kernel panic (a call to address 0 in interrupt
+# context, the lab module loaded), neither understood yet.
+CI = "lab:6.12-stock,lab:6.12-rcupending,debian:6.1,debian:6.12"
+KERNELS = vm_kernels("RCUPENDING_ORACLE_KERNELS", CI, CI + ",debian:7.3")
 PAGE = 4096
 LIST_CALLERS = ("kvfree_rcu_list", "kfree_rcu_work")  # krc's channel 3 (6.1: in the work)
 PENDING_CALLERS = ("__process_finished_items",)  # rcu_pending's list objects
