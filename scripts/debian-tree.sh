@@ -10,7 +10,7 @@
 #   scripts/debian-tree.sh run SUITE -- CMD...    CMD as root in the tree's copy of the checkout
 #
 # The mirror is this machine's own, read at run time from /etc/apt/sources.list{,.d}
-# (rcupending_tools/lab/aptsrc.py). Commands run under chroot in a private mount namespace
+# (rcupending_tools/lab/sources.py). Commands run under chroot in a private mount namespace
 # (unshare), so the /proc, /sys, /dev mounts they need vanish with them, even on kill -9.
 # Environment: RCUPENDING_CACHE (cache dir), RCUPENDING_TREE_MAX_DAYS (rebootstrap after, 7).
 set -euo pipefail
@@ -66,9 +66,10 @@ bootstrap() {
        [ -z "$(find "$state/bootstrapped" -mtime "+$max_days" 2>/dev/null)" ]; then
         return 0
     fi
-    read -r mirror keyring < <(PYTHONPATH=$repo python3 -c '
-from rcupending_tools.lab.aptsrc import debian_mirrors, read_sources
-m = debian_mirrors(read_sources())
+    # the venv (scripts/setup.sh made it) sees Debian's python3-apt, which sources.py uses
+    read -r mirror keyring < <(PYTHONPATH=$repo "$repo/.venv/bin/python" -c '
+from rcupending_tools.lab.sources import debian_mirrors
+m = debian_mirrors()
 if not m:
     raise SystemExit("no Debian archive in /etc/apt/sources.list{,.d}")
 print(m[0].uri, m[0].keyring)')
