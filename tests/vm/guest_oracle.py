@@ -297,26 +297,50 @@ def quiescent(session: LiveSession, pids: dict[str, int], caches: list[str],
     return {"kernel": None, "tool": tool, "attempts": tries, "kernel_moved": [before, after]}
 
 
-def aligned(session: LiveSession, bt: Bpftrace, tries: int = 8) -> tuple[dict, dict, int]:
+def _waits(stacks: dict | None) -> int:
+    return sum(n for stack, n in (stacks or {}).items()
+               if any(f.strip().split("+")[0] in WAIT_CALLERS
+                      for f in stack.strip().splitlines()[1:]))
+
+
+def free_side(m: dict) -> tuple:
+    """What bpftrace counted of the waits' ends: equal in two dumps, nothing ended between."""
+    return (_waits(m.get("@bulk")), _waits(m.get("@kvfree")),
+            *(json.dumps(m.get(k), sort_keys=True) for k in FREE_SIDE))
+
+
+def quiet(bt: Bpftrace, seconds: float = 30.0) -> float:
+    """Waits (at most `seconds`) until a second passes with nothing freed, e.g. the batches
+    that both observers' attach queued: a frozen point can then align within its reader."""
+    start = time.monotonic()
+    prev = free_side(bt.dump())
+    while time.monotonic() - start < seconds:
+        time.sleep(1)
+        cur = free_side(bt.dump())
+        if cur == prev:
+            break
+        prev = cur
+    return round(time.monotonic() - start, 1)
+
+
+def aligned(session: LiveSession, bt: Bpftrace, seconds: float = 11.0
+            ) -> tuple[dict, dict, int]:  # fmt: skip
     """A snapshot and bpftrace's maps at one instant for the free side: the snapshot is read
-    between two dumps whose free-side counts are equal (nothing was freed in between)."""
-    def waits(stacks: dict | None) -> int:
-        return sum(n for stack, n in (stacks or {}).items()
-                   if any(f.strip().split("+")[0] in WAIT_CALLERS
-                          for f in stack.strip().splitlines()[1:]))
-
-    def key(m: dict) -> tuple:
-        return (waits(m.get("@bulk")), waits(m.get("@kvfree")),
-                *(json.dumps(m.get(k), sort_keys=True) for k in FREE_SIDE))
-
+    between two dumps whose free-side counts are equal (nothing was freed in between). Tried
+    for `seconds` (inside the holder's 15 s: work queued before the reader may still drain;
+    just after attach it took up to 8 tries of ~1.5 s under TCG); tries 0 if never."""
     first = bt.dump()
-    for attempt in range(tries):
+    deadline, attempt = time.monotonic() + seconds, 0
+    while True:
+        attempt += 1
         snap = session.read()
         second = bt.dump()
-        if key(first) == key(second):
-            return snap, second, attempt + 1
-        first = second
-    return snap, second, 0
+        if free_side(first) == free_side(second):
+            return snap, second, attempt
+        if time.monotonic() > deadline:
+            return snap, second, 0
+        time.sleep(0.2)  # let what is draining drain
+        first = bt.dump()
 
 
 def frozen_point(session: LiveSession, bt: Bpftrace, extra: Callable[[], Any] | None = None
@@ -417,6 +441,7 @@ def main() -> None:
                                       text=True).stdout.strip()}
         log(f"attached: {result['seconds']}, bpftrace {bt.tried}")
         result["probes"] = session.source.probe_dicts()
+        result["seconds"]["quiet"] = quiet(bt)
         t0 = time.monotonic()
         result["frozen"].append(frozen_point(session, bt))
         result["seconds"]["frozen_0"] = round(time.monotonic() - t0, 1)
