@@ -264,7 +264,8 @@ ROOT = Path(__file__).parent.parent.parent  # the child imports this tree's pack
 @contextmanager
 def _child(code: str, *args: str) -> Iterator[subprocess.Popen]:
     """A Python child running `code` (from this tree); killed if the test leaves it running."""
-    proc = subprocess.Popen([sys.executable, "-c", code, *args], cwd=ROOT, stderr=subprocess.PIPE)
+    proc = subprocess.Popen([sys.executable, "-c", code, *args], cwd=ROOT, stderr=subprocess.PIPE,
+                            env={**os.environ, "PYTHONFAULTHANDLER": "1"})
     try:
         yield proc
     finally:
@@ -358,9 +359,20 @@ def test_a_vm_started_in_a_thread_goes_with_its_process(tmp_path, end):
         pgid = _started_vm(tmp_path, proc)
         if end != "exit":
             proc.send_signal(end)
-        rc = proc.wait(timeout=30)
+        rc = _wait_or_stacks(proc, 60)
         _assert_group_gone(pgid, f"its process ({how}, rc {rc})")
         assert rc == (0 if end == "exit" else 130), proc.stderr.read()
+
+
+def _wait_or_stacks(proc: subprocess.Popen, timeout: float) -> int:
+    """The child's exit code; if it hangs, its threads' stacks (SIGABRT: faulthandler)."""
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        _, err = proc.communicate(timeout=10)
+        raise AssertionError(f"the child did not exit in {timeout:g} s:\n"
+                             f"{err.decode(errors='replace')[-4000:]}") from None
 
 
 def _zombie(proc: subprocess.Popen) -> None:
