@@ -327,8 +327,9 @@ def test_a_lab_run_killed_while_vng_starts_takes_its_vm(tmp_path):
 
 
 THREADED_LAB = """
-import sys, time
+import signal, sys, time
 from pathlib import Path
+signal.signal(signal.SIGHUP, signal.SIG_DFL)  # as under a terminal, even if pytest runs under nohup
 from rcupending_tools.lab import accel, kernels, vm
 from rcupending_tools.lab.kernels import LabKernel
 from rcupending_tools.pipeline import feeds
