@@ -128,15 +128,6 @@ def comm(raw: bytes) -> str:
     return bytes(raw).split(b"\0", 1)[0].decode(errors="replace")
 
 
-def batch_items(table: Any) -> list[tuple[Any, Any]]:
-    """Every (key, value) of a hash map: batch lookups (a few syscalls for the whole map,
-    5.6+), else one lookup per key where the kernel has no batch operations."""
-    try:
-        return list(table.items_lookup_batch())
-    except Exception:  # bcc raises bare Exception; older kernels: EINVAL/ENOTSUPP
-        return list(table.items())
-
-
 _BUFFERS: dict[tuple[int, ...], tuple[Any, Any, np.ndarray, np.ndarray]] = {}
 
 

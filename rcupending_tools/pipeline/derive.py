@@ -26,7 +26,7 @@ _HIGH = [1 << (s + 1) for s in range(64)]
 def log2_buckets(counts: list[int]) -> Buckets:
     """Non-empty log2 slots as [low, high, count]: slot s holds values in [2^s, 2^(s+1))."""
     if len(counts) > len(_HIGH):
-        return [[0 if s == 0 else 1 << s, 1 << (s + 1), n] for s, n in enumerate(counts) if n]
+        return [[*_slot_range(s), n] for s, n in enumerate(counts) if n]
     return [[_LOW[s], _HIGH[s], n] for s, n in enumerate(counts) if n]
 
 

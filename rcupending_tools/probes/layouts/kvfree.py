@@ -136,7 +136,12 @@ def _pending_backend_defines(kernel: KernelInfo, lay: Layout) -> None:
     lay.fentry_kprobes += hooks
 
 
-LIST_PATHS = ("HAVE_KVFREE_RCU_LIST", "HAVE_KFREE_RCU_WORK_CTX", "HAVE_PENDING_BACKEND")
+# A list path, by its define, and the function whose own kvfree() calls free its objects:
+# krc's channel 3 (6.3+), 6.1's kfree_rcu_work, rcu_pending's __process_finished_items.
+LIST_CALLERS = {"HAVE_KVFREE_RCU_LIST": "kvfree_rcu_list",
+                "HAVE_KFREE_RCU_WORK_CTX": "kfree_rcu_work",
+                "HAVE_PENDING_BACKEND": "__process_finished_items"}
+LIST_PATHS = tuple(LIST_CALLERS)
 
 
 def _list_frees(kernel: KernelInfo, lay: Layout, kind: str) -> None:
@@ -154,13 +159,6 @@ def _list_frees(kernel: KernelInfo, lay: Layout, kind: str) -> None:
     else:
         lay.facts["list_frees"] = "kmem:kfree (no kprobes: a vmalloc list object's " \
             "vm_struct counts in its place)"
-
-
-# The function whose own kvfree() calls free a list path's objects, by the path's define:
-# krc's channel 3 (6.3+), 6.1's kfree_rcu_work, rcu_pending's __process_finished_items.
-LIST_CALLERS = {"HAVE_KVFREE_RCU_LIST": "kvfree_rcu_list",
-                "HAVE_KFREE_RCU_WORK_CTX": "kfree_rcu_work",
-                "HAVE_PENDING_BACKEND": "__process_finished_items"}
 
 
 def _list_callers(kernel: KernelInfo, lay: Layout) -> None:
