@@ -191,11 +191,23 @@ def run_in_vm(
               f"({what}): running it again", file=sys.stderr)
     if not res.boot_ok and check:
         tail = "\n".join((res.console + res.output).splitlines()[-TAIL_LINES:])
+        kept = keep_console(kernel.spec, res)
         raise UserError(
             f"VM {kernel.spec} ({kernel.release}) did not complete the command "
-            f"({res.why}); console tail:\n{tail}"
+            f"({res.why}); whole console in {kept}; console tail:\n{tail}"
         )
     return res
+
+
+def keep_console(spec: str, res: VmResult) -> Path:
+    """Write a failed VM's whole console and output to the cache (a panic's first lines, the
+    ones that say what happened, are far above the tail an error message holds)."""
+    d = cache_dir() / "vm-consoles"
+    d.mkdir(parents=True, exist_ok=True)
+    name = re.sub(r"[^\w.-]", "-", spec) + time.strftime("-%Y%m%dT%H%M%S") + f"-{os.getpid()}.log"
+    path = d / name
+    path.write_text(f"{res.console}\n--- command output ---\n{res.output}", errors="replace")
+    return path
 
 
 def _boot_and_run(

@@ -1,6 +1,7 @@
 """Unit tests of the VM runner's pure parts: splat scanning, guest script, vng argv."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -192,8 +193,12 @@ def test_a_boot_that_dies_before_the_command_is_retried_once_and_reported(tmp_pa
     assert res.boot_ok and res.boot_failures == ["Oops: int3: 0000 [#1]"]
     # twice in a row: the second failure stands (one line, the console tail)
     boots[:] = [oops, oops]
-    with pytest.raises(UserError, match="did not complete the command"):
+    monkeypatch.setenv("RCUPENDING_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(UserError, match="did not complete the command") as err:
         vm.run_in_vm(k, ["true"], stream=None)
+    # ... and the whole console is kept, in a file the message names
+    kept = re.search(r"whole console in (\S+);", str(err.value))
+    assert kept and Path(kept[1]).read_text().startswith("console\n")
     # a command that started and then lost its VM is not retried
     crashed = vm.VmResult(-1, "", "", [], False, 30.0, "", started=True, why="vng exit 1")
     boots[:] = [crashed, good]
