@@ -297,6 +297,28 @@ def quiescent(session: LiveSession, pids: dict[str, int], caches: list[str],
     return {"kernel": None, "tool": tool, "attempts": tries, "kernel_moved": [before, after]}
 
 
+def diagnose(session: LiveSession, pids: dict[str, int], q: dict) -> dict | None:
+    """When a worker's pending differs from its enqueues at the quiescent point (nothing of
+    it can have been freed): the tracking map read again, key by key (not by batch), its
+    entries by tgid and flags, and the counters a free or a replacement moves, to tell a
+    read that lost entries from a free side that removed them."""
+    if all(v["pending"] == v["enqueued"] for v in q["tool"].values()):
+        return None
+    loaded = session.source.loaded.get("kvfree_call_rcu")
+    if loaded is None:
+        return {"no_kvfree_probe": True}
+    tgids = {pid: comm for comm, pid in pids.items()}
+    by: dict[str, dict[str, int]] = {}
+    for _, v in loaded.bpf["kv_inflight"].items():
+        row = by.setdefault(tgids.get(int(v.tgid), "other"), {})
+        row[f"flags_{int(v.flags)}"] = row.get(f"flags_{int(v.flags)}", 0) + 1
+    snap, again = read_all(session, pids)
+    kv = snap["kvfree_rcu"]
+    return {"by_key": by, "again": {c: (v["pending"], v["freed"]) for c, v in again.items()},
+            "replaced": kv.get("replaced"), "freed": kv["freed"]["objects"],
+            "by_path": {p: v["objects"] for p, v in kv["freed"]["by_path"].items()}}
+
+
 def _waits(stacks: dict | None) -> int:
     return sum(n for stack, n in (stacks or {}).items()
                if any(f.strip().split("+")[0] in WAIT_CALLERS
@@ -379,6 +401,7 @@ def held_phase(session: LiveSession, bt: Bpftrace, result: dict) -> None:
     caches = sorted({r["cache"] for r in res.values() if r["cache"] != "-"}
                     | {f"rcupending_oracle_{size}"})
     q = quiescent(session, pids, caches)
+    q["diagnosis"] = diagnose(session, pids, q)
     snap1, bt1, tries1 = aligned(session, bt)  # frozen: the held objects are all waiting
     q["held_throughout"] = state()["holding"] == 1  # still held after the last read
     release()

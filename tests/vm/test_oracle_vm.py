@@ -156,7 +156,7 @@ def test_pending_equals_the_kernels_live_count_while_the_reader_holds(guest):
             bad.append(f"{comm} ({r['kind']} {r['size']} B, {r['ctx']}): tool pending "
                        f"{got[0]} objects {got[1]} B, enqueued {got[2]} / {got[3]} B; kernel "
                        f"{want[0]} objects {want[1]} B, module {want[2]} x {size} B")
-    assert not bad, f"{guest['spec']}:\n" + "\n".join(bad)
+    assert not bad, f"{guest['spec']}:\n" + "\n".join(bad) + f"\n{q.get('diagnosis')}"
 
 
 def test_every_held_object_waits_for_the_reader(guest):

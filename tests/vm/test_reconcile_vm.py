@@ -49,6 +49,10 @@ def test_every_snapshot_reconciles(run):
             kv["freed"]["objects"], where
         assert min([pend["objects"], pend["bytes"], *pend["by_cpu"],
                     *pend["bytes_by_cpu"]]) >= 0, where
+        # krc's share is what the sheaves did not take: never below zero
+        routes = enq.get("by_route") or {}
+        assert min([0, *(min(v["objects"], v["bytes"]) for v in routes.values())]) >= 0, (
+            where, routes)
         # the kernel side's running count, from the same read
         assert (pend["gauge"]["objects"], pend["gauge"]["bytes"]) == \
             (pend["objects"], pend["bytes"]), where
