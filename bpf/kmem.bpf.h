@@ -72,6 +72,36 @@ static __always_inline void kbases_read(struct kbases *b)
 #endif
 }
 
+/* 1 when x != 0, else 0, without a branch (BPF has no conditional set: comparisons become
+ * jumps, and each jump is one more path for the verifier in a loop over objects). */
+/* Hides a value from clang (not from the verifier): a 0/1 mask stays arithmetic instead of
+ * becoming a select, which BPF compiles to a branch. */
+#define opaque(x) asm volatile("" : "+r"(x))
+
+static __always_inline u64 negative(u64 x)  /* 1 if (s64)x < 0, without a branch */
+{
+	opaque(x);
+	x >>= 63;
+	opaque(x);
+	return x;
+}
+
+static __always_inline u64 nz(u64 x)  /* 1 if x != 0, without a branch */
+{
+	u64 t = x | -x;
+	opaque(t);
+	t >>= 63;
+	opaque(t);
+	return t;
+}
+
+/* 1 if `addr` lies in the vmalloc range (its 32 TiB from the KASLR base; below the base the
+ * difference wraps far past it), without a branch. */
+static __always_inline u64 in_vmalloc(const struct kbases *b, u64 addr)
+{
+	return 1 - nz((addr - b->vmalloc) >> 45);
+}
+
 #ifndef BYTES_UNAVAILABLE
 /* The struct page fields the lookups need (compound head, slab cache, page type or flags), in
  * one kernel read of PAGE_HDR_LEN bytes from PAGE_HDR_FIRST (both from the layout, 8-aligned:
@@ -107,7 +137,7 @@ static __always_inline u64 object_lookup(const struct kbases *b, u64 addr, u32 *
 	u32 size = 0;
 	struct page_hdr h;
 
-	if (addr >= b->vmalloc && addr - b->vmalloc < (32ULL << 40)) {
+	if (in_vmalloc(b, addr)) {
 		*kind = MEM_VMALLOC;
 		*start = addr & ~4095ULL;
 		return 0;
@@ -220,29 +250,6 @@ static __always_inline u64 vmalloc_bytes(u64 addr)
 }
 #endif
 
-/* 1 when x != 0, else 0, without a branch (BPF has no conditional set: comparisons become
- * jumps, and each jump is one more path for the verifier in a loop over objects). */
-/* Hides a value from clang (not from the verifier): a 0/1 mask stays arithmetic instead of
- * becoming a select, which BPF compiles to a branch. */
-#define opaque(x) asm volatile("" : "+r"(x))
-
-static __always_inline u64 negative(u64 x)  /* 1 if (s64)x < 0, without a branch */
-{
-	opaque(x);
-	x >>= 63;
-	opaque(x);
-	return x;
-}
-
-static __always_inline u64 nz(u64 x)  /* 1 if x != 0, without a branch */
-{
-	u64 t = x | -x;
-	opaque(t);
-	t >>= 63;
-	opaque(t);
-	return t;
-}
-
 /* The bytes a free of `addr` gives back, without branches (the free side's loops): a slab
  * object's slot size, a large kmalloc's folio, 0 for vmalloc'ed or unknown memory. Reads that
  * make no sense for the kind at hand fault to 0 and are masked off. */
@@ -251,7 +258,7 @@ static __always_inline u64 object_bytes_fast(const struct kbases *b, u64 addr)
 #ifdef BYTES_UNAVAILABLE
 	return 0;
 #else
-	u64 vm = 1 - nz((addr - b->vmalloc) >> 45);  /* in the vmalloc range */
+	u64 vm = in_vmalloc(b, addr);
 	u64 page = b->vmemmap + ((addr - b->page_offset) >> 12) * PAGE_STRUCT_SIZE;
 	struct page_hdr h;
 	page_hdr_read(&h, page, sizeof(h));

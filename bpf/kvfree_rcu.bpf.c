@@ -512,7 +512,7 @@ static __always_inline void free_one(struct kv_counters *kc, struct free_env *en
 	/* a vmalloc object: the bytes its enqueue kept, taken back (through the scratch slot, so
 	 * both sides of the branch join in one verifier state) */
 	sc->vmbytes = 0;
-	if (1 - nz((ptr - env->bases->vmalloc) >> 45)) {
+	if (in_vmalloc(env->bases, ptr)) {
 		u64 *vb = kv_vmbytes.lookup(&ptr);
 		bpf_probe_read_kernel(&sc->vmbytes, sizeof(sc->vmbytes), vb);
 		kv_vmbytes.delete(&ptr);
