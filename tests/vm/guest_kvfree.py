@@ -29,8 +29,10 @@ SCENARIOS = {
                     "--interval", "1"],
     # the main flood, following 1 in 8 objects (--sample 8, a global option)
     "sampled": ["--count", "20000", "--optlen", "4", "--workers", "2", "--drain", "40"],
+    # the main flood with every object followed (--sample 1: per-object state for all)
+    "exact": ["--count", "20000", "--optlen", "4", "--workers", "2", "--drain", "40"],
 }
-GLOBAL = {"sampled": ["--sample", "8"]}
+GLOBAL = {"sampled": ["--sample", "8"], "exact": ["--sample", "1"]}
 CPU = Path("/sys/devices/system/cpu/cpu1/online")
 
 
