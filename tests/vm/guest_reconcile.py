@@ -63,7 +63,13 @@ def main() -> None:
     marks.setdefault("quiet_end", marks["drained"])
     driver.stdin.close()  # closes the sockets: their last option blocks go to kfree_rcu too
     driver.wait(timeout=60)
-    time.sleep(DRAIN_S)
+    marks["driver_exit"] = time.time()
+    if sheaf_kernel:  # those last blocks wait in a sheaf too
+        time.sleep(DRAIN_S / 2)
+        marks["closed_flush"] = sheaves.flush_kmalloc_sheaves()
+        time.sleep(DRAIN_S / 2)
+    else:
+        time.sleep(DRAIN_S)
     marks["closed"] = time.time()
     rec.send_signal(signal.SIGINT)
     rc = rec.wait(timeout=60)

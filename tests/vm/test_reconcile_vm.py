@@ -65,31 +65,54 @@ def in_window(run: dict, start: str, end: str) -> list[dict]:
     return [s["kvfree_rcu"] for s in run["snapshots"] if lo <= s["time"] <= hi]
 
 
+def first_after(run: dict, mark: str) -> dict:
+    return next(s["kvfree_rcu"] for s in run["snapshots"] if s["time"] >= run["marks"][mark])
+
+
+def flood_row(kv: dict) -> dict:
+    rows = [r for r in kv["by_process"] if r["comm"].startswith("kvfree_flood")]
+    assert rows, kv["by_process"]
+    return rows[0]
+
+
 def test_the_flood_is_counted_exactly_and_pending_returns(run):
-    """The flood's process enqueued every option block it replaced and, once its sockets closed
-    (net/ipv4/af_inet.c inet_sock_destruct: kfree_rcu of the last block), every one it set: the
-    driver's own count. Pending falls back to where it was before the go."""
+    """The flood's process enqueued every option block it replaced (the driver's own count):
+    right after the flood, when only it has queued objects since the go, its row (shares of the
+    exact totals by the followed sample) is exact. Once its sockets closed (net/ipv4/af_inet.c
+    inet_sock_destruct: kfree_rcu of the last block) it has enqueued one more per socket, and
+    none of its objects is pending. On krc kernels pending falls back to where it was before
+    the go; on sheaf kernels objects of other caches keep waiting in their sheaves until one
+    fills, and each flush queues objects of its own, so there only the flood's part returns."""
     truth = run["truth"]
     kvs = kv_of(run)
     before = [s["kvfree_rcu"] for s in run["snapshots"] if s["time"] < run["marks"]["flood_start"]]
+    at_end = flood_row(first_after(run, "flood_end"))
+    assert at_end["objects"] == truth["kvfree_rcu"]["enqueued"], at_end
+    assert at_end["bytes"] == OPTION_SLOT * at_end["objects"], at_end
     last = kvs[-1]
-    flood = [r for r in last["by_process"] if r["comm"].startswith("kvfree_flood")]
-    assert flood, last["by_process"]
-    assert flood[0]["objects"] == truth["kvfree_rcu"]["enqueued"] + truth["sockets_with_options"]
-    assert flood[0]["bytes"] == OPTION_SLOT * flood[0]["objects"]
+    row = flood_row(last)
+    # objects other processes queued outside the sample after the flood are shared out by
+    # the sample's weights, most to the flood: at least its own, never fewer
+    assert row["objects"] >= truth["kvfree_rcu"]["enqueued"] + truth["sockets_with_options"]
+    assert row["pending_objects"] == 0 and row["pending_bytes"] == 0, row
     # all of it went through: the free side counted at least as many (its own counters)
     freed = last["freed"]["objects"] - before[-1]["freed"]["objects"]
-    assert freed >= flood[0]["objects"], (freed, flood[0])
-    assert last["pending"]["objects"] == before[-1]["pending"]["objects"], (
-        before[-1]["pending"], last["pending"])
+    assert freed >= truth["kvfree_rcu"]["enqueued"] + truth["sockets_with_options"], freed
+    if run["spec"] not in SHEAVES:
+        assert last["pending"]["objects"] == before[-1]["pending"]["objects"], (
+            before[-1]["pending"], last["pending"])
 
 
 def test_pending_is_the_floods_64_byte_slots_while_it_runs(run):
     """From the go until the drain is over (or a sheaf flush writes sysfs) only the flood queues
-    objects: every pending object is one 64-byte option block, in every snapshot in which
-    something is pending."""
+    objects: every object pending beyond those of the last snapshot before the go is one
+    64-byte option block, in every snapshot (what pends at the go, e.g. objects of other
+    caches in their sheaves, keeps its bytes beyond 64 per object: none of it is freed
+    meanwhile)."""
+    go = [s["kvfree_rcu"] for s in run["snapshots"]
+          if s["time"] < run["marks"]["flood_start"]][-1]["pending"]
+    residue = go["bytes"] - OPTION_SLOT * go["objects"]
     during = [kv["pending"] for kv in in_window(run, "flood_start", "quiet_end")]
-    busy = [p for p in during if p["objects"]]
-    assert busy, "nothing was pending during the flood"
-    assert all(p["bytes"] == OPTION_SLOT * p["objects"] for p in busy), [
-        p for p in busy if p["bytes"] != OPTION_SLOT * p["objects"]][:3]
+    assert any(p["objects"] > go["objects"] for p in during), "nothing was pending in the flood"
+    off = [p for p in during if p["bytes"] - OPTION_SLOT * p["objects"] != residue]
+    assert not off, (residue, off[:3])
