@@ -273,6 +273,7 @@ def kv_totals(snap: dict) -> dict:
     return {"gp_completed": gp.get("completed"), "events": kv.get("events"),
             "enqueued": kv["enqueued"]["objects"], "freed": kv["freed"]["objects"],
             "pending": kv["pending"]["objects"], "untracked": kv["untracked"]["objects"],
+            "replaced": kv.get("replaced"),
             "by_path": {p: v["objects"] for p, v in kv["freed"]["by_path"].items()},
             "pre_attach": kv["freed"]["pre_attach"],
             "by_route": {r: v["objects"] for r, v in kv["enqueued"]["by_route"].items()}}

@@ -139,7 +139,6 @@ def test_stress_measured_exactly(guest, scenario):
     kv = out["measured"]["kvfree_rcu"]
     assert kv["by_stress"]["enqueued"] == N
     assert out["match"] is True
-    assert kv["enqueued"]["objects"] >= N
 
 
 @pytest.mark.parametrize("scenario", MEASURED)
@@ -181,8 +180,9 @@ def test_drained(guest, scenario):
         lost = sum(n for p, n in (kv.get("misses") or {}).get("by_program", {}).items()
                    if "kvfree_call_rcu" not in p)
         assert stress["freed"] >= N - BULK_RECORDS_MAX * lost, (stress, kv.get("misses"))
-        if not lost:
-            assert stress["freed_bytes"] == stress["enqueued_bytes"]
+    # a record leaves the tracking map by its free or, if the tool missed the free, when its
+    # address is queued again (`replaced`, counted as if freed): none may have been
+    assert kv["replaced"] == 0, kv["replaced"]
     # the smallest log2 bucket, [1, 2), is 0 grace periods (+ 1)
     assert not waited_a_grace_period(guest[scenario]["out"]["snapshot"]), kv["latency"]["gps"]
 
@@ -274,7 +274,6 @@ def test_headless_renames(guest):
     # head too (7.3: one 32 B object at cgroup set-up), counted in by_stress.enqueued
     assert kv["by_stress"]["enqueued_headless"] == 2000 and out["match"] is True, kv["by_stress"]
     assert kv["by_stress"]["enqueued"] - 2000 <= 5, kv["by_stress"]
-    assert kv["enqueued"]["by_kind"]["headless"] >= 2000
     # bytes: the slot of each name, as kmem:kmalloc reports bytes_alloc for the kstrdup at
     # kernfs_rename_ns (one per rename; the name it replaces is the one freed)
     ks = run["kmalloc_rename"]
@@ -304,16 +303,17 @@ def test_cpu_offline_mid_stress_loses_nothing(guest):
 
 
 def test_sampling_follows_a_share_and_keeps_enqueue_counts_exact(guest):
-    """--sample 8: enqueues stay exact; about 1 in 8 objects is followed to its free, the
-    rest count as untracked (unsampled), and the books still balance."""
+    """--sample 8: enqueues stay exact, and a watched process (the stress) is followed object
+    by object whatever the sample (since 9e1cb1c): all N freed, none unsampled. The sample
+    itself (1 in 8 of the other processes' objects) is the unit tier's (address hash)."""
     run = scenario(guest, "sampled")
     assert run["rc"] == 0, run
     out = run["out"]
     kv = out["measured"]["kvfree_rcu"]
     bs = kv["by_stress"]
     assert bs["enqueued"] == N and out["match"] is True, bs
-    assert bs["freed"] + bs["untracked"] == N, bs  # drained: every followed object freed
-    assert N // 16 <= bs["freed"] <= N // 4, bs  # ~N/8, by address hash
+    assert bs["freed"] == N and bs["untracked"] == 0, bs  # drained, every object followed
+    assert kv["replaced"] == 0, kv["replaced"]
     kvprobe = next(p for p in out["snapshot"]["probes"] if p["name"] == "kvfree_call_rcu")
     assert kvprobe["facts"]["sample_one_in"] == "8"
 

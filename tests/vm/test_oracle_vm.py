@@ -208,6 +208,11 @@ def test_held_batches_are_all_freed_and_seen_freed(guest):
                        f"objects {got[1]} B, pending {got[2]}, untracked {got[3]}; kernel: "
                        f"{want[0]} freed x {size} B")
     assert not bad, f"{guest['spec']}:\n" + "\n".join(bad)
+    # `freed` above is what left the tracking map: by its free, or, had the tool missed the
+    # free, by its address being queued again (`replaced`): none was, from first to last
+    # frozen point
+    a, b = guest["frozen"][0]["tool"], guest["frozen"][-1]["tool"]
+    assert b.get("replaced") == a.get("replaced") == 0, (a.get("replaced"), b.get("replaced"))
 
 
 def test_list_path_was_taken_and_the_tool_saw_it(guest):

