@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from .. import config
-from ..pipeline.derive import log2_buckets, percentile_bounds
+from ..pipeline.derive import log2_buckets_rows, percentile_bounds_rows
 from . import base, enums
 from .base import Family, Metric, Raw, Samples, Section
 
@@ -200,10 +200,17 @@ def watch(b: Any, tgids: set[int]) -> None:
 # ---------------------------------------------------------------- section
 
 
+# _view's `hists`, one histogram of HIST_SLOTS a row: latency and grace periods summed over
+# paths, then by path, then the durations
+HI_LAT, HI_GP, HI_LAT_PATH = 0, 1, 2
+HI_GP_PATH = HI_LAT_PATH + NPATH
+HI_DUR = HI_GP_PATH + NPATH
+
+
 def _view(counters: list[list[int]]) -> dict[str, Any]:
-    """The packed per-CPU counters (kv_slot) as the figures they hold; histograms as rows of
-    HIST_SLOTS (by path, by duration) and their sums over paths (`*_total`), summed by numpy
-    over CPUs and rows at once."""
+    """The packed per-CPU counters (kv_slot) as the figures they hold; the histograms as rows
+    of HIST_SLOTS (`hists`, rows HI_*) and their counts, summed by numpy over CPUs and rows
+    at once."""
     ncpu = len(counters)
     slots_ = len(counters[0])
     nslots = (slots_ - KV_GONE - 1) // 2  # the KV_NCPUS the program was built with
@@ -217,16 +224,14 @@ def _view(counters: list[list[int]]) -> dict[str, Any]:
         return column[lo:lo + n * HIST_SLOTS].reshape(n, HIST_SLOTS)
 
     lat, gps = rows(KV_LAT, NPATH), rows(KV_GPS, NPATH)
+    hists = np.vstack([lat.sum(axis=0), gps.sum(axis=0), lat, gps, rows(KV_DUR, NDUR)])
     gone = total(KV_GONE, 2 * nslots)
     return {
         "stats": words[:, KV_STATS:KV_STATS + ST_MAX].T.tolist(),
         "events": total(KV_EVENTS, NEV),
         "gauge": total(KV_GAUGE, 2),
-        "lat_hist": lat.tolist(),
-        "lat_total": lat.sum(axis=0).tolist(),
-        "gp_hist": gps.tolist(),
-        "gp_total": gps.sum(axis=0).tolist(),
-        "dur_hist": rows(KV_DUR, NDUR).tolist(),
+        "hists": hists,
+        "hist_counts": hists.sum(axis=1).tolist(),
         "gone_by_cpu": [[gone[2 * c], gone[2 * c + 1]] if c < nslots else [0, 0]
                         for c in range(ncpu)],
     }
@@ -297,7 +302,8 @@ def section(raw: Raw | None, ctx: base.SectionContext) -> Section | None:
         and sum(followed_bytes) == pending_bytes,
         "late_unmatched": _row(st, ST_LATE_UNMATCHED),
     }
-    lat_total = view["lat_total"]
+    counts = view["hist_counts"]
+    bounds = percentile_bounds_rows(view["hists"])  # all at once; the gp paths' unused
     out: Section = {
         "enqueued": {
             "objects": enq,
@@ -344,13 +350,13 @@ def section(raw: Raw | None, ctx: base.SectionContext) -> Section | None:
             "inline_ratio": by_path["inline"]["objects"] / freed if freed else None,
         },
         "latency": {
-            "count": sum(lat_total),
-            "ns": percentile_bounds(lat_total),
-            "gps": percentile_bounds(view["gp_total"]),
+            "count": counts[HI_LAT],
+            "ns": bounds[HI_LAT],
+            "gps": bounds[HI_GP],
             "by_path": {
-                p: {"count": n, "ns": percentile_bounds(h)}
-                for p, h in zip(PATHS, view["lat_hist"], strict=True)
-                if (n := sum(h))
+                p: {"count": n, "ns": bounds[HI_LAT_PATH + i]}
+                for i, p in enumerate(PATHS)
+                if (n := counts[HI_LAT_PATH + i])
             },
         },
         "conservation": conservation(tracked, sum(g[0] for g in gone), raw.get("in_map")),
@@ -364,7 +370,7 @@ def section(raw: Raw | None, ctx: base.SectionContext) -> Section | None:
         # a peak between two reads that sampling the pending level would miss
         _, _, peak_objects, peak_bytes = raw["pending_gauge"]
         out["pending"]["peak"] = {"objects": peak_objects, "bytes": peak_bytes}
-    out.update(_kernel_events(view))
+    out.update(_kernel_events(view, bounds))
     if (m := raw.get("misses")) is not None:
         # runs the kernel skipped: fentry's per-program recursion check (a preempted program
         # on that CPU counts too, on preemptible kernels), or kprobe programs nested in another
@@ -395,20 +401,17 @@ def _event(raw: Raw, name: str) -> int:
     return int(ev[i]) if ev is not None and i < len(ev) else 0
 
 
-def _dur(view: dict[str, Any], name: str) -> list[int]:
-    return view["dur_hist"][DURATIONS.index(name)]
-
-
-def _kernel_events(view: dict[str, Any]) -> dict[str, Any]:
+def _kernel_events(view: dict[str, Any], bounds: list[dict[str, Any]]) -> dict[str, Any]:
     """Phases, grace periods, barrier, shrinker, page refill and nolock counters (None when
-    this kernel or attach kind has no hook for them: the probe's `unavailable` says why)."""
+    this kernel or attach kind has no hook for them: the probe's `unavailable` says why);
+    `bounds`: percentile_bounds_rows() of the view's `hists`."""
     if view.get("events") is None:
         return {"phases": None, "rcu_gp": None, "events": None}
     ev = dict(zip(EVENTS, view["events"], strict=True))
 
     def timed(name: str) -> dict[str, Any]:
-        h = _dur(view, name)
-        return {"count": sum(h), "ns": percentile_bounds(h)}
+        row = HI_DUR + DURATIONS.index(name)
+        return {"count": view["hist_counts"][row], "ns": bounds[row]}
 
     return {
         "phases": {
@@ -432,19 +435,18 @@ def histograms(raw: Raw | None) -> dict[str, Any]:
     if raw is None or raw.get("counters") is None:
         return {}
     view = _view_of(raw["counters"])
+    buckets, counts = log2_buckets_rows(view["hists"]), view["hist_counts"]
     out: dict[str, Any] = {}
-    for name, key, unit in (("latency_ns", "lat", "ns"),
-                            ("latency_gps", "gp", "grace periods + 1")):
-        out[f"kvfree_rcu.{name}"] = {"unit": unit, "buckets": log2_buckets(view[f"{key}_total"])}
-        for p, part in zip(PATHS, view[f"{key}_hist"], strict=True):
-            if sum(part):
-                out[f"kvfree_rcu.{name}.{p}"] = {"unit": unit, "buckets": log2_buckets(part)}
-    if view.get("dur_hist") is not None:
-        for d in DURATIONS:
-            part = _dur(view, d)
-            if sum(part):
-                key = f"kvfree_rcu.phase_ns.{d}" if d in PHASES else f"kvfree_rcu.{d}_ns"
-                out[key] = {"unit": "ns", "buckets": log2_buckets(part)}
+    for name, total, by_path, unit in (("latency_ns", HI_LAT, HI_LAT_PATH, "ns"),
+                                       ("latency_gps", HI_GP, HI_GP_PATH, "grace periods + 1")):
+        out[f"kvfree_rcu.{name}"] = {"unit": unit, "buckets": buckets[total]}
+        for i, p in enumerate(PATHS):
+            if counts[by_path + i]:
+                out[f"kvfree_rcu.{name}.{p}"] = {"unit": unit, "buckets": buckets[by_path + i]}
+    for i, d in enumerate(DURATIONS):
+        if counts[HI_DUR + i]:
+            key = f"kvfree_rcu.phase_ns.{d}" if d in PHASES else f"kvfree_rcu.{d}_ns"
+            out[key] = {"unit": "ns", "buckets": buckets[HI_DUR + i]}
     return out
 
 
