@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import functools
 import os
 from array import array
 from collections.abc import Callable, Iterator
@@ -126,6 +127,12 @@ def summed(table: Any, n: int) -> list[int]:
 def comm(raw: bytes) -> str:
     """A task's comm as the kernel stores it (NUL-padded bytes)."""
     return bytes(raw).split(b"\0", 1)[0].decode(errors="replace")
+
+
+@functools.lru_cache(maxsize=4096)
+def comm_of(raw: bytes) -> str:
+    """comm() of bytes, remembered: a map's few process names come back at every snapshot."""
+    return comm(raw)
 
 
 _BUFFERS: dict[tuple[int, ...], tuple[Any, Any, np.ndarray, np.ndarray]] = {}

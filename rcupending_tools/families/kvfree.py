@@ -90,14 +90,19 @@ def read(b: Any, ctx: base.ReadContext) -> Raw:
 
 TASK_FIELDS = ("objects", "bytes", "headless", "headless_bytes", "sampled", "sampled_bytes",
                "untracked", "untracked_bytes")  # struct task_bytes: raw by_task's columns
+_TASK_DTYPE = np.dtype([(f, np.uint64) for f in TASK_FIELDS])  # struct task_bytes as bcc has it
 
 
 def by_task(keys: np.ndarray, values: np.ndarray) -> list[list[Any]]:
     """[tgid, comm, *TASK_FIELDS] per process and name (kvfree_by_task's keys and values),
     sorted; two keys whose comm differs only after its NUL are one row."""
     tasks: dict[tuple[int, str], list[int]] = {}
-    names = [base.comm(c) for c in keys["comm"].view(f"S{keys.dtype['comm'].itemsize}").ravel()]
-    counts = np.stack([values[f] for f in TASK_FIELDS], axis=1).tolist() if len(values) else []
+    comms = keys["comm"].view(f"S{keys.dtype['comm'].itemsize}").ravel()
+    names = list(map(base.comm_of, comms.tolist()))
+    if values.dtype == _TASK_DTYPE:  # the columns in order, nothing between: a plain view
+        counts = values.view(np.uint64).reshape(-1, len(TASK_FIELDS)).tolist()
+    else:
+        counts = np.stack([values[f] for f in TASK_FIELDS], axis=1).tolist() if len(values) else []
     for tgid, name, row in zip(keys["tgid"].tolist(), names, counts, strict=True):
         if (cur := tasks.get((tgid, name))) is None:
             tasks[tgid, name] = row
