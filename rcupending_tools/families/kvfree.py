@@ -477,36 +477,43 @@ def _by_process(tasks: dict, pending: dict, kv: Section,
     the sample: an unbiased estimate); its pending ones, weighed likewise by its followed
     objects in the tracking map (`pending`: tgid -> [objects, bytes], weighed at read).
     Largest remainders, so that rows + other = the totals."""
-    procs: dict[int, dict[str, Any]] = {}
-    for (tgid, name), (objects, nbytes, _, _, sampled, sampled_bytes) in (
-            (k, (list(v) + [0] * 6)[:6]) for k, v in tasks.items()):
-        r = procs.setdefault(tgid, {"comms": {}, "objects": 0, "bytes": 0, "wo": 0, "wb": 0})
-        r["comms"][name] = r["comms"].get(name, 0) + objects
-        r["objects"] += objects
-        r["bytes"] += nbytes
-        r["wo"] += objects + (one_in - 1) * sampled
-        r["wb"] += nbytes + (one_in - 1) * sampled_bytes
+    extra = one_in - 1
+    # tgid -> [objects by comm, objects, bytes, weighed objects, weighed bytes]
+    procs: dict[int, list[Any]] = {}
+    for (tgid, name), v in tasks.items():
+        objects, nbytes, _, _, sampled, sampled_bytes = (
+            v[:6] if len(v) >= 6 else (list(v) + [0] * 6)[:6])
+        if (r := procs.get(tgid)) is None:
+            procs[tgid] = [{name: objects}, objects, nbytes, objects + extra * sampled,
+                           nbytes + extra * sampled_bytes]
+            continue
+        r[0][name] = r[0].get(name, 0) + objects
+        r[1] += objects
+        r[2] += nbytes
+        r[3] += objects + extra * sampled
+        r[4] += nbytes + extra * sampled_bytes
     for tgid in pending.keys() - procs.keys():  # its per-process record did not fit
-        procs[tgid] = {"comms": {"?": 0}, "objects": 0, "bytes": 0, "wo": 0, "wb": 0}
+        procs[tgid] = [{"?": 0}, 0, 0, 0, 0]
     rows = []
-    for tgid, r in procs.items():
-        p_objects, p_bytes = pending.get(tgid, [0, 0])
-        comms = list(r["comms"])
+    weights: tuple[list[int], ...] = ([], [], [], [])  # by process, per total below
+    for tgid, (by_comm, objects, _, wo, wb) in procs.items():
+        p_objects, p_bytes = pending.get(tgid, (0, 0))
+        comms = list(by_comm)
+        row = {"tgid": tgid, "comm": comms[0], "followed": objects}
         if len(comms) > 1:  # most processes enqueue under one name
-            comms.sort(key=lambda c: (-r["comms"][c], c))
-        rows.append({"tgid": tgid, "comm": comms[0], "followed": r["objects"],
-                     "w": (r["wo"], r["wb"], p_objects, p_bytes)}
-                    | ({"comms": comms} if len(comms) > 1 else {}))
+            comms.sort(key=lambda c: (-by_comm[c], c))
+            row["comm"], row["comms"] = comms[0], comms
+        rows.append(row)
+        for w, x in zip(weights, (wo, wb, p_objects, p_bytes), strict=True):
+            w.append(x)
     enq, pend = kv["enqueued"], kv["pending"]
     totals = (("objects", enq["objects"]), ("bytes", enq["bytes"]),
               ("pending_objects", pend["objects"]), ("pending_bytes", pend["bytes"]))
-    for i, (key, total) in enumerate(totals):
-        for r, share in zip(rows, shares(total, [r["w"][i] for r in rows]), strict=True):
+    for (key, total), w in zip(totals, weights, strict=True):
+        for r, share in zip(rows, shares(total, w), strict=True):
             r[key] = share
     rows.sort(key=lambda r: (-r["pending_bytes"], -r["objects"], r["tgid"]))
     top = rows[:TOP_PROCESSES]
-    for r in rows:
-        del r["w"]
     other = {"processes": len(rows) - len(top)}
     other |= {key: total - sum(r[key] for r in top) for key, total in totals}
     return top, other
