@@ -12,7 +12,6 @@ import ctypes
 import errno
 import functools
 import os
-from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -213,17 +212,19 @@ def scalar(key: Any) -> int:
     return int(getattr(key, "value", key))
 
 
-def whole_copy(table: Any, end: int, tries: int = 8) -> tuple[list[list[int]], bool]:
-    """Every CPU's copy of entry 0 of a per-CPU array of u64 words, in one lookup; read again
-    (up to `tries` times) while a CPU's copy was taken in the middle of an update: its first
-    word (`end`, the updates finished) differs from its last (the updates begun). Words are
-    signed (a gauge may be negative on one CPU). (copies, torn: the last try still was)."""
+def whole_words(table: Any, end: int, tries: int = 8) -> tuple[np.ndarray, bool]:
+    """Every CPU's copy of entry 0 of a per-CPU array of u64 words, in one lookup, as one
+    int64 array [cpu][word]; read again (up to `tries` times) while a CPU's copy was taken in
+    the middle of an update: its first word (`end`, the updates finished) differs from its
+    last (the updates begun). Words are signed (a gauge may be negative on one CPU).
+    (words, torn: the last try still was)."""
     for _ in range(tries):
-        value = table[0]
-        rows = [list(array("q", bytes(cpu))) for cpu in value]
-        if all(row[end] == row[-1] for row in rows):
-            return rows, False
-    return rows, True
+        value = table[0]  # bcc: a ctypes array of every CPU's copy, one buffer
+        data = value if isinstance(value, ctypes.Array) else b"".join(map(bytes, value))
+        words = np.frombuffer(data, dtype=np.int64).reshape(len(value), -1)
+        if (words[:, end] == words[:, -1]).all():
+            return words, False
+    return words, True
 
 
 def program_misses(b: Any) -> dict[str, int]:

@@ -60,17 +60,20 @@ def read(b: Any, ctx: base.ReadContext) -> Raw:
     raw: Raw = {"misses": base.program_misses(b)}  # before the counters: never more
     raw["by_task"] = by_task(*base.batch_arrays(b["kvfree_by_task"]))
     inflight = base.batch_values(b["kv_inflight"])
-    raw["counters"], raw["torn"] = base.whole_copy(b["kv_counters"], KV_END)
+    words, raw["torn"] = base.whole_words(b["kv_counters"], KV_END)
+    raw["counters"] = words.tolist()
     if ctx.count_map:
         raw["in_map"] = None
         for _ in range(5):
             before = raw["counters"]
             inflight = base.batch_values(b["kv_inflight"])
-            raw["counters"], raw["torn"] = base.whole_copy(b["kv_counters"], KV_END)
+            words, raw["torn"] = base.whole_words(b["kv_counters"], KV_END)
+            raw["counters"] = words.tolist()
             if raw["counters"] == before:
                 raw["in_map"] = in_map_counts(inflight)
                 break
             time.sleep(0.05)
+    _remember_words(raw["counters"], words)
     # kv_cfg looked up once (each lookup or update is a bpf() call): the helpers below change
     # this copy, written back once if one did (only user space writes kv_cfg)
     cfg = b["kv_cfg"][0]
@@ -212,14 +215,12 @@ HI_GP_PATH = HI_LAT_PATH + NPATH
 HI_DUR = HI_GP_PATH + NPATH
 
 
-def _view(counters: list[list[int]]) -> dict[str, Any]:
+def _view(words: np.ndarray) -> dict[str, Any]:
     """The packed per-CPU counters (kv_slot) as the figures they hold; the histograms as rows
     of HIST_SLOTS (`hists`, rows HI_*) and their counts, summed by numpy over CPUs and rows
     at once."""
-    ncpu = len(counters)
-    slots_ = len(counters[0])
+    ncpu, slots_ = words.shape
     nslots = (slots_ - KV_GONE - 1) // 2  # the KV_NCPUS the program was built with
-    words = np.asarray(counters, dtype=np.int64)  # the words are signed 64-bit (whole_copy)
     column = words.sum(axis=0)
 
     def total(lo: int, n: int) -> list[int]:
@@ -243,16 +244,29 @@ def _view(counters: list[list[int]]) -> dict[str, Any]:
 
 
 _last_view: tuple[list[list[int]], dict[str, Any]] | None = None
+_last_words: tuple[list[list[int]], np.ndarray] | None = None
+
+
+def _remember_words(counters: list[list[int]], words: np.ndarray) -> None:
+    """The array read() made `counters` from, for _view_of(): an array from the lists again
+    costs more than the rest of the view."""
+    global _last_words
+    _last_words = counters, words
 
 
 def _view_of(counters: list[list[int]]) -> dict[str, Any]:
-    """_view(counters) made once per reading: a snapshot's section() and histograms() both
-    need it. A reading is never changed once read, so the same list holds the same figures
-    (the list is kept: its id cannot be reused meanwhile); the view is only read from."""
+    """_view() of a reading's counters made once per reading: a snapshot's section() and
+    histograms() both need it. A reading is never changed once read, so the same list holds
+    the same figures (the list is kept: its id cannot be reused meanwhile); the view is only
+    read from. From read()'s array when it made these lists, else from the lists (a
+    recording's reading)."""
     global _last_view
     last = _last_view  # one read: another thread may set it meanwhile
     if last is None or last[0] is not counters:
-        last = _last_view = counters, _view(counters)
+        kept = _last_words
+        words = (kept[1] if kept is not None and kept[0] is counters
+                 else np.asarray(counters, dtype=np.int64))  # signed 64-bit (whole_words)
+        last = _last_view = counters, _view(words)
     return last[1]
 
 

@@ -354,7 +354,7 @@ def test_a_snapshot_reads_kv_cfg_once_and_writes_it_only_when_it_changed(monkeyp
                 np.zeros(0, dtype=[(f, "u8") for f in km.TASK_FIELDS]))
     monkeypatch.setattr(km.base, "batch_arrays", lambda table: no_tasks)
     monkeypatch.setattr(km.base, "batch_values", lambda table: inflight)
-    monkeypatch.setattr(km.base, "whole_copy", lambda table, end: ([list(row)], False))
+    monkeypatch.setattr(km.base, "whole_words", lambda table, end: (np.array([row]), False))
     now = time.monotonic_ns()
     cfg = _FullCfg()
     cfg.window_end, cfg.window_cap = now + 10**12, now + 10**13
@@ -406,8 +406,8 @@ def test_a_torn_copy_is_read_again():
         def __getitem__(self, key):
             return copies.pop(0)
 
-    rows, torn = base.whole_copy(Table(), 0)
-    assert rows == [[2, 6, 6, 2], [1, 0, 0, 1]] and torn is False
+    words, torn = base.whole_words(Table(), 0)
+    assert words.tolist() == [[2, 6, 6, 2], [1, 0, 0, 1]] and torn is False
 
 
 class _FullCfg:
