@@ -114,13 +114,19 @@ class Family:
 
 
 def percpu_rows(table: Any, n: int) -> list[list[int]]:
-    """Rows 0..n-1 of a per-CPU array: [row][cpu]."""
-    return [[int(v) for v in table[ctypes.c_int(i)]] for i in range(n)]
+    """Rows 0..n-1 of a per-CPU array of integers: [row][cpu]. The whole array in one batch
+    lookup (one bpf() call, not one per row: a histogram map has hundreds of rows)."""
+    keys, values, total = _lookup_batch(table)
+    rows = np.zeros((n, *values.shape[1:]), dtype=values.dtype)
+    mine = keys[:total] < n  # an array's keys are its rows, in order
+    rows[keys[:total][mine]] = values[:total][mine]
+    return rows.tolist()
 
 
 def summed(table: Any, n: int) -> list[int]:
-    """Rows 0..n-1 of a per-CPU array, summed over CPUs."""
-    return [sum(int(v) for v in table[ctypes.c_int(i)]) for i in range(n)]
+    """Rows 0..n-1 of a per-CPU array, summed over CPUs (in Python: exact, as u64 sums of
+    numpy would not be)."""
+    return [sum(row) for row in percpu_rows(table, n)]
 
 
 def comm(raw: bytes) -> str:
