@@ -153,7 +153,9 @@ def pending_by_tgid(inflight: Any, one_in: int = 1) -> list[list[int]]:
     weight = np.where(always, 1, one_in).astype(np.int64)
     objects = np.bincount(where, weights=weight)
     nbytes = np.bincount(where, weights=weight * inflight["bytes"].astype(np.float64))
-    return [[int(t), int(o), int(nb)] for t, o, nb in zip(tgids, objects, nbytes, strict=True)]
+    # int64 truncates as int() of each float did (the sums are far below 2^63)
+    return [list(r) for r in zip(tgids.tolist(), objects.astype(np.int64).tolist(),
+                                 nbytes.astype(np.int64).tolist(), strict=True)]
 
 
 def in_map_counts(inflight: Any) -> dict[str, int]:
