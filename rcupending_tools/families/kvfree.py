@@ -215,6 +215,8 @@ def watch(b: Any, tgids: set[int]) -> None:
 HI_LAT, HI_GP, HI_LAT_PATH = 0, 1, 2
 HI_GP_PATH = HI_LAT_PATH + NPATH
 HI_DUR = HI_GP_PATH + NPATH
+# the rows whose percentiles a section gives: all but the grace periods by path
+BOUNDED = [HI_LAT, HI_GP, *range(HI_LAT_PATH, HI_GP_PATH), *range(HI_DUR, HI_DUR + NDUR)]
 
 
 def _view(words: np.ndarray) -> dict[str, Any]:
@@ -324,7 +326,7 @@ def section(raw: Raw | None, ctx: base.SectionContext) -> Section | None:
         "late_unmatched": _row(st, ST_LATE_UNMATCHED),
     }
     counts = view["hist_counts"]
-    bounds = percentile_bounds_rows(view["hists"])  # all at once; the gp paths' unused
+    bounds = dict(zip(BOUNDED, percentile_bounds_rows(view["hists"][BOUNDED]), strict=True))
     out: Section = {
         "enqueued": {
             "objects": enq,
@@ -422,10 +424,10 @@ def _event(raw: Raw, name: str) -> int:
     return int(ev[i]) if ev is not None and i < len(ev) else 0
 
 
-def _kernel_events(view: dict[str, Any], bounds: list[dict[str, Any]]) -> dict[str, Any]:
+def _kernel_events(view: dict[str, Any], bounds: dict[int, dict[str, Any]]) -> dict[str, Any]:
     """Phases, grace periods, barrier, shrinker, page refill and nolock counters (None when
     this kernel or attach kind has no hook for them: the probe's `unavailable` says why);
-    `bounds`: percentile_bounds_rows() of the view's `hists`."""
+    `bounds`: the percentile bounds of the view's `hists`, by row."""
     if view.get("events") is None:
         return {"phases": None, "rcu_gp": None, "events": None}
     ev = dict(zip(EVENTS, view["events"], strict=True))
