@@ -512,8 +512,7 @@ def _by_process(tasks: dict, pending: dict, kv: Section,
         r[4] += nbytes + extra * sampled_bytes
     for tgid in pending.keys() - procs.keys():  # its per-process record did not fit
         procs[tgid] = [{"?": 0}, 0, 0, 0, 0]
-    rows = []
-    weights: tuple[list[int], ...] = ([], [], [], [])  # by process, per total below
+    rows, ws = [], []
     for tgid, (by_comm, objects, _, wo, wb) in procs.items():
         p_objects, p_bytes = pending.get(tgid, (0, 0))
         comms = list(by_comm)
@@ -522,11 +521,11 @@ def _by_process(tasks: dict, pending: dict, kv: Section,
             comms.sort(key=lambda c: (-by_comm[c], c))
             row["comm"], row["comms"] = comms[0], comms
         rows.append(row)
-        for w, x in zip(weights, (wo, wb, p_objects, p_bytes), strict=True):
-            w.append(x)
+        ws.append((wo, wb, p_objects, p_bytes))
     enq, pend = kv["enqueued"], kv["pending"]
     totals = (("objects", enq["objects"]), ("bytes", enq["bytes"]),
               ("pending_objects", pend["objects"]), ("pending_bytes", pend["bytes"]))
+    weights = [list(w) for w in zip(*ws, strict=True)] or [[]] * len(totals)  # per total
     for (key, total), w in zip(totals, weights, strict=True):
         for r, share in zip(rows, shares(total, w), strict=True):
             r[key] = share
