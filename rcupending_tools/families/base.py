@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import functools
 import os
-from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -114,18 +114,30 @@ class Family:
 
 
 def percpu_rows(table: Any, n: int) -> list[list[int]]:
-    """Rows 0..n-1 of a per-CPU array: [row][cpu]."""
-    return [[int(v) for v in table[ctypes.c_int(i)]] for i in range(n)]
+    """Rows 0..n-1 of a per-CPU array of integers: [row][cpu]. The whole array in one batch
+    lookup (one bpf() call, not one per row: a histogram map has hundreds of rows)."""
+    keys, values, total = _lookup_batch(table)
+    rows = np.zeros((n, *values.shape[1:]), dtype=values.dtype)
+    mine = keys[:total] < n  # an array's keys are its rows, in order
+    rows[keys[:total][mine]] = values[:total][mine]
+    return rows.tolist()
 
 
 def summed(table: Any, n: int) -> list[int]:
-    """Rows 0..n-1 of a per-CPU array, summed over CPUs."""
-    return [sum(int(v) for v in table[ctypes.c_int(i)]) for i in range(n)]
+    """Rows 0..n-1 of a per-CPU array, summed over CPUs (in Python: exact, as u64 sums of
+    numpy would not be)."""
+    return [sum(row) for row in percpu_rows(table, n)]
 
 
 def comm(raw: bytes) -> str:
     """A task's comm as the kernel stores it (NUL-padded bytes)."""
     return bytes(raw).split(b"\0", 1)[0].decode(errors="replace")
+
+
+@functools.lru_cache(maxsize=4096)
+def comm_of(raw: bytes) -> str:
+    """comm() of bytes, remembered: a map's few process names come back at every snapshot."""
+    return comm(raw)
 
 
 _BUFFERS: dict[tuple[int, ...], tuple[Any, Any, np.ndarray, np.ndarray]] = {}
@@ -206,17 +218,19 @@ def scalar(key: Any) -> int:
     return int(getattr(key, "value", key))
 
 
-def whole_copy(table: Any, end: int, tries: int = 8) -> tuple[list[list[int]], bool]:
-    """Every CPU's copy of entry 0 of a per-CPU array of u64 words, in one lookup; read again
-    (up to `tries` times) while a CPU's copy was taken in the middle of an update: its first
-    word (`end`, the updates finished) differs from its last (the updates begun). Words are
-    signed (a gauge may be negative on one CPU). (copies, torn: the last try still was)."""
+def whole_words(table: Any, end: int, tries: int = 8) -> tuple[np.ndarray, bool]:
+    """Every CPU's copy of entry 0 of a per-CPU array of u64 words, in one lookup, as one
+    int64 array [cpu][word]; read again (up to `tries` times) while a CPU's copy was taken in
+    the middle of an update: its first word (`end`, the updates finished) differs from its
+    last (the updates begun). Words are signed (a gauge may be negative on one CPU).
+    (words, torn: the last try still was)."""
     for _ in range(tries):
-        value = table[0]
-        rows = [list(array("q", bytes(cpu))) for cpu in value]
-        if all(row[end] == row[-1] for row in rows):
-            return rows, False
-    return rows, True
+        value = table[0]  # bcc: a ctypes array of every CPU's copy, one buffer
+        data = value if isinstance(value, ctypes.Array) else b"".join(map(bytes, value))
+        words = np.frombuffer(data, dtype=np.int64).reshape(len(value), -1)
+        if (words[:, end] == words[:, -1]).all():
+            return words, False
+    return words, True
 
 
 def program_misses(b: Any) -> dict[str, int]:

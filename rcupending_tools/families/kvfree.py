@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from .. import config
-from ..pipeline.derive import log2_buckets, percentile_bounds
+from ..pipeline.derive import log2_buckets_rows, percentile_bounds_rows
 from . import base, enums
 from .base import Family, Metric, Raw, Samples, Section
 
@@ -60,17 +60,20 @@ def read(b: Any, ctx: base.ReadContext) -> Raw:
     raw: Raw = {"misses": base.program_misses(b)}  # before the counters: never more
     raw["by_task"] = by_task(*base.batch_arrays(b["kvfree_by_task"]))
     inflight = base.batch_values(b["kv_inflight"])
-    raw["counters"], raw["torn"] = base.whole_copy(b["kv_counters"], KV_END)
+    words, raw["torn"] = base.whole_words(b["kv_counters"], KV_END)
+    raw["counters"] = words.tolist()
     if ctx.count_map:
         raw["in_map"] = None
         for _ in range(5):
             before = raw["counters"]
             inflight = base.batch_values(b["kv_inflight"])
-            raw["counters"], raw["torn"] = base.whole_copy(b["kv_counters"], KV_END)
+            words, raw["torn"] = base.whole_words(b["kv_counters"], KV_END)
+            raw["counters"] = words.tolist()
             if raw["counters"] == before:
                 raw["in_map"] = in_map_counts(inflight)
                 break
             time.sleep(0.05)
+    _remember_words(raw["counters"], words)
     # kv_cfg looked up once (each lookup or update is a bpf() call): the helpers below change
     # this copy, written back once if one did (only user space writes kv_cfg)
     cfg = b["kv_cfg"][0]
@@ -90,14 +93,19 @@ def read(b: Any, ctx: base.ReadContext) -> Raw:
 
 TASK_FIELDS = ("objects", "bytes", "headless", "headless_bytes", "sampled", "sampled_bytes",
                "untracked", "untracked_bytes")  # struct task_bytes: raw by_task's columns
+_TASK_DTYPE = np.dtype([(f, np.uint64) for f in TASK_FIELDS])  # struct task_bytes as bcc has it
 
 
 def by_task(keys: np.ndarray, values: np.ndarray) -> list[list[Any]]:
     """[tgid, comm, *TASK_FIELDS] per process and name (kvfree_by_task's keys and values),
     sorted; two keys whose comm differs only after its NUL are one row."""
     tasks: dict[tuple[int, str], list[int]] = {}
-    names = [base.comm(c) for c in keys["comm"].view(f"S{keys.dtype['comm'].itemsize}").ravel()]
-    counts = np.stack([values[f] for f in TASK_FIELDS], axis=1).tolist() if len(values) else []
+    comms = keys["comm"].view(f"S{keys.dtype['comm'].itemsize}").ravel()
+    names = list(map(base.comm_of, comms.tolist()))
+    if values.dtype == _TASK_DTYPE:  # the columns in order, nothing between: a plain view
+        counts = values.view(np.uint64).reshape(-1, len(TASK_FIELDS)).tolist()
+    else:
+        counts = np.stack([values[f] for f in TASK_FIELDS], axis=1).tolist() if len(values) else []
     for tgid, name, row in zip(keys["tgid"].tolist(), names, counts, strict=True):
         if (cur := tasks.get((tgid, name))) is None:
             tasks[tgid, name] = row
@@ -145,7 +153,9 @@ def pending_by_tgid(inflight: Any, one_in: int = 1) -> list[list[int]]:
     weight = np.where(always, 1, one_in).astype(np.int64)
     objects = np.bincount(where, weights=weight)
     nbytes = np.bincount(where, weights=weight * inflight["bytes"].astype(np.float64))
-    return [[int(t), int(o), int(nb)] for t, o, nb in zip(tgids, objects, nbytes, strict=True)]
+    # int64 truncates as int() of each float did (the sums are far below 2^63)
+    return [list(r) for r in zip(tgids.tolist(), objects.astype(np.int64).tolist(),
+                                 nbytes.astype(np.int64).tolist(), strict=True)]
 
 
 def in_map_counts(inflight: Any) -> dict[str, int]:
@@ -200,14 +210,21 @@ def watch(b: Any, tgids: set[int]) -> None:
 # ---------------------------------------------------------------- section
 
 
-def _view(counters: list[list[int]]) -> dict[str, Any]:
-    """The packed per-CPU counters (kv_slot) as the figures they hold; histograms as rows of
-    HIST_SLOTS (by path, by duration) and their sums over paths (`*_total`), summed by numpy
-    over CPUs and rows at once."""
-    ncpu = len(counters)
-    slots_ = len(counters[0])
+# _view's `hists`, one histogram of HIST_SLOTS a row: latency and grace periods summed over
+# paths, then by path, then the durations
+HI_LAT, HI_GP, HI_LAT_PATH = 0, 1, 2
+HI_GP_PATH = HI_LAT_PATH + NPATH
+HI_DUR = HI_GP_PATH + NPATH
+# the rows whose percentiles a section gives: all but the grace periods by path
+BOUNDED = [HI_LAT, HI_GP, *range(HI_LAT_PATH, HI_GP_PATH), *range(HI_DUR, HI_DUR + NDUR)]
+
+
+def _view(words: np.ndarray) -> dict[str, Any]:
+    """The packed per-CPU counters (kv_slot) as the figures they hold; the histograms as rows
+    of HIST_SLOTS (`hists`, rows HI_*) and their counts, summed by numpy over CPUs and rows
+    at once."""
+    ncpu, slots_ = words.shape
     nslots = (slots_ - KV_GONE - 1) // 2  # the KV_NCPUS the program was built with
-    words = np.asarray(counters, dtype=np.int64)  # the words are signed 64-bit (whole_copy)
     column = words.sum(axis=0)
 
     def total(lo: int, n: int) -> list[int]:
@@ -217,32 +234,43 @@ def _view(counters: list[list[int]]) -> dict[str, Any]:
         return column[lo:lo + n * HIST_SLOTS].reshape(n, HIST_SLOTS)
 
     lat, gps = rows(KV_LAT, NPATH), rows(KV_GPS, NPATH)
+    hists = np.vstack([lat.sum(axis=0), gps.sum(axis=0), lat, gps, rows(KV_DUR, NDUR)])
     gone = total(KV_GONE, 2 * nslots)
     return {
         "stats": words[:, KV_STATS:KV_STATS + ST_MAX].T.tolist(),
         "events": total(KV_EVENTS, NEV),
         "gauge": total(KV_GAUGE, 2),
-        "lat_hist": lat.tolist(),
-        "lat_total": lat.sum(axis=0).tolist(),
-        "gp_hist": gps.tolist(),
-        "gp_total": gps.sum(axis=0).tolist(),
-        "dur_hist": rows(KV_DUR, NDUR).tolist(),
+        "hists": hists,
+        "hist_counts": hists.sum(axis=1).tolist(),
         "gone_by_cpu": [[gone[2 * c], gone[2 * c + 1]] if c < nslots else [0, 0]
                         for c in range(ncpu)],
     }
 
 
 _last_view: tuple[list[list[int]], dict[str, Any]] | None = None
+_last_words: tuple[list[list[int]], np.ndarray] | None = None
+
+
+def _remember_words(counters: list[list[int]], words: np.ndarray) -> None:
+    """The array read() made `counters` from, for _view_of(): an array from the lists again
+    costs more than the rest of the view."""
+    global _last_words
+    _last_words = counters, words
 
 
 def _view_of(counters: list[list[int]]) -> dict[str, Any]:
-    """_view(counters) made once per reading: a snapshot's section() and histograms() both
-    need it. A reading is never changed once read, so the same list holds the same figures
-    (the list is kept: its id cannot be reused meanwhile); the view is only read from."""
+    """_view() of a reading's counters made once per reading: a snapshot's section() and
+    histograms() both need it. A reading is never changed once read, so the same list holds
+    the same figures (the list is kept: its id cannot be reused meanwhile); the view is only
+    read from. From read()'s array when it made these lists, else from the lists (a
+    recording's reading)."""
     global _last_view
     last = _last_view  # one read: another thread may set it meanwhile
     if last is None or last[0] is not counters:
-        last = _last_view = counters, _view(counters)
+        kept = _last_words
+        words = (kept[1] if kept is not None and kept[0] is counters
+                 else np.asarray(counters, dtype=np.int64))  # signed 64-bit (whole_words)
+        last = _last_view = counters, _view(words)
     return last[1]
 
 
@@ -297,7 +325,8 @@ def section(raw: Raw | None, ctx: base.SectionContext) -> Section | None:
         and sum(followed_bytes) == pending_bytes,
         "late_unmatched": _row(st, ST_LATE_UNMATCHED),
     }
-    lat_total = view["lat_total"]
+    counts = view["hist_counts"]
+    bounds = dict(zip(BOUNDED, percentile_bounds_rows(view["hists"][BOUNDED]), strict=True))
     out: Section = {
         "enqueued": {
             "objects": enq,
@@ -344,13 +373,13 @@ def section(raw: Raw | None, ctx: base.SectionContext) -> Section | None:
             "inline_ratio": by_path["inline"]["objects"] / freed if freed else None,
         },
         "latency": {
-            "count": sum(lat_total),
-            "ns": percentile_bounds(lat_total),
-            "gps": percentile_bounds(view["gp_total"]),
+            "count": counts[HI_LAT],
+            "ns": bounds[HI_LAT],
+            "gps": bounds[HI_GP],
             "by_path": {
-                p: {"count": n, "ns": percentile_bounds(h)}
-                for p, h in zip(PATHS, view["lat_hist"], strict=True)
-                if (n := sum(h))
+                p: {"count": n, "ns": bounds[HI_LAT_PATH + i]}
+                for i, p in enumerate(PATHS)
+                if (n := counts[HI_LAT_PATH + i])
             },
         },
         "conservation": conservation(tracked, sum(g[0] for g in gone), raw.get("in_map")),
@@ -364,7 +393,7 @@ def section(raw: Raw | None, ctx: base.SectionContext) -> Section | None:
         # a peak between two reads that sampling the pending level would miss
         _, _, peak_objects, peak_bytes = raw["pending_gauge"]
         out["pending"]["peak"] = {"objects": peak_objects, "bytes": peak_bytes}
-    out.update(_kernel_events(view))
+    out.update(_kernel_events(view, bounds))
     if (m := raw.get("misses")) is not None:
         # runs the kernel skipped: fentry's per-program recursion check (a preempted program
         # on that CPU counts too, on preemptible kernels), or kprobe programs nested in another
@@ -395,20 +424,17 @@ def _event(raw: Raw, name: str) -> int:
     return int(ev[i]) if ev is not None and i < len(ev) else 0
 
 
-def _dur(view: dict[str, Any], name: str) -> list[int]:
-    return view["dur_hist"][DURATIONS.index(name)]
-
-
-def _kernel_events(view: dict[str, Any]) -> dict[str, Any]:
+def _kernel_events(view: dict[str, Any], bounds: dict[int, dict[str, Any]]) -> dict[str, Any]:
     """Phases, grace periods, barrier, shrinker, page refill and nolock counters (None when
-    this kernel or attach kind has no hook for them: the probe's `unavailable` says why)."""
+    this kernel or attach kind has no hook for them: the probe's `unavailable` says why);
+    `bounds`: the percentile bounds of the view's `hists`, by row."""
     if view.get("events") is None:
         return {"phases": None, "rcu_gp": None, "events": None}
     ev = dict(zip(EVENTS, view["events"], strict=True))
 
     def timed(name: str) -> dict[str, Any]:
-        h = _dur(view, name)
-        return {"count": sum(h), "ns": percentile_bounds(h)}
+        row = HI_DUR + DURATIONS.index(name)
+        return {"count": view["hist_counts"][row], "ns": bounds[row]}
 
     return {
         "phases": {
@@ -432,19 +458,18 @@ def histograms(raw: Raw | None) -> dict[str, Any]:
     if raw is None or raw.get("counters") is None:
         return {}
     view = _view_of(raw["counters"])
+    buckets, counts = log2_buckets_rows(view["hists"]), view["hist_counts"]
     out: dict[str, Any] = {}
-    for name, key, unit in (("latency_ns", "lat", "ns"),
-                            ("latency_gps", "gp", "grace periods + 1")):
-        out[f"kvfree_rcu.{name}"] = {"unit": unit, "buckets": log2_buckets(view[f"{key}_total"])}
-        for p, part in zip(PATHS, view[f"{key}_hist"], strict=True):
-            if sum(part):
-                out[f"kvfree_rcu.{name}.{p}"] = {"unit": unit, "buckets": log2_buckets(part)}
-    if view.get("dur_hist") is not None:
-        for d in DURATIONS:
-            part = _dur(view, d)
-            if sum(part):
-                key = f"kvfree_rcu.phase_ns.{d}" if d in PHASES else f"kvfree_rcu.{d}_ns"
-                out[key] = {"unit": "ns", "buckets": log2_buckets(part)}
+    for name, total, by_path, unit in (("latency_ns", HI_LAT, HI_LAT_PATH, "ns"),
+                                       ("latency_gps", HI_GP, HI_GP_PATH, "grace periods + 1")):
+        out[f"kvfree_rcu.{name}"] = {"unit": unit, "buckets": buckets[total]}
+        for i, p in enumerate(PATHS):
+            if counts[by_path + i]:
+                out[f"kvfree_rcu.{name}.{p}"] = {"unit": unit, "buckets": buckets[by_path + i]}
+    for i, d in enumerate(DURATIONS):
+        if counts[HI_DUR + i]:
+            key = f"kvfree_rcu.phase_ns.{d}" if d in PHASES else f"kvfree_rcu.{d}_ns"
+            out[key] = {"unit": "ns", "buckets": buckets[HI_DUR + i]}
     return out
 
 
@@ -470,36 +495,42 @@ def _by_process(tasks: dict, pending: dict, kv: Section,
     the sample: an unbiased estimate); its pending ones, weighed likewise by its followed
     objects in the tracking map (`pending`: tgid -> [objects, bytes], weighed at read).
     Largest remainders, so that rows + other = the totals."""
-    procs: dict[int, dict[str, Any]] = {}
-    for (tgid, name), (objects, nbytes, _, _, sampled, sampled_bytes) in (
-            (k, (list(v) + [0] * 6)[:6]) for k, v in tasks.items()):
-        r = procs.setdefault(tgid, {"comms": {}, "objects": 0, "bytes": 0, "wo": 0, "wb": 0})
-        r["comms"][name] = r["comms"].get(name, 0) + objects
-        r["objects"] += objects
-        r["bytes"] += nbytes
-        r["wo"] += objects + (one_in - 1) * sampled
-        r["wb"] += nbytes + (one_in - 1) * sampled_bytes
+    extra = one_in - 1
+    # tgid -> [objects by comm, objects, bytes, weighed objects, weighed bytes]
+    procs: dict[int, list[Any]] = {}
+    for (tgid, name), v in tasks.items():
+        objects, nbytes, _, _, sampled, sampled_bytes = (
+            v[:6] if len(v) >= 6 else (list(v) + [0] * 6)[:6])
+        if (r := procs.get(tgid)) is None:
+            procs[tgid] = [{name: objects}, objects, nbytes, objects + extra * sampled,
+                           nbytes + extra * sampled_bytes]
+            continue
+        r[0][name] = r[0].get(name, 0) + objects
+        r[1] += objects
+        r[2] += nbytes
+        r[3] += objects + extra * sampled
+        r[4] += nbytes + extra * sampled_bytes
     for tgid in pending.keys() - procs.keys():  # its per-process record did not fit
-        procs[tgid] = {"comms": {"?": 0}, "objects": 0, "bytes": 0, "wo": 0, "wb": 0}
-    rows = []
-    for tgid, r in procs.items():
-        p_objects, p_bytes = pending.get(tgid, [0, 0])
-        comms = list(r["comms"])
+        procs[tgid] = [{"?": 0}, 0, 0, 0, 0]
+    rows, ws = [], []
+    for tgid, (by_comm, objects, _, wo, wb) in procs.items():
+        p_objects, p_bytes = pending.get(tgid, (0, 0))
+        comms = list(by_comm)
+        row = {"tgid": tgid, "comm": comms[0], "followed": objects}
         if len(comms) > 1:  # most processes enqueue under one name
-            comms.sort(key=lambda c: (-r["comms"][c], c))
-        rows.append({"tgid": tgid, "comm": comms[0], "followed": r["objects"],
-                     "w": (r["wo"], r["wb"], p_objects, p_bytes)}
-                    | ({"comms": comms} if len(comms) > 1 else {}))
+            comms.sort(key=lambda c: (-by_comm[c], c))
+            row["comm"], row["comms"] = comms[0], comms
+        rows.append(row)
+        ws.append((wo, wb, p_objects, p_bytes))
     enq, pend = kv["enqueued"], kv["pending"]
     totals = (("objects", enq["objects"]), ("bytes", enq["bytes"]),
               ("pending_objects", pend["objects"]), ("pending_bytes", pend["bytes"]))
-    for i, (key, total) in enumerate(totals):
-        for r, share in zip(rows, shares(total, [r["w"][i] for r in rows]), strict=True):
+    weights = [list(w) for w in zip(*ws, strict=True)] or [[]] * len(totals)  # per total
+    for (key, total), w in zip(totals, weights, strict=True):
+        for r, share in zip(rows, shares(total, w), strict=True):
             r[key] = share
     rows.sort(key=lambda r: (-r["pending_bytes"], -r["objects"], r["tgid"]))
     top = rows[:TOP_PROCESSES]
-    for r in rows:
-        del r["w"]
     other = {"processes": len(rows) - len(top)}
     other |= {key: total - sum(r[key] for r in top) for key, total in totals}
     return top, other

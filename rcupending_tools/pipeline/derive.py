@@ -13,6 +13,8 @@ from collections.abc import Callable
 from itertools import accumulate
 from typing import Any
 
+import numpy as np
+
 from .schema import Snapshot
 
 PERCENTILES = (50, 90, 99)
@@ -78,6 +80,59 @@ def percentile_bounds(counts: list[int]) -> dict[str, Any]:
     ranges["max"] = _slot_range(slots[-1]) if slots else None
     out: dict[str, Any] = {k: None if r is None else r[1] for k, r in ranges.items()}
     out["ranges"] = {k: None if r is None else list(r) for k, r in ranges.items()}
+    return out
+
+
+_RANGES = [_slot_range(s) for s in range(64)]
+_KEYS = (*(f"p{p}" for p in PERCENTILES), "max")
+_PS = np.array(PERCENTILES, dtype=np.int64)[:, None]
+
+
+def _fits(rows: np.ndarray) -> bool:
+    """Whether every running sum of a row, times 100, stays inside int64 (numpy's integers
+    wrap where Python's do not): counts below 2^63 / 100 / width each."""
+    lim = (1 << 63) // 100 // max(1, rows.shape[1])
+    return int(rows.max()) < lim and int(rows.min()) > -lim
+
+
+def percentile_bounds_rows(rows: np.ndarray) -> list[dict[str, Any]]:
+    """percentile_bounds() of each row of a 2-D array of log2 slot counts, with numpy over
+    all rows at once (a snapshot has a dozen histograms); per row in Python when a row is
+    wider than 64 slots or its sums could overflow int64."""
+    rows = np.asarray(rows, dtype=np.int64)
+    if rows.ndim != 2 or not 0 < rows.shape[1] <= len(_RANGES) or not _fits(rows):
+        return [percentile_bounds(r) for r in rows.tolist()]
+    cums = np.cumsum(rows, axis=1)
+    totals = cums[:, -1]
+    # by row and percentile, the first slot whose running sum * 100 >= p * total: never an
+    # empty one, whose sum is the slot's before it (percentile_bounds walks non-empty ones)
+    firsts = np.argmax(cums[:, None, :] * 100 >= _PS * totals[:, None, None], axis=2).tolist()
+    nonzero = rows != 0
+    lasts = (rows.shape[1] - 1 - np.argmax(nonzero[:, ::-1], axis=1)).tolist()
+    out: list[dict[str, Any]] = []
+    for total, any_slot, last, first in zip(totals.tolist(), nonzero.any(axis=1).tolist(),
+                                            lasts, firsts, strict=True):
+        if not any_slot:
+            out.append(dict.fromkeys(_KEYS) | {"ranges": dict.fromkeys(_KEYS)})
+            continue
+        ranges = [_RANGES[i] for i in first] if total > 0 else [None] * len(PERCENTILES)
+        ranges.append(_RANGES[last])
+        out.append(dict(zip(_KEYS, [None if r is None else r[1] for r in ranges], strict=True),
+                        ranges=dict(zip(_KEYS, [None if r is None else [*r] for r in ranges],
+                                        strict=True))))
+    return out
+
+
+def log2_buckets_rows(rows: np.ndarray) -> list[Buckets]:
+    """log2_buckets() of each row of a 2-D array of slot counts: the non-empty slots found by
+    numpy over all rows at once."""
+    rows = np.asarray(rows, dtype=np.int64)
+    if rows.ndim != 2 or rows.shape[1] > len(_HIGH):
+        return [log2_buckets(r) for r in rows.tolist()]
+    out: list[Buckets] = [[] for _ in range(rows.shape[0])]
+    which, slots = np.nonzero(rows)
+    for r, s, n in zip(which.tolist(), slots.tolist(), rows[which, slots].tolist(), strict=True):
+        out[r].append([_LOW[s], _HIGH[s], n])
     return out
 
 

@@ -68,3 +68,20 @@ def test_percentile_bounds_agree_with_percentile_range():
         cases.append([rng.choice((0, 0, 1, rng.randrange(1 << 40))) for _ in range(64)])
     for counts in cases:
         assert derive.percentile_bounds(counts) == _bounds_by_range(counts), counts
+
+
+def test_rows_at_once_agree_with_one_row_at_a_time():
+    """percentile_bounds_rows() and log2_buckets_rows() (numpy over many histograms) give
+    what percentile_bounds() and log2_buckets() give each row, overflow-prone rows included."""
+    rng = random.Random(7)
+    for width in (0, 4, 64):
+        rows = [[0] * width, [1] * width]
+        for _ in range(200):
+            rows.append([rng.choice((0, 0, 0, 1, -1, rng.randrange(1 << 40)))
+                         for _ in range(width)])
+        for batch in (rows, rows[2:12], [[0] * (width - 1) + [1 << 62]] if width else []):
+            if not batch:
+                continue
+            assert derive.percentile_bounds_rows(batch) == [derive.percentile_bounds(r)
+                                                             for r in batch]
+            assert derive.log2_buckets_rows(batch) == [derive.log2_buckets(r) for r in batch]
