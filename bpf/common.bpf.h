@@ -17,6 +17,7 @@ enum lost_reason {
 	LOST_NOLOCK_STACK_MAP_FULL = 2, /* nolock by call stack: map full */
 	LOST_NOLOCK_NO_STACK = 3,       /* nolock: bpf_get_stack() failed */
 	LOST_VMALLOC_MAP_FULL = 4,      /* kvfree: a vmalloc object's bytes not kept (counts unsized) */
+	LOST_PENDING_TGID_MAP_FULL = 5, /* kvfree: a process's pending slot not made (counts in other) */
 	LOST_MAX = 8,
 };
 

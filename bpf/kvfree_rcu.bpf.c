@@ -34,7 +34,7 @@ struct inflight {
 	u64 bytes;
 	u32 tgid;
 	u16 cpu;
-	u16 flags;  /* INF_WINDOW, INF_WATCHED, INF_SHEAF */
+	u16 flags;  /* INF_*; above INF_SHIFT the log2 of its weight in kv_pending_tgid */
 };
 
 struct kv_cfg {
@@ -89,6 +89,15 @@ BPF_ARRAY(kv_cfg, struct kv_cfg, 1);          /* set by user space (families/kvf
 BPF_ARRAY(kv_bases, struct kbases, 1);        /* the kernel's base addresses, read once */
 BPF_HASH(kv_inflight, u64, struct inflight, TRACK_MAX);
 BPF_HASH(kvfree_by_task, struct task_key, struct task_bytes, TASK_MAP_SIZE);
+/* Per enqueuing process, its weighted objects and bytes still in kv_inflight: a snapshot's
+ * per-process pending split without reading the tracking map. Slots are never deleted (a
+ * program may hold one while another empties it), so a full map sends new processes to the
+ * KV_TGID_OTHER slot. */
+struct tgid_pending {
+	s64 objects;
+	s64 bytes;
+};
+BPF_HASH(kv_pending_tgid, u32, struct tgid_pending, TASK_MAP_SIZE);
 BPF_TABLE("lru_hash", u64, struct path_ctx, kv_ctx, 4096);  /* pid_tgid -> kvfree path */
 /* A queued vmalloc object's bytes, found at its enqueue by a walk of the vmap tree and taken
  * back by its free (vfree() has the area, but a walk per record would not fit the bulk loop). */
@@ -224,6 +233,41 @@ static __always_inline bool is_watched(struct kv_cfg *cfg, u64 n, u32 tgid)
 	return false;
 }
 
+/* The kv_pending_tgid slot a followed object of `tgid` counts in: its process's (made on first
+ * use), else the overflow slot; *flags says which (INF_PENDING, INF_OTHER), for its free. */
+static __always_inline struct tgid_pending *tgid_slot(u32 tgid, u16 *flags)
+{
+	struct tgid_pending zero = {};
+	struct tgid_pending *p = kv_pending_tgid.lookup_or_try_init(&tgid, &zero);
+	if (p) {
+		*flags |= INF_PENDING;
+		return p;
+	}
+	count_lost(LOST_PENDING_TGID_MAP_FULL);
+	u32 other = KV_TGID_OTHER;
+	p = kv_pending_tgid.lookup(&other);
+	if (p)
+		*flags |= INF_PENDING | INF_OTHER;
+	return p;
+}
+
+static __always_inline void tgid_add(struct tgid_pending *p, s64 objects, s64 bytes)
+{
+	if (p) {
+		__sync_fetch_and_add(&p->objects, objects);
+		__sync_fetch_and_add(&p->bytes, bytes);
+	}
+}
+
+/* A record leaves kv_inflight (`gone`: 0/1): what its enqueue added to its slot, by its own
+ * flags (slot, weight), not by the sample now. Branch-free but the slot's NULL check. */
+static __always_inline void tgid_take(u32 tgid, u64 flags, u64 bytes, u64 gone)
+{
+	u32 key = tgid | (u32)-((flags / INF_OTHER) & 1);  /* INF_OTHER: KV_TGID_OTHER */
+	u64 w = (1ULL << ((flags >> INF_SHIFT) & 63)) & -((flags / INF_PENDING) & 1 & gone);
+	tgid_add(kv_pending_tgid.lookup(&key), -(s64)w, -(s64)(w * bytes));
+}
+
 /* Counts one enqueued object (kvfree_call_rcu(); 7.x also kfree_call_rcu_nolock() straight to
  * a sheaf), of `bytes` when the caller knows them (else looked up). Counters for every object;
  * per object (the tracking map, the per-task records) only those of the window, the sample or
@@ -253,7 +297,8 @@ static __always_inline bool on_enqueue(u64 ptr, bool headless, u64 bytes, u32 ki
 	u64 nwatch = LOAD(cfg->nwatch);
 	u32 tgid = nwatch ? bpf_get_current_pid_tgid() >> 32 : 0;
 	bool watched = nwatch && is_watched(cfg, nwatch, tgid);
-	bool follow = ptr && (window || watched || in_sample(ptr, cfg->sample_mask));
+	u64 mask = LOAD(cfg->sample_mask);  /* one read: the sample and the weight agree */
+	bool follow = ptr && (window || watched || in_sample(ptr, mask));
 	u32 cpu = 0;
 	if (follow || out) {
 		if (!now)
@@ -301,6 +346,7 @@ static __always_inline bool on_enqueue(u64 ptr, bool headless, u64 bytes, u32 ki
 			}
 			stat_add(kc, ST_WINDOW_GONE, f & INF_WINDOW);
 			pending_add(kc, -1, -(s64)old_bytes);
+			tgid_take(old->tgid, f, old_bytes, 1);
 		}
 		struct inflight val = {};
 		val.ts = now;
@@ -309,7 +355,16 @@ static __always_inline bool on_enqueue(u64 ptr, bool headless, u64 bytes, u32 ki
 		val.tgid = tgid;
 		val.cpu = cpu;
 		val.flags = (window ? INF_WINDOW : 0) | (watched ? INF_WATCHED : 0);
+		/* weighed by the inverse of its chance to be followed: 1 in the window or watched,
+		 * else the sample's one_in (mask + 1, a power of two) */
+		u32 shift = (window || watched) ? 0 : log2_slot(mask + 1);
+		val.flags |= shift << INF_SHIFT;
+		struct tgid_pending *tp = tgid_slot(tgid, &val.flags);
 		tracked = kv_inflight.update(&ptr, &val) == 0;
+		/* added after the insert: its free cannot come first, as it waits for a grace
+		 * period this program (an RCU reader) holds off */
+		if (tracked)
+			tgid_add(tp, 1LL << shift, (s64)(bytes << shift));
 		if (tracked) {
 			stat_add(kc, ST_TRACKED, 1);
 			stat_add(kc, ST_TRACKED_BYTES, bytes);
@@ -470,6 +525,7 @@ static __always_inline void followed_freed(struct kv_counters *kc, struct free_e
 		ev_add(kc, EV_READY, ready);
 	}
 #endif
+	tgid_take(LOAD(sc->rec.tgid), flags, fb, found);
 }
 
 /* The object at `ptr` finished waiting on `path` (inside the caller's open counters `kc`):

@@ -92,6 +92,11 @@ enum kv_dur {
 #define INF_WINDOW 1   /* tracked during the window */
 #define INF_WATCHED 2  /* of a watched process */
 #define INF_SHEAF 4    /* taken by the sheaf bypass */
+#define INF_PENDING 8  /* its weight added to a kv_pending_tgid slot (taken back where it leaves) */
+#define INF_OTHER 16   /* ... to the overflow slot KV_TGID_OTHER (no slot of its own: map full) */
+#define INF_SHIFT 8    /* flags >> INF_SHIFT: log2 of its weight (1, or the sample's one_in) */
+/* kv_pending_tgid's overflow key, made by user space at arm (no process has this tgid) */
+#define KV_TGID_OTHER 0xFFFFFFFF
 
 /* The one per-CPU value (kv_counters): every figure of the family, so that one lookup reads
  * them all for every CPU at one instant. A program brackets its updates with KV_BEGIN++ first

@@ -43,6 +43,8 @@ ST_WINDOW_TRACKED, ST_WINDOW_GONE = H["ST_WINDOW_TRACKED"], H["ST_WINDOW_GONE"]
 INF_SHEAF = H["INF_SHEAF"]
 INF_WINDOW = H["INF_WINDOW"]
 INF_WATCHED = H["INF_WATCHED"]
+INF_PENDING, INF_OTHER, INF_SHIFT = H["INF_PENDING"], H["INF_OTHER"], H["INF_SHIFT"]
+TGID_OTHER = H["KV_TGID_OTHER"]  # kv_pending_tgid's overflow slot: processes without their own
 
 
 # ---------------------------------------------------------------- read
@@ -52,14 +54,16 @@ KV_LAT, KV_GPS, KV_DUR, KV_GONE = H["KV_LAT"], H["KV_GPS"], H["KV_DUR"], H["KV_G
 
 
 def read(b: Any, ctx: base.ReadContext) -> Raw:
-    """The maps of bpf/kvfree_rcu.bpf.c: per-process records and the tracking map first (batch
-    lookups), then every counter of every CPU in one lookup (kv_counters), so the totals and
-    their per-CPU and per-path splits describe one instant. The tracking map gives the pending
-    followed objects by process (the weights of the per-process split); with `count_map` it
-    is read again until no counter moved across its read (its totals are then checked)."""
+    """The maps of bpf/kvfree_rcu.bpf.c: per-process records and pending first (batch lookups),
+    then every counter of every CPU in one lookup (kv_counters), so the totals and their
+    per-CPU and per-path splits describe one instant. The pending followed objects by process
+    (the weights of the per-process split) come from kv_pending_tgid, a slot per process the
+    kernel side keeps; only with `count_map` is the tracking map itself read (its 65,536
+    buckets are most of a snapshot's cost under emulation), again until no counter moved
+    across its read (its totals and the per-process slots are then checked)."""
     raw: Raw = {"misses": base.program_misses(b)}  # before the counters: never more
     raw["by_task"] = by_task(*base.batch_arrays(b["kvfree_by_task"]))
-    inflight = base.batch_values(b["kv_inflight"])
+    raw["pending_by_tgid"] = tgid_rows(*base.batch_arrays(b["kv_pending_tgid"]))
     words, raw["torn"] = base.whole_words(b["kv_counters"], KV_END)
     raw["counters"] = words.tolist()
     if ctx.count_map:
@@ -67,10 +71,12 @@ def read(b: Any, ctx: base.ReadContext) -> Raw:
         for _ in range(5):
             before = raw["counters"]
             inflight = base.batch_values(b["kv_inflight"])
+            slots = base.batch_arrays(b["kv_pending_tgid"])
             words, raw["torn"] = base.whole_words(b["kv_counters"], KV_END)
             raw["counters"] = words.tolist()
             if raw["counters"] == before:
                 raw["in_map"] = in_map_counts(inflight)
+                raw["pending_by_tgid"] = tgid_rows(*slots)
                 break
             time.sleep(0.05)
     _remember_words(raw["counters"], words)
@@ -78,7 +84,6 @@ def read(b: Any, ctx: base.ReadContext) -> Raw:
     # this copy, written back once if one did (only user space writes kv_cfg)
     cfg = b["kv_cfg"][0]
     raw["sample_one_in"] = int(cfg.sample_mask) + 1
-    raw["pending_by_tgid"] = pending_by_tgid(inflight, raw["sample_one_in"])
     if "kv_pending_gauge" in b:  # RCUPENDING_PENDING_PEAK=1 (compare)
         g = b["kv_pending_gauge"][0]
         raw["pending_gauge"] = [int(g.objects), int(g.bytes), int(g.peak_objects),
@@ -140,29 +145,59 @@ def _close_window(cfg: Any) -> bool:
     return False
 
 
-def pending_by_tgid(inflight: Any, one_in: int = 1) -> list[list[int]]:
-    """[tgid, objects, bytes] of the followed objects still pending, by enqueuing process,
-    each object weighed by the inverse of its chance to be followed: 1 for the window's and a
-    watched process's (all followed), `one_in` for the sample's. Unweighed, a stress (watched)
-    or a process of the window outweighed the others `one_in` times."""
+def tgid_rows(keys: np.ndarray, values: np.ndarray) -> list[list[int]]:
+    """[tgid, objects, bytes] of the kv_pending_tgid slots that hold any (a process's slot
+    stays, at zero, once its objects have left), by tgid: each object weighed at its enqueue
+    by the inverse of its chance to be followed (1 in the window or watched, the sample's
+    one_in else). The overflow slot TGID_OTHER, if it holds any, is the last row."""
+    objects, nbytes = values["objects"], values["bytes"]
+    keep = (objects != 0) | (nbytes != 0)
+    order = np.argsort(keys[keep], kind="stable")
+    return np.stack([keys[keep].astype(np.int64)[order], objects[keep].astype(np.int64)[order],
+                     nbytes[keep].astype(np.int64)[order]], axis=1).tolist()
+
+
+def record_weights(flags: np.ndarray) -> np.ndarray:
+    """The weight each tracking-map record added to its kv_pending_tgid slot (flags: its
+    INF_PENDING and log2 above INF_SHIFT; 0 when it counted in no slot)."""
+    f = flags.astype(np.int64)
+    return np.where(f & INF_PENDING, np.left_shift(1, (f >> INF_SHIFT) & 63), 0)
+
+
+def pending_by_tgid(inflight: Any, one_in: int | None = None) -> list[list[int]]:
+    """[tgid, objects, bytes] of the followed objects still pending, by enqueuing process, as
+    kv_pending_tgid should hold them (tgid_rows): each object by the weight its record says it
+    added, to its slot (TGID_OTHER for INF_OTHER); with `one_in`, weighed instead by the
+    inverse of its chance to be followed: 1 for the window's and a watched process's, `one_in`
+    for the sample's. Unweighed, a stress (watched) or a process of the window outweighed the
+    others `one_in` times."""
     if not len(inflight):
         return []
-    tgids = np.unique(inflight["tgid"])  # a sort; each object's row found by bisection,
-    where = np.searchsorted(tgids, inflight["tgid"])  # cheaper than unique's inverse
-    always = (inflight["flags"] & (INF_WINDOW | INF_WATCHED)) != 0
-    weight = np.where(always, 1, one_in).astype(np.int64)
+    flags = inflight["flags"]
+    if one_in is None:
+        weight = record_weights(flags)
+        tgid = np.where(flags & INF_OTHER, TGID_OTHER, inflight["tgid"]).astype(np.int64)
+    else:
+        always = (flags & (INF_WINDOW | INF_WATCHED)) != 0
+        weight = np.where(always, 1, one_in).astype(np.int64)
+        tgid = inflight["tgid"].astype(np.int64)
+    tgids = np.unique(tgid)  # a sort; each object's row found by bisection,
+    where = np.searchsorted(tgids, tgid)  # cheaper than unique's inverse
     objects = np.bincount(where, weights=weight)
     nbytes = np.bincount(where, weights=weight * inflight["bytes"].astype(np.float64))
-    # int64 truncates as int() of each float did (the sums are far below 2^63)
-    return [list(r) for r in zip(tgids.tolist(), objects.astype(np.int64).tolist(),
-                                 nbytes.astype(np.int64).tolist(), strict=True)]
+    # int64 truncates as int() of each float did (the sums are far below 2^53 here)
+    rows = zip(tgids.tolist(), objects.astype(np.int64).tolist(),
+               nbytes.astype(np.int64).tolist(), strict=True)
+    return [list(r) for r in rows if r[1] or r[2]]
 
 
-def in_map_counts(inflight: Any) -> dict[str, int]:
-    """The tracking map's objects and bytes (and how many went by the sheaf bypass)."""
+def in_map_counts(inflight: Any) -> dict[str, Any]:
+    """The tracking map's objects and bytes (and how many went by the sheaf bypass), and the
+    per-process pending its records add up to (kv_pending_tgid's, checked against it)."""
     sheaf = int(np.count_nonzero(inflight["flags"] & INF_SHEAF))
     return {"objects": len(inflight), "bytes": int(inflight["bytes"].sum()),
-            "krc": len(inflight) - sheaf, "sheaf": sheaf}
+            "krc": len(inflight) - sheaf, "sheaf": sheaf,
+            "pending_by_tgid": pending_by_tgid(inflight)}
 
 
 def _end_look_all(cfg: Any, counters: list[list[int]]) -> bool:
@@ -193,6 +228,9 @@ def arm(b: Any) -> None:
     cfg.look_all = int(settle > 0)  # no window: only the sample is looked up
     cfg.nwatch = 0
     b["kv_cfg"][0] = cfg
+    # the overflow slot, made before any program needs it: a full map cannot make it then
+    slots = b["kv_pending_tgid"]
+    slots[slots.Key(TGID_OTHER)] = slots.Leaf()
 
 
 def watch(b: Any, tgids: set[int]) -> None:
@@ -382,7 +420,8 @@ def section(raw: Raw | None, ctx: base.SectionContext) -> Section | None:
                 if (n := counts[HI_LAT_PATH + i])
             },
         },
-        "conservation": conservation(tracked, sum(g[0] for g in gone), raw.get("in_map")),
+        "conservation": conservation(tracked, sum(g[0] for g in gone), raw.get("in_map"),
+                                     raw.get("pending_by_tgid")),
     }
     tasks = {(t, c): rest for t, c, *rest in raw.get("by_task") or []}
     pending_tgid = {t: [o, nb] for t, o, nb in raw.get("pending_by_tgid") or []}
@@ -473,17 +512,22 @@ def histograms(raw: Raw | None) -> dict[str, Any]:
     return out
 
 
-def conservation(tracked: int, gone: int, in_map: dict[str, int] | None) -> dict[str, Any]:
+def conservation(tracked: int, gone: int, in_map: dict[str, Any] | None,
+                 by_tgid: list[list[int]] | None = None) -> dict[str, Any]:
     """The followed objects: tracked = gone (freed or replaced) + still in the tracking map,
-    with the map counted when the read asked for it (`in_map`), else derived (unchecked)."""
+    with the map counted when the read asked for it (`in_map`), else derived (unchecked).
+    `by_process_ok`: the kernel's per-process pending slots (`by_tgid`) hold what the map's
+    records add up to (None unchecked)."""
     derived = tracked - gone
     counted = None if in_map is None else in_map.get("objects")
+    want = None if in_map is None else in_map.get("pending_by_tgid")
     return {
         "tracked": tracked,
         "gone": gone,
         "pending": derived if counted is None else counted,
         "pending_in_map": counted,
         "ok": None if counted is None else counted == derived,
+        "by_process_ok": None if want is None else want == (by_tgid or []),
     }
 
 
@@ -511,7 +555,8 @@ def _by_process(tasks: dict, pending: dict, kv: Section,
         r[3] += objects + extra * sampled
         r[4] += nbytes + extra * sampled_bytes
     for tgid in pending.keys() - procs.keys():  # its per-process record did not fit
-        procs[tgid] = [{"?": 0}, 0, 0, 0, 0]
+        if tgid != TGID_OTHER:  # (the set's own order: ties in the shares go by it)
+            procs[tgid] = [{"?": 0}, 0, 0, 0, 0]
     rows, ws = [], []
     for tgid, (by_comm, objects, _, wo, wb) in procs.items():
         p_objects, p_bytes = pending.get(tgid, (0, 0))
@@ -522,12 +567,14 @@ def _by_process(tasks: dict, pending: dict, kv: Section,
             row["comm"], row["comms"] = comms[0], comms
         rows.append(row)
         ws.append((wo, wb, p_objects, p_bytes))
+    if (o := pending.get(TGID_OTHER)) is not None:  # processes with no pending slot of their
+        ws.append((0, 0, o[0], o[1]))  # own: their share is weighed, and left to `other`
     enq, pend = kv["enqueued"], kv["pending"]
     totals = (("objects", enq["objects"]), ("bytes", enq["bytes"]),
               ("pending_objects", pend["objects"]), ("pending_bytes", pend["bytes"]))
     weights = [list(w) for w in zip(*ws, strict=True)] or [[]] * len(totals)  # per total
     for (key, total), w in zip(totals, weights, strict=True):
-        for r, share in zip(rows, shares(total, w), strict=True):
+        for r, share in zip(rows, shares(total, w)[:len(rows)], strict=True):
             r[key] = share
     rows.sort(key=lambda r: (-r["pending_bytes"], -r["objects"], r["tgid"]))
     top = rows[:TOP_PROCESSES]

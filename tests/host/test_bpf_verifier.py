@@ -1,5 +1,6 @@
 """Host tier: this kernel's verifier accepts kvfree_rcu's free-side loops at full length (a krc
-bulk page holds up to 510 records, a sheaf up to its capacity) and the tracking map reads back
+bulk page holds up to 510 records, a sheaf up to its capacity) and its enqueue side (the tracking
+map's insert and the process's pending slot), and the tracking map reads back
 whole in one batch. The loops run inside a tracepoint program here (this host refuses fentry),
 the same inlined code the fentry and kprobe programs carry."""
 
@@ -30,6 +31,11 @@ TRACEPOINT_PROBE(syscalls, sys_enter_getpgid)
     on_sheaf(bpf_get_current_pid_tgid());
     return 0;
 }
+TRACEPOINT_PROBE(syscalls, sys_enter_getsid)
+{
+    on_enqueue(bpf_get_current_pid_tgid(), false, 64, 0, NULL);
+    return 0;
+}
 """
 
 
@@ -58,7 +64,7 @@ def module():
     b.cleanup()
 
 
-@pytest.mark.parametrize("prog", ["sys_enter_getppid", "sys_enter_getpgid"])
+@pytest.mark.parametrize("prog", ["sys_enter_getppid", "sys_enter_getpgid", "sys_enter_getsid"])
 def test_the_free_loops_pass_the_verifier_at_full_length(module, prog):
     bcc = bpfload.import_bcc()
     with bpfload.captured_stderr() as err:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import ctypes
 import time
 from types import SimpleNamespace
 from typing import Any
@@ -156,11 +157,60 @@ def _inflight(rows: list[tuple[int, int, int]]) -> np.ndarray:
     return np.array([(0, 0, b, t, 0, f) for t, b, f in rows], dtype=dt)
 
 
+def _kflags(flags: int, one_in: int = 1, other: bool = False) -> int:
+    """A record's flags as the enqueue side sets them: counted in a kv_pending_tgid slot
+    (the overflow one with `other`) with the weight `one_in` (a power of two)."""
+    return (flags | km.INF_PENDING | (km.INF_OTHER if other else 0)
+            | (one_in.bit_length() - 1) << km.INF_SHIFT)
+
+
 def test_the_tracking_map_gives_pending_by_process_and_its_totals():
-    m = _inflight([(7, 64, 0), (9, 128, km.INF_SHEAF), (7, 32, 1)])
-    assert km.pending_by_tgid(m) == [[7, 2, 96], [9, 1, 128]]
-    assert km.in_map_counts(m) == {"objects": 3, "bytes": 224, "krc": 2, "sheaf": 1}
+    m = _inflight([(7, 64, _kflags(0, 4)), (9, 128, _kflags(km.INF_SHEAF)),
+                   (7, 32, _kflags(km.INF_WINDOW)), (8, 16, 0), (5, 8, _kflags(0, 2, True))])
+    # each record by the weight and slot it says it added to (none: 0, not a row)
+    assert km.pending_by_tgid(m) == [[7, 5, 288], [9, 1, 128], [km.TGID_OTHER, 2, 16]]
+    assert km.pending_by_tgid(m, 4) == [[5, 4, 32], [7, 5, 288], [8, 4, 64], [9, 4, 512]]
+    assert km.in_map_counts(m) == {"objects": 5, "bytes": 248, "krc": 4, "sheaf": 1,
+                                   "pending_by_tgid": km.pending_by_tgid(m)}
     assert km.pending_by_tgid(_inflight([])) == []
+
+
+def _slots(rows: list[tuple[int, int, int]]) -> tuple[np.ndarray, np.ndarray]:
+    """kv_pending_tgid's keys and values as a batch read gives them."""
+    keys = np.array([t for t, _, _ in rows], dtype="<u4")
+    values = np.array([(o, b) for _, o, b in rows], dtype=[("objects", "<i8"), ("bytes", "<i8")])
+    return keys, values
+
+
+def test_the_kernels_pending_slots_are_rows_by_tgid_without_the_empty_ones():
+    keys, values = _slots([(km.TGID_OTHER, 3, 96), (9, 0, 0), (7, 2, 128), (0, 1, 64)])
+    assert km.tgid_rows(keys, values) == [[0, 1, 64], [7, 2, 128], [km.TGID_OTHER, 3, 96]]
+    assert km.tgid_rows(*_slots([])) == []
+
+
+def test_the_overflow_slots_share_of_pending_goes_to_other():
+    """Objects of processes the slot map had no room for are weighed with the rest, and
+    their share stays with `other` (rows + other = the totals)."""
+    tasks = {(7, "a"): [10, 640, 0, 0, 0, 0], (9, "b"): [10, 640, 0, 0, 0, 0]}
+    kv = {"enqueued": {"objects": 20, "bytes": 1280}, "pending": {"objects": 8, "bytes": 512}}
+    pending = {7: [2, 128], 9: [2, 128], km.TGID_OTHER: [4, 256]}
+    rows, other = km._by_process(tasks, pending, kv)
+    assert [(r["tgid"], r["pending_objects"], r["pending_bytes"]) for r in rows] == [
+        (7, 2, 128), (9, 2, 128)]
+    assert other == {"processes": 0, "objects": 0, "bytes": 0, "pending_objects": 4,
+                     "pending_bytes": 256}
+    only, rest = km._by_process({}, {km.TGID_OTHER: [4, 256]}, kv)
+    assert only == [] and rest["pending_objects"] == 8
+
+
+def test_conservation_checks_the_slots_against_the_records():
+    records = [[7, 2, 128]]
+    got = km.conservation(5, 3, {"objects": 2, "pending_by_tgid": records}, [[7, 2, 128]])
+    assert got["ok"] is True and got["by_process_ok"] is True
+    got = km.conservation(5, 3, {"objects": 2, "pending_by_tgid": records}, [[7, 1, 64]])
+    assert got["by_process_ok"] is False
+    assert km.conservation(5, 3, None, [[7, 2, 128]])["by_process_ok"] is None
+    assert km.conservation(5, 3, {"objects": 2})["by_process_ok"] is None  # older recordings
 
 
 def test_per_process_estimates_weigh_each_object_by_its_chance_to_be_followed():
@@ -177,17 +227,20 @@ def test_per_process_estimates_weigh_each_object_by_its_chance_to_be_followed():
     for tgid, n in truth.items():
         always = n if tgid == 1 else window.get(tgid, 0)
         sampled = int((rng.random(n - always) < 1 / one_in).sum())
-        flags = km.INF_WATCHED if tgid == 1 else km.INF_WINDOW
+        flags = _kflags(km.INF_WATCHED if tgid == 1 else km.INF_WINDOW)
         tasks[(tgid, f"p{tgid}")] = [always + sampled, 64 * (always + sampled), 0, 0,
                                      sampled, 64 * sampled]
         # pending: a tenth of each process's objects, of the window's none (drained)
         if tgid == 1:
             inflight += [(tgid, 64, flags)] * (n // 10)
         else:
-            inflight += [(tgid, 64, 0)] * int((rng.random(n // 10) < 1 / one_in).sum())
+            inflight += [(tgid, 64, _kflags(0, one_in))] * int(
+                (rng.random(n // 10) < 1 / one_in).sum())
     enq = sum(truth.values())
     pend = sum(n // 10 for n in truth.values())
     pending = {t: [o, b] for t, o, b in km.pending_by_tgid(_inflight(inflight), one_in)}
+    # the weights the records carry (what kv_pending_tgid holds) are the same
+    assert km.pending_by_tgid(_inflight(inflight)) == [[t, *v] for t, v in sorted(pending.items())]
     kv = {"enqueued": {"objects": enq, "bytes": 64 * enq},
           "pending": {"objects": pend, "bytes": 64 * pend}}
     rows, other = km._by_process(tasks, pending, kv, one_in)
@@ -198,7 +251,7 @@ def test_per_process_estimates_weigh_each_object_by_its_chance_to_be_followed():
     assert other["objects"] == 0 and other["pending_objects"] == 0
     # unweighed (the estimate before): W's share far from its truth
     flat, _ = km._by_process(tasks, {t: [o, b] for t, o, b in km.pending_by_tgid(
-        _inflight(inflight))}, kv, 1)
+        _inflight(inflight), 1)}, kv, 1)
     assert next(r for r in flat if r["tgid"] == 1)["objects"] > 1.5 * truth[1]
 
 
@@ -352,7 +405,8 @@ def test_a_snapshot_reads_kv_cfg_once_and_writes_it_only_when_it_changed(monkeyp
     inflight = np.zeros(0, dtype=[("tgid", "u4"), ("flags", "u2"), ("bytes", "u8")])
     no_tasks = (np.zeros(0, dtype=[("tgid", "u4"), ("comm", "S1", (16,))]),
                 np.zeros(0, dtype=[(f, "u8") for f in km.TASK_FIELDS]))
-    monkeypatch.setattr(km.base, "batch_arrays", lambda table: no_tasks)
+    monkeypatch.setattr(km.base, "batch_arrays",
+                        lambda table: _slots([]) if table == "slots" else no_tasks)
     monkeypatch.setattr(km.base, "batch_values", lambda table: inflight)
     monkeypatch.setattr(km.base, "whole_words", lambda table, end: (np.array([row]), False))
     now = time.monotonic_ns()
@@ -360,7 +414,8 @@ def test_a_snapshot_reads_kv_cfg_once_and_writes_it_only_when_it_changed(monkeyp
     cfg.window_end, cfg.window_cap = now + 10**12, now + 10**13
     cfg.look_all, cfg.sample_mask = 1, 15
     table = _CountedTable(cfg)
-    b = _Module(kv_cfg=table, kvfree_by_task=None, kv_inflight=None, kv_counters=None)
+    b = _Module(kv_cfg=table, kvfree_by_task=None, kv_inflight=None, kv_counters=None,
+                kv_pending_tgid="slots")
     ctx = SimpleNamespace(count_map=False)
 
     def read() -> tuple[int, int]:
@@ -410,6 +465,49 @@ def test_a_torn_copy_is_read_again():
     assert words.tolist() == [[2, 6, 6, 2], [1, 0, 0, 1]] and torn is False
 
 
+class _SlotTable:
+    """kv_pending_tgid as bcc shows it: ctypes keys and values (`items`: what was stored)."""
+
+    Key = ctypes.c_uint32
+
+    class Leaf(ctypes.Structure):
+        _fields_ = [("objects", ctypes.c_int64), ("bytes", ctypes.c_int64)]
+
+    def __init__(self) -> None:
+        self.items: dict[int, tuple[int, int]] = {}
+
+    def __setitem__(self, key: ctypes.c_uint32, leaf: Leaf) -> None:
+        self.items[key.value] = (leaf.objects, leaf.bytes)
+
+
+def test_a_snapshot_reads_the_tracking_map_only_to_count_it(monkeypatch):
+    """Pending by process comes from the kernel's per-process slots (weights applied); the
+    tracking map is read only when the read counts it (and then checks those slots)."""
+    words = np.array(counters(1, {km.ST_TRACKED: [5], km.ST_ENQ_HEAD: [5]}, gone={0: [3, 0]}))
+    no_tasks = (np.zeros(0, dtype=[("tgid", "u4"), ("comm", "S1", (16,))]),
+                np.zeros(0, dtype=[(f, "u8") for f in km.TASK_FIELDS]))
+    slots = _slots([(9, 1, 64), (7, 4, 128), (8, 0, 0)])
+    inflight = _inflight([(7, 32, _kflags(0, 4)), (9, 64, _kflags(km.INF_WINDOW))])
+    read_map = []
+    monkeypatch.setattr(km.base, "batch_arrays",
+                        lambda table: slots if table == "slots" else no_tasks)
+    monkeypatch.setattr(km.base, "batch_values", lambda table: read_map.append(table) or inflight)
+    monkeypatch.setattr(km.base, "whole_words", lambda table, end: (words, False))
+    cfg = _FullCfg()
+    cfg.sample_mask = 3
+    b = _Module(kv_cfg=_CountedTable(cfg), kvfree_by_task="tasks", kv_inflight="map",
+                kv_counters=None, kv_pending_tgid="slots")
+    raw = km.read(b, SimpleNamespace(count_map=False))
+    assert raw["pending_by_tgid"] == [[7, 4, 128], [9, 1, 64]] and read_map == []
+    assert "in_map" not in raw
+    raw = km.read(b, SimpleNamespace(count_map=True))
+    assert read_map == ["map"] and raw["in_map"]["objects"] == 2
+    assert raw["in_map"]["pending_by_tgid"] == raw["pending_by_tgid"]
+    kv = Collector(provenance("6.12.1"), [], source="synthetic").update(
+        RawSample(1.0, {"kvfree_rcu": raw}))["kvfree_rcu"]
+    assert kv["conservation"]["ok"] is True and kv["conservation"]["by_process_ok"] is True
+
+
 class _FullCfg:
     def __init__(self) -> None:
         self.window_end = self.sample_mask = self.nwatch = self.look_all = 0
@@ -421,9 +519,10 @@ def test_a_live_session_arms_and_watches_the_kvfree_program():
     """What LiveSource calls through the family registry reaches the kernel side's settings:
     the window, the sample, and the stress's processes (a family that does not pass them
     leaves every object sampled and no stress counted apart, as a 6.12 VM showed)."""
-    b = {"kv_cfg": [_FullCfg()]}
+    b = {"kv_cfg": [_FullCfg()], "kv_pending_tgid": _SlotTable()}
     fam = BY_PROBE["kvfree_call_rcu"]
     fam.arm(b)
+    assert b["kv_pending_tgid"].items == {km.TGID_OTHER: (0, 0)}  # the overflow slot, made
     cfg = b["kv_cfg"][0]
     assert cfg.window_end > time.monotonic_ns() - 1 and cfg.look_all == 1
     assert cfg.sample_mask == config.kvfree_sample_one_in() - 1 and cfg.nwatch == 0
