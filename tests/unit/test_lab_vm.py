@@ -280,8 +280,11 @@ def _child(code: str, *args: str) -> Iterator[subprocess.Popen]:
         proc.stderr.close()
 
 KILLED_LAB = """
-import sys
+import signal, sys
 from pathlib import Path
+# Ctrl-C as under a terminal, even if pytest runs as a shell's background job (which starts
+# with SIGINT ignored, and Python then installs no KeyboardInterrupt for it)
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from rcupending_tools.cli.common import terminate_as_interrupt
 from rcupending_tools.lab import accel, vm
 from rcupending_tools.lab.kernels import LabKernel
