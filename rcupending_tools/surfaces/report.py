@@ -109,8 +109,16 @@ def _build(rec: Recording, out: Path) -> Report:
     title = _title(rec)
 
     def save(fig: Any, name: str) -> None:
-        fig.tight_layout()
-        fig.savefig(out / name, dpi=100)
+        try:
+            fig.tight_layout()
+            fig.savefig(out / name, dpi=100)
+        except (ValueError, OverflowError) as e:
+            # values no axis can hold (a damaged recording: a rate over a 1e-308 s interval
+            # near the float limit): the figure says so instead of the report failing
+            fig.clf()
+            fig.text(0.5, 0.5, f"not plotted: values beyond the axis range ({e})"[:120],
+                     ha="center", va="center")
+            fig.savefig(out / name, dpi=100)
         plt.close(fig)
         rep.images.append(name)
 
