@@ -164,23 +164,15 @@ def record_weights(flags: np.ndarray) -> np.ndarray:
     return np.where(f & INF_PENDING, np.left_shift(1, (f >> INF_SHIFT) & 63), 0)
 
 
-def pending_by_tgid(inflight: Any, one_in: int | None = None) -> list[list[int]]:
+def pending_by_tgid(inflight: Any) -> list[list[int]]:
     """[tgid, objects, bytes] of the followed objects still pending, by enqueuing process, as
     kv_pending_tgid should hold them (tgid_rows): each object by the weight its record says it
-    added, to its slot (TGID_OTHER for INF_OTHER); with `one_in`, weighed instead by the
-    inverse of its chance to be followed: 1 for the window's and a watched process's, `one_in`
-    for the sample's. Unweighed, a stress (watched) or a process of the window outweighed the
-    others `one_in` times."""
+    added (the inverse of its chance to be followed), to its slot (TGID_OTHER for INF_OTHER)."""
     if not len(inflight):
         return []
     flags = inflight["flags"]
-    if one_in is None:
-        weight = record_weights(flags)
-        tgid = np.where(flags & INF_OTHER, TGID_OTHER, inflight["tgid"]).astype(np.int64)
-    else:
-        always = (flags & (INF_WINDOW | INF_WATCHED)) != 0
-        weight = np.where(always, 1, one_in).astype(np.int64)
-        tgid = inflight["tgid"].astype(np.int64)
+    weight = record_weights(flags)
+    tgid = np.where(flags & INF_OTHER, TGID_OTHER, inflight["tgid"]).astype(np.int64)
     tgids = np.unique(tgid)  # a sort; each object's row found by bisection,
     where = np.searchsorted(tgids, tgid)  # cheaper than unique's inverse
     objects = np.bincount(where, weights=weight)

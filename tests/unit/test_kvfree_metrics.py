@@ -164,12 +164,27 @@ def _kflags(flags: int, one_in: int = 1, other: bool = False) -> int:
             | (one_in.bit_length() - 1) << km.INF_SHIFT)
 
 
+def _weighed_by_chance(inflight: np.ndarray, one_in: int) -> list[list[int]]:
+    """The reference for the records' weights: [tgid, objects, bytes] by process, each object
+    weighed by the inverse of its chance to be followed, 1 for the window's and a watched
+    process's, `one_in` for the sample's (unweighed, a stress or a process of the window
+    outweighed the others `one_in` times)."""
+    rows: dict[int, list[int]] = {}
+    for tgid, nbytes, flags in zip(inflight["tgid"].tolist(), inflight["bytes"].tolist(),
+                                   inflight["flags"].tolist(), strict=True):
+        w = 1 if flags & (km.INF_WINDOW | km.INF_WATCHED) else one_in
+        r = rows.setdefault(tgid, [0, 0])
+        r[0] += w
+        r[1] += w * nbytes
+    return [[t, *v] for t, v in sorted(rows.items())]
+
+
 def test_the_tracking_map_gives_pending_by_process_and_its_totals():
     m = _inflight([(7, 64, _kflags(0, 4)), (9, 128, _kflags(km.INF_SHEAF)),
                    (7, 32, _kflags(km.INF_WINDOW)), (8, 16, 0), (5, 8, _kflags(0, 2, True))])
     # each record by the weight and slot it says it added to (none: 0, not a row)
     assert km.pending_by_tgid(m) == [[7, 5, 288], [9, 1, 128], [km.TGID_OTHER, 2, 16]]
-    assert km.pending_by_tgid(m, 4) == [[5, 4, 32], [7, 5, 288], [8, 4, 64], [9, 4, 512]]
+    assert _weighed_by_chance(m, 4) == [[5, 4, 32], [7, 5, 288], [8, 4, 64], [9, 4, 512]]
     assert km.in_map_counts(m) == {"objects": 5, "bytes": 248, "krc": 4, "sheaf": 1,
                                    "pending_by_tgid": km.pending_by_tgid(m)}
     assert km.pending_by_tgid(_inflight([])) == []
@@ -238,7 +253,7 @@ def test_per_process_estimates_weigh_each_object_by_its_chance_to_be_followed():
                 (rng.random(n // 10) < 1 / one_in).sum())
     enq = sum(truth.values())
     pend = sum(n // 10 for n in truth.values())
-    pending = {t: [o, b] for t, o, b in km.pending_by_tgid(_inflight(inflight), one_in)}
+    pending = {t: [o, b] for t, o, b in _weighed_by_chance(_inflight(inflight), one_in)}
     # the weights the records carry (what kv_pending_tgid holds) are the same
     assert km.pending_by_tgid(_inflight(inflight)) == [[t, *v] for t, v in sorted(pending.items())]
     kv = {"enqueued": {"objects": enq, "bytes": 64 * enq},
@@ -250,7 +265,7 @@ def test_per_process_estimates_weigh_each_object_by_its_chance_to_be_followed():
         assert abs(got[tgid]["pending_objects"] - n // 10) < 0.15 * (n // 10), tgid
     assert other["objects"] == 0 and other["pending_objects"] == 0
     # unweighed (the estimate before): W's share far from its truth
-    flat, _ = km._by_process(tasks, {t: [o, b] for t, o, b in km.pending_by_tgid(
+    flat, _ = km._by_process(tasks, {t: [o, b] for t, o, b in _weighed_by_chance(
         _inflight(inflight), 1)}, kv, 1)
     assert next(r for r in flat if r["tgid"] == 1)["objects"] > 1.5 * truth[1]
 
