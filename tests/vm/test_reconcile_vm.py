@@ -70,6 +70,10 @@ def first_after(run: dict, mark: str) -> dict:
     return next(s["kvfree_rcu"] for s in run["snapshots"] if s["time"] >= run["marks"][mark])
 
 
+def last_before(run: dict, mark: str) -> dict:
+    return [s["kvfree_rcu"] for s in run["snapshots"] if s["time"] < run["marks"][mark]][-1]
+
+
 def flood_row(kv: dict) -> dict:
     rows = [r for r in kv["by_process"] if r["comm"].startswith("kvfree_flood")]
     assert rows, kv["by_process"]
@@ -87,7 +91,7 @@ def test_the_flood_is_counted_exactly_and_pending_returns(run):
     returns."""
     truth = run["truth"]
     kvs = kv_of(run)
-    before = [s["kvfree_rcu"] for s in run["snapshots"] if s["time"] < run["marks"]["flood_start"]]
+    start = last_before(run, "flood_start")
     at_end = flood_row(first_after(run, "flood_end"))
     assert at_end["objects"] == truth["kvfree_rcu"]["enqueued"], at_end
     assert at_end["bytes"] == OPTION_SLOT * at_end["objects"], at_end
@@ -98,11 +102,11 @@ def test_the_flood_is_counted_exactly_and_pending_returns(run):
     # are then an estimate (debian:7.3: 19,986 for 20,008); what of it pends is not
     assert row["pending_objects"] == 0 and row["pending_bytes"] == 0, row
     # all of it went through: the free side counted at least as many (its own counters)
-    freed = last["freed"]["objects"] - before[-1]["freed"]["objects"]
+    freed = last["freed"]["objects"] - start["freed"]["objects"]
     assert freed >= truth["kvfree_rcu"]["enqueued"] + truth["sockets_with_options"], freed
     if run["spec"] not in SHEAVES:
-        assert last["pending"]["objects"] == before[-1]["pending"]["objects"], (
-            before[-1]["pending"], last["pending"])
+        assert last["pending"]["objects"] == start["pending"]["objects"], (
+            start["pending"], last["pending"])
 
 
 def test_pending_is_the_floods_64_byte_slots_while_it_runs(run):
@@ -111,8 +115,7 @@ def test_pending_is_the_floods_64_byte_slots_while_it_runs(run):
     64-byte option block, in every snapshot (what pends at the go, e.g. objects of other
     caches in their sheaves, keeps its bytes beyond 64 per object: none of it is freed
     meanwhile)."""
-    go = [s["kvfree_rcu"] for s in run["snapshots"]
-          if s["time"] < run["marks"]["flood_start"]][-1]["pending"]
+    go = last_before(run, "flood_start")["pending"]
     residue = go["bytes"] - OPTION_SLOT * go["objects"]
     during = [kv["pending"] for kv in in_window(run, "flood_start", "quiet_end")]
     if not any(p["objects"] > go["objects"] for p in during):
