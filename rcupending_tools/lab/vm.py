@@ -29,6 +29,7 @@ from . import accel
 from .kernels import LabKernel
 
 TAIL_LINES = 20
+KEPT_CONSOLES = 20  # failed VMs' whole consoles kept in the cache (keep_console)
 STOP_GRACE = 10.0  # seconds vng gets to exit on SIGTERM before its process group gets SIGKILL
 
 # Kernel splats, after the "[  12.345678] " / "<4>" / "[T123]" prefixes are stripped.
@@ -207,6 +208,8 @@ def keep_console(spec: str, res: VmResult) -> Path:
     name = re.sub(r"[^\w.-]", "-", spec) + time.strftime("-%Y%m%dT%H%M%S") + f"-{os.getpid()}.log"
     path = d / name
     path.write_text(f"{res.console}\n--- command output ---\n{res.output}", errors="replace")
+    for old in sorted(d.glob("*.log"), key=lambda p: p.stat().st_mtime)[:-KEPT_CONSOLES]:
+        old.unlink(missing_ok=True)  # the newest few: a failing matrix must not fill the disk
     return path
 
 

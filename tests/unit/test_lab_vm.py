@@ -199,6 +199,10 @@ def test_a_boot_that_dies_before_the_command_is_retried_once_and_reported(tmp_pa
     # ... and the whole console is kept, in a file the message names
     kept = re.search(r"whole console in (\S+);", str(err.value))
     assert kept and Path(kept[1]).read_text().startswith("console\n")
+    # only the newest few are kept
+    for i in range(vm.KEPT_CONSOLES + 3):
+        os.utime(vm.keep_console(f"lab:{i}", oops), (i, i))
+    assert len(list(Path(kept[1]).parent.glob("*.log"))) == vm.KEPT_CONSOLES
     # a command that started and then lost its VM is not retried
     crashed = vm.VmResult(-1, "", "", [], False, 30.0, "", started=True, why="vng exit 1")
     boots[:] = [crashed, good]
