@@ -429,6 +429,8 @@ static __always_inline bool on_enqueue(u64 ptr, bool headless, u64 bytes, u32 ki
  * per-object branch end in the same state and it checks one path per object (the 512-record
  * bulk loop fits every supported kernel's limit), not one per combination. One slot per
  * program (SC_*): a program does not nest in itself, another may interrupt it. */
+#define REC_BATCH 16  /* records one read fetches (one helper call, not one per record) */
+
 struct free_scratch {
 	struct inflight rec;  /* the object's record, zero when not looked up or not found */
 	u64 look;
@@ -436,6 +438,10 @@ struct free_scratch {
 	u64 queued;           /* phases: the batch's queue_rcu_work time, 0 when unknown */
 	u64 started;          /* ... and its kfree_rcu_work start */
 	u64 vmbytes;          /* a vmalloc object's bytes kept at its enqueue, 0 when none */
+	u64 memo_page;        /* the page of the last object sized in this run (~0: none) ... */
+	u64 memo_bytes;       /* ... and its bytes: the objects of one run are live until it ends,
+			       * so two on one page share its slab or folio */
+	u64 recs[REC_BATCH];  /* a loop's records, read REC_BATCH at a time */
 };
 enum { SC_BULK, SC_LIST, SC_VFREE, SC_SHEAF, SC_INLINE_ENQ, SC_INLINE_SYNC, SC_SLOTS };
 BPF_PERCPU_ARRAY(kv_free_scratch, struct free_scratch, SC_SLOTS);
@@ -469,7 +475,19 @@ static __always_inline bool free_env_init(struct free_env *env, u32 slot)
 	opaque(d);
 	env->window = d >> 63;
 	env->look_all = env->window | nz(env->cfg->look_all);
+	env->sc->memo_page = ~0ULL;
 	return true;
+}
+
+/* The next records of a loop, `left` of them still in the array: up to REC_BATCH in one read,
+ * not past the array's end (a read that crossed into an unmapped page would fail whole). */
+static __always_inline void recs_read(struct free_scratch *sc, u64 addr, u64 left)
+{
+	u64 m = left - 1;                          /* left >= 1: the loop checked */
+	u64 k = (m & (REC_BATCH - 1)) | ((REC_BATCH - 1) & -nz(m / REC_BATCH));  /* min(m, 15) */
+	u32 len = ((k & (REC_BATCH - 1)) + 1) * 8; /* a bound the verifier sees: 8..128 */
+	__builtin_memset(sc->recs, 0, sizeof(sc->recs));
+	bpf_probe_read_kernel(sc->recs, len, (void *)addr);
 }
 
 static __always_inline void phases_begin(struct free_env *env)
@@ -574,8 +592,14 @@ static __always_inline void free_one(struct kv_counters *kc, struct free_env *en
 		kv_vmbytes.delete(&ptr);
 	}
 	/* not followed: the caller's bytes, else the object's slot now (read either way: a
-	 * branch here would double the verifier's paths; most frees are not followed) */
-	u64 alt = bytes ? bytes : object_bytes_fast(env->bases, ptr) | LOAD(sc->vmbytes);
+	 * branch here would double the verifier's paths; most frees are not followed), looked up
+	 * once per page in a run: consecutive objects of a flood mostly share a slab page. The
+	 * sides join through the scratch slot. */
+	if (!bytes && (ptr >> 12) != LOAD(sc->memo_page)) {
+		sc->memo_bytes = object_bytes_fast(env->bases, ptr);
+		sc->memo_page = ptr >> 12;
+	}
+	u64 alt = bytes ? bytes : LOAD(sc->memo_bytes) | LOAD(sc->vmbytes);
 	u64 counted = nz(ptr) & (1 - early) & (1 - raced);
 	u64 b = (rb ^ ((alt ^ rb) & (found - 1))) & -counted;
 	stat_add(kc, ST_FREED + path, counted);
@@ -703,11 +727,14 @@ static __always_inline void on_bulk_records(u64 records, u64 n, u32 from)
 	struct kv_counters *kc = kc_open();
 	if (!kc)
 		return;
+	struct free_scratch *sc = env.sc;
 	for (u32 j = 0; j < BULK_CHUNK; j++) {
 		u64 i = from + j;
 		if (i >= n)
 			break;
-		free_one(kc, &env, read_u64(records + 8 * i), PATH_BULK, 1, 0, true);
+		if (j % REC_BATCH == 0)
+			recs_read(sc, records + 8 * i, n - i);
+		free_one(kc, &env, LOAD(sc->recs[j % REC_BATCH]), PATH_BULK, 1, 0, true);
 	}
 	kc_close(kc);
 }
@@ -859,11 +886,13 @@ static __always_inline void on_sheaf(u64 head)
 	struct kv_counters *kc = kc_open();
 	if (!kc)
 		return;
+	struct free_scratch *sc = env.sc;
 	for (u32 i = 0; i < BULK_CHUNK; i++) {
 		if (i >= n)
 			break;
-		free_one(kc, &env, read_u64(head + OFF_SHEAF_OBJECTS + 8 * (u64)i), PATH_SHEAF, 1, 0,
-			 false);
+		if (i % REC_BATCH == 0)
+			recs_read(sc, head + OFF_SHEAF_OBJECTS + 8 * (u64)i, n - i);
+		free_one(kc, &env, LOAD(sc->recs[i % REC_BATCH]), PATH_SHEAF, 1, 0, false);
 	}
 	kc_close(kc);
 }
