@@ -209,6 +209,38 @@ static __always_inline u64 object_size(u64 ptr, u32 *kind, u64 *start)
 	return b ? object_lookup(b, ptr, kind, start) : 0;
 }
 
+/* The last object_size() of an enqueue on this CPU. Live objects on one page share its slab or
+ * folio, and a page changes owner only once its objects are freed; a kvfree_rcu object is freed
+ * after a grace period (polled, normal, expedited or synchronize_rcu()'s), and each advances
+ * gp_seq_polled. So while gp_seq_polled has not moved, the lookup holds for objects on the same
+ * page: one kernel read (the counter) instead of two or three (the page, its cache). */
+struct size_memo {
+	u64 page;
+	u64 gp;
+	u64 bytes;
+	u32 kind;
+};
+BPF_PERCPU_ARRAY(kv_size_memo, struct size_memo, 1);  /* the enqueue program's (no nesting) */
+
+static __always_inline u64 object_size_memo(u64 ptr, u32 *kind)
+{
+	u32 zero = 0;
+	u64 start, gp = gp_seq_now();
+	struct size_memo *m = kv_size_memo.lookup(&zero);
+	if (m && gp && m->gp == gp && m->page == ptr >> 12) {
+		*kind = m->kind;
+		return m->bytes;
+	}
+	u64 bytes = object_size(ptr, kind, &start);
+	if (m && bytes) {  /* slab or large: sized from the page */
+		m->page = ptr >> 12;
+		m->gp = gp;
+		m->bytes = bytes;
+		m->kind = *kind;
+	}
+	return bytes;
+}
+
 /* A vmalloc object enqueued: its bytes, kept for its free (0, unsized, if they cannot be). */
 static __always_inline u64 vmalloc_enqueued(u64 ptr)
 {
@@ -283,9 +315,8 @@ static __always_inline bool on_enqueue(u64 ptr, bool headless, u64 bytes, u32 ki
 	struct kv_cfg *cfg = cfg_get();
 	if (!cfg)
 		return false;
-	u64 start;
 	if (!bytes)
-		bytes = object_size(ptr, &kind, &start);
+		bytes = object_size_memo(ptr, &kind);
 	if (kind == MEM_VMALLOC && !bytes && ptr)
 		bytes = vmalloc_enqueued(ptr);
 	/* The clock and the process only when needed: most objects are neither in the window
