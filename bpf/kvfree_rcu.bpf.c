@@ -63,6 +63,7 @@ struct path_ctx {
 	u64 bytes;
 	u32 cpu;
 	u32 tracked;
+	u64 sp0;  /* list paths: the stack pointer of the path's own kvfree() calls (0: none yet) */
 };
 
 struct task_bytes {  /* the followed objects of one process (tgid, comm), tracked or not */
@@ -836,8 +837,18 @@ int kprobe_kvfree(struct pt_regs *ctx)
 		return 0;
 	u64 id = bpf_get_current_pid_tgid();
 	struct path_ctx *c = kv_ctx.lookup(&id);
-	if (!c || (c->path != PATH_LIST && c->path != PATH_BULK) || !list_called(ctx))
+	if (!c || (c->path != PATH_LIST && c->path != PATH_BULK))
 		return 0;
+	/* The list function calls kvfree() from one frame, so its own calls enter with one stack
+	 * pointer; a nested call is deeper, an interrupt's on another stack. The stack is read
+	 * (a walk, costly) only for a call at another stack pointer, such as the path's first. */
+	u64 sp = PT_REGS_SP(ctx);
+	if (sp != c->sp0) {
+		if (!list_called(ctx))
+			return 0;
+		if (!c->sp0)
+			c->sp0 = sp;
+	}
 	u64 ptr = PT_REGS_PARM1(ctx);
 	c->ptr = ptr;  /* the vfree() it makes of a vmalloc object is this free, not another */
 	on_free(ptr, PATH_LIST, 1, 0, SC_LIST, true);
