@@ -39,9 +39,12 @@ def wait_for_baseline(rec: subprocess.Popen, path: Path, timeout: float = 900) -
 
 def main() -> None:
     out = Path(sys.argv[1]) / "reconcile.jsonl"
-    count = int(sys.argv[2]) if len(sys.argv) > 2 else 20000
+    # a count (20000), or a duration ("1.5s": a flood that several snapshots see in flight)
+    size = sys.argv[2] if len(sys.argv) > 2 else "20000"
+    count, duration = (None, float(size[:-1])) if size.endswith("s") else (int(size), None)
     sheaf_kernel = len(sys.argv) > 3 and sys.argv[3] == "sheaves"
-    driver = subprocess.Popen(native.argv(count, 4, hold=True, go=True), stdin=subprocess.PIPE,
+    driver = subprocess.Popen(native.argv(count, 4, duration=duration, hold=True, go=True),
+                              stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True)
     assert driver.stdout.readline().strip() == "ready"
     rec = subprocess.Popen([*CLI, "record", "-o", str(out), "--interval", "0.2", "--force"])
