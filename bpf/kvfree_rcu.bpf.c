@@ -226,8 +226,12 @@ BPF_PERCPU_ARRAY(kv_size_memo, struct size_memo, 1);  /* the enqueue program's (
 static __always_inline u64 object_size_memo(u64 ptr, u32 *kind)
 {
 	u32 zero = 0;
-	u64 start, gp = gp_seq_now();
-	struct size_memo *m = kv_size_memo.lookup(&zero);
+	u64 start, gp = 0;
+	struct size_memo *m = NULL;
+#ifdef RCU_GP_SEQ_POLLED  /* rcu_state.gp_seq moves only with normal grace periods */
+	gp = gp_seq_now();
+	m = kv_size_memo.lookup(&zero);
+#endif
 	if (m && gp && m->gp == gp && m->page == ptr >> 12) {
 		*kind = m->kind;
 		return m->bytes;
