@@ -221,16 +221,19 @@ struct size_memo {
 	u64 bytes;
 	u32 kind;
 };
-BPF_PERCPU_ARRAY(kv_size_memo, struct size_memo, 1);  /* the enqueue program's (no nesting) */
+/* One per enqueue program (MEMO_*): a program does not nest in itself, but 7.x's
+ * kfree_rcu_nolock() may reach __kfree_rcu_sheaf()'s exit in an NMI that interrupted
+ * kvfree_call_rcu()'s program mid-update. */
+enum { MEMO_KVFREE, MEMO_SHEAF_NOLOCK, MEMO_SLOTS };
+BPF_PERCPU_ARRAY(kv_size_memo, struct size_memo, MEMO_SLOTS);
 
-static __always_inline u64 object_size_memo(u64 ptr, u32 *kind)
+static __always_inline u64 object_size_memo(u64 ptr, u32 *kind, u32 slot)
 {
-	u32 zero = 0;
 	u64 start, gp = 0;
 	struct size_memo *m = NULL;
 #ifdef RCU_GP_SEQ_POLLED  /* rcu_state.gp_seq moves only with normal grace periods */
 	gp = gp_seq_now();
-	m = kv_size_memo.lookup(&zero);
+	m = kv_size_memo.lookup(&slot);
 #endif
 	if (m && gp && m->gp == gp && m->page == ptr >> 12) {
 		*kind = m->kind;
@@ -309,9 +312,9 @@ static __always_inline void tgid_take(u32 tgid, u64 flags, u64 bytes, u64 gone)
  * a sheaf), of `bytes` when the caller knows them (else looked up). Counters for every object;
  * per object (the tracking map, the per-task records) only those of the window, the sample or
  * a watched process. False (nothing counted) until the tool is armed; *out: the context an
- * inline free of a headless object needs. */
+ * inline free of a headless object needs; `memo`: the calling program's size memo (MEMO_*). */
 static __always_inline bool on_enqueue(u64 ptr, bool headless, u64 bytes, u32 kind,
-				       struct path_ctx *out)
+				       struct path_ctx *out, u32 memo)
 {
 	if (!is_armed()) {
 		event(EV_UNARMED, 1);
@@ -321,7 +324,7 @@ static __always_inline bool on_enqueue(u64 ptr, bool headless, u64 bytes, u32 ki
 	if (!cfg)
 		return false;
 	if (!bytes)
-		bytes = object_size_memo(ptr, &kind);
+		bytes = object_size_memo(ptr, &kind, memo);
 	if (kind == MEM_VMALLOC && !bytes && ptr)
 		bytes = vmalloc_enqueued(ptr);
 	/* The clock and the process only when needed: most objects are neither in the window
@@ -694,11 +697,11 @@ static __always_inline void enqueue_entry(void *head, void *arg2)
 {
 	u64 ptr = object_of(head, arg2);
 	if (head) {
-		on_enqueue(ptr, false, 0, 0, NULL);
+		on_enqueue(ptr, false, 0, 0, NULL, MEMO_KVFREE);
 		return;
 	}
 	struct path_ctx c = {};
-	if (on_enqueue(ptr, true, 0, 0, &c)) {
+	if (on_enqueue(ptr, true, 0, 0, &c, MEMO_KVFREE)) {
 		u64 id = bpf_get_current_pid_tgid();
 		kv_ctx.update(&id, &c);
 	}
@@ -975,7 +978,7 @@ KFUNC_PROBE_SYM(KVFREE_SYM, void *head)
 	else  /* headless: the object is the second argument, read as memory, not as its type */
 		bpf_probe_read_kernel(&ptr, sizeof(ptr), (void *)&ctx[1]);
 	struct path_ctx c = {};
-	if (on_enqueue(ptr, !head, bytes, kind, head ? NULL : &c) && !head) {
+	if (on_enqueue(ptr, !head, bytes, kind, head ? NULL : &c, MEMO_KVFREE) && !head) {
 		u64 id = bpf_get_current_pid_tgid();
 		kv_ctx.update(&id, &c);
 	}
@@ -1186,7 +1189,8 @@ KRETFUNC_PROBE(__kfree_rcu_sheaf, void *s, void *obj, bool ret)
 		return 0;
 #if defined(SHEAF_FREE_FLAGS_ARG) && defined(HAVE_KFREE_NOLOCK)
 	/* kfree_rcu_nolock() straight to a sheaf: an enqueue kvfree_call_rcu() never saw */
-	if (free_flags & SLAB_FREE_NOLOCK && on_enqueue(to_scalar(obj), false, 0, MEM_UNSIZED, NULL))
+	if (free_flags & SLAB_FREE_NOLOCK && on_enqueue(to_scalar(obj), false, 0, MEM_UNSIZED, NULL,
+							  MEMO_SHEAF_NOLOCK))
 		event_stat(ST_ENQ_NOLOCK);
 #endif
 	on_sheaf_taken(to_scalar(obj));

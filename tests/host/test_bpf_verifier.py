@@ -33,7 +33,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_getpgid)
 }
 TRACEPOINT_PROBE(syscalls, sys_enter_getsid)
 {
-    on_enqueue(bpf_get_current_pid_tgid(), false, 64, 0, NULL);
+    on_enqueue(bpf_get_current_pid_tgid(), false, 64, 0, NULL, MEMO_KVFREE);
     return 0;
 }
 """
