@@ -221,19 +221,22 @@ struct size_memo {
 	u64 bytes;
 	u32 kind;
 };
-/* One per enqueue program (MEMO_*): a program does not nest in itself, but 7.x's
- * kfree_rcu_nolock() may reach __kfree_rcu_sheaf()'s exit in an NMI that interrupted
- * kvfree_call_rcu()'s program mid-update. */
-enum { MEMO_KVFREE, MEMO_SHEAF_NOLOCK, MEMO_SLOTS };
-BPF_PERCPU_ARRAY(kv_size_memo, struct size_memo, MEMO_SLOTS);
+/* Only kvfree_call_rcu()'s entry program uses it (MEMO_KVFREE): it reads the counter before
+ * its object is queued, so that object's free moves the counter after the read. An exit
+ * program (7.x's kfree_rcu_nolock() seen at __kfree_rcu_sheaf()'s exit, MEMO_NONE) reads it
+ * after the object is queued, and may run in an NMI that interrupted the entry program. */
+enum { MEMO_KVFREE, MEMO_NONE };
+BPF_PERCPU_ARRAY(kv_size_memo, struct size_memo, 1);
 
 static __always_inline u64 object_size_memo(u64 ptr, u32 *kind, u32 slot)
 {
 	u64 start, gp = 0;
 	struct size_memo *m = NULL;
 #ifdef RCU_GP_SEQ_POLLED  /* rcu_state.gp_seq moves only with normal grace periods */
-	gp = gp_seq_now();
-	m = kv_size_memo.lookup(&slot);
+	if (slot == MEMO_KVFREE) {
+		gp = gp_seq_now();
+		m = kv_size_memo.lookup(&slot);
+	}
 #endif
 	if (m && gp && m->gp == gp && m->page == ptr >> 12) {
 		*kind = m->kind;
@@ -312,7 +315,7 @@ static __always_inline void tgid_take(u32 tgid, u64 flags, u64 bytes, u64 gone)
  * a sheaf), of `bytes` when the caller knows them (else looked up). Counters for every object;
  * per object (the tracking map, the per-task records) only those of the window, the sample or
  * a watched process. False (nothing counted) until the tool is armed; *out: the context an
- * inline free of a headless object needs; `memo`: the calling program's size memo (MEMO_*). */
+ * inline free of a headless object needs; `memo`: MEMO_KVFREE from kvfree_call_rcu()'s entry. */
 static __always_inline bool on_enqueue(u64 ptr, bool headless, u64 bytes, u32 kind,
 				       struct path_ctx *out, u32 memo)
 {
@@ -1190,7 +1193,7 @@ KRETFUNC_PROBE(__kfree_rcu_sheaf, void *s, void *obj, bool ret)
 #if defined(SHEAF_FREE_FLAGS_ARG) && defined(HAVE_KFREE_NOLOCK)
 	/* kfree_rcu_nolock() straight to a sheaf: an enqueue kvfree_call_rcu() never saw */
 	if (free_flags & SLAB_FREE_NOLOCK && on_enqueue(to_scalar(obj), false, 0, MEM_UNSIZED, NULL,
-							  MEMO_SHEAF_NOLOCK))
+							  MEMO_NONE))
 		event_stat(ST_ENQ_NOLOCK);
 #endif
 	on_sheaf_taken(to_scalar(obj));
