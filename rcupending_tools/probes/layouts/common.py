@@ -164,15 +164,14 @@ def gp_seq_define(kernel: KernelInfo, lay: Layout) -> None:
     take either, and so do krc and rcu_pending); else rcu_state.gp_seq, normal ones only."""
     btf = kernel.btf
     rcu_state = addr(kernel, "rcu_state")
-    gp_off = None
+    gp_off = polled = None
     if btf is not None:
-        gp_off = btf.member_offset("rcu_state", "gp_seq_polled")
+        gp_off = polled = btf.member_offset("rcu_state", "gp_seq_polled")
         if gp_off is None:
             gp_off = btf.member_offset("rcu_state", "gp_seq")
-    polled = btf is not None and btf.member_offset("rcu_state", "gp_seq_polled") is not None
     if rcu_state is not None and gp_off is not None:
         lay.defines["RCU_GP_SEQ_ADDR"] = hex(rcu_state + gp_off)
-        if polled:  # every grace period moves it: what kvfree's size memo relies on
+        if polled is not None:  # every grace period moves it: kvfree's size memo relies on it
             lay.defines["RCU_GP_SEQ_POLLED"] = None
     else:
         lay.unavailable["latency_gps"] = "rcu_state not in kallsyms (CONFIG_KALLSYMS_ALL off?)"
