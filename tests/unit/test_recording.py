@@ -132,8 +132,9 @@ def test_kill_9_loses_at_most_the_last_line(tmp_path):
     path = tmp_path / "killed.jsonl"
     proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], cwd=REPO)
     try:
-        for _ in range(600):  # bounded: until some records are on disk
-            if path.exists() and path.read_bytes().count(b"\n") >= 20:
+        deadline = time.monotonic() + 120  # bounded: until the header and 20 records are on disk
+        while time.monotonic() < deadline:
+            if path.exists() and path.read_bytes().count(b"\n") >= 21:
                 break
             time.sleep(0.05)
         os.kill(proc.pid, signal.SIGKILL)
