@@ -11,8 +11,11 @@ right before the first unprobed phase. A benchmark, not a test: it reports, it d
 
 from __future__ import annotations
 
+import cProfile
 import os
+import pstats
 import statistics
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -103,8 +106,11 @@ def overhead(
     seconds: float,
     threads: int | None = None,
     progress: Callable[[str], None] = lambda m: None,
+    profile_reads: int = 0,
 ) -> dict[str, Any]:
-    """Run the benchmark; the JSON result (see README, OVERHEAD)."""
+    """Run the benchmark; the JSON result (see README, OVERHEAD). `profile_reads` > 0: the
+    collector's snapshots are profiled and that many of their costliest functions printed
+    to standard error (CPU time, cumulative)."""
     bpfload.require_root()
     threads = threads or os.cpu_count() or 1
     native.binary()
@@ -166,7 +172,7 @@ def overhead(
         finally:
             selfcost.disable_stats(fd)
         progress("collector cost: snapshots during the flood")
-        collector = _collector_cost(session, switches["full"], threads)
+        collector = _collector_cost(session, switches["full"], threads, profile=profile_reads)
         tracking = _tracking(session.read())
     finally:
         if session is not None:
@@ -180,12 +186,14 @@ def overhead(
     return result
 
 
-def _collector_cost(session: Any, switches: list[Switch], threads: int, reads: int = 5,
-                    interval: float = 1.0) -> dict[str, Any]:
+def _collector_cost(session: Any, switches: list[Switch], threads: int, reads: int = 10,
+                    interval: float = 1.0, profile: int = 0) -> dict[str, Any]:
     """Per snapshot, read every `interval` s during a native flood with every program on: the
     reading thread's system calls (the kernel's count: bench/syscalls.py) and CPU time, and
     that time split as session.read() spends it: reading the maps (system calls and the
-    kernel's work in them included), then making the snapshot of that reading."""
+    kernel's work in them included), then making the snapshot of that reading. `profile`:
+    that many of the reads' costliest functions to standard error (the profiler's own cost
+    is then in the figures)."""
     failed: list[BaseException] = []
 
     def flood() -> None:
@@ -202,13 +210,18 @@ def _collector_cost(session: Any, switches: list[Switch], threads: int, reads: i
     try:
         driver = threading.Thread(target=flood, daemon=True)
         driver.start()
+        prof = cProfile.Profile(time.thread_time) if profile else None
         with SyscallCounter() as counter:
             for _ in range(reads):
                 time.sleep(interval)
                 c0, t0 = counter.count(), time.thread_time()
+                if prof is not None:
+                    prof.enable()
                 raw = session.source.read()  # session.read(), in its two steps
                 tr = time.thread_time()
                 session.collector.update(raw)
+                if prof is not None:
+                    prof.disable()
                 t1, c1 = time.thread_time(), counter.count()
                 calls.append(c1 - c0 - 1)  # less the second count's own read()
                 cpu.append(t1 - t0)
@@ -219,6 +232,8 @@ def _collector_cost(session: Any, switches: list[Switch], threads: int, reads: i
             sw.pause()
     if failed:
         raise failed[0]
+    if prof is not None:
+        pstats.Stats(prof, stream=sys.stderr).sort_stats("cumulative").print_stats(profile)
     cpu_s = statistics.median(cpu)
     return {"reads": reads, "interval_s": interval,
             "syscalls_per_snapshot": {"values": calls, "min": min(calls),

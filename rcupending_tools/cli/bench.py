@@ -29,6 +29,10 @@ def overhead(
     threads: Annotated[
         int | None, typer.Option(min=1, max=256, help="driver threads (default: one per CPU)")
     ] = None,
+    profile_reads: Annotated[
+        int, typer.Option(min=0, max=500, help="print the collector's N costliest functions "
+                          "(profiled snapshots during the flood) to standard error")
+    ] = 0,
 ) -> None:
     """Calls/s of the native kvfree driver unprobed, under an empty fentry program and under
     the full collector, alternating; ns per run from BPF stats; the python loop once."""
@@ -39,7 +43,7 @@ def overhead(
         log(f"bench: +{time.monotonic() - start:5.1f}s {message}")
 
     try:
-        result = bench_overhead.overhead(repeats, seconds, threads, progress)
+        result = bench_overhead.overhead(repeats, seconds, threads, progress, profile_reads)
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
     if json_out:

@@ -154,3 +154,28 @@ def test_collector_cost_splits_each_snapshot_as_session_read_makes_it(monkeypatc
     assert made == [sum(range(10**5))] * 3
     assert 0 <= out["cpu_ms_reading_maps"] <= out["cpu_ms_per_snapshot"]
     assert out["syscalls_per_snapshot"]["values"] == [0, 0, 0]
+
+
+def test_collector_cost_profile_names_the_readers_functions(monkeypatch, capsys):
+    """--profile-reads N: the reads' costliest functions, by name, on standard error."""
+    class Counter:
+        def __enter__(self) -> Counter:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            pass
+
+        def count(self) -> int:
+            return 0
+
+    def slow_read_of_the_maps() -> int:
+        return sum(range(10**5))
+
+    session = SimpleNamespace(source=SimpleNamespace(read=slow_read_of_the_maps),
+                              collector=SimpleNamespace(update=lambda raw: None))
+    monkeypatch.setattr(bench, "_phase_run", lambda seconds, threads: 0.0)
+    monkeypatch.setattr(bench, "SyscallCounter", Counter)
+    monkeypatch.setattr(bench.time, "sleep", lambda s: None)
+    bench._collector_cost(session, [], 1, reads=2, profile=5)
+    err = capsys.readouterr().err
+    assert "slow_read_of_the_maps" in err and "cumulative" in err
