@@ -129,11 +129,12 @@ def log2_buckets_rows(rows: np.ndarray) -> list[Buckets]:
     rows = np.asarray(rows, dtype=np.int64)
     if rows.ndim != 2 or rows.shape[1] > len(_HIGH):
         return [log2_buckets(r) for r in rows.tolist()]
-    out: list[Buckets] = [[] for _ in range(rows.shape[0])]
-    which, slots = np.nonzero(rows)
-    for r, s, n in zip(which.tolist(), slots.tolist(), rows[which, slots].tolist(), strict=True):
-        out[r].append([_LOW[s], _HIGH[s], n])
-    return out
+    which, slots = np.nonzero(rows)  # row by row, slots in order
+    low, high = _LOW, _HIGH
+    flat = [[low[s], high[s], n]
+            for s, n in zip(slots.tolist(), rows[which, slots].tolist(), strict=True)]
+    ends = np.bincount(which, minlength=rows.shape[0]).cumsum().tolist()
+    return [flat[start:end] for start, end in zip([0, *ends], ends, strict=False)]
 
 
 def interval(before: Buckets, after: Buckets) -> Buckets:
