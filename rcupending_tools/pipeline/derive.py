@@ -110,16 +110,22 @@ def percentile_bounds_rows(rows: np.ndarray) -> list[dict[str, Any]]:
     nonzero = rows != 0
     lasts = (rows.shape[1] - 1 - np.argmax(nonzero[:, ::-1], axis=1)).tolist()
     out: list[dict[str, Any]] = []
+    keys, ranges_of, none = _KEYS, _RANGES, [None] * len(PERCENTILES)
     for total, any_slot, last, first in zip(totals.tolist(), nonzero.any(axis=1).tolist(),
                                             lasts, firsts, strict=True):
         if not any_slot:
-            out.append(dict.fromkeys(_KEYS) | {"ranges": dict.fromkeys(_KEYS)})
+            out.append(dict.fromkeys(keys) | {"ranges": dict.fromkeys(keys)})
             continue
-        ranges = [_RANGES[i] for i in first] if total > 0 else [None] * len(PERCENTILES)
-        ranges.append(_RANGES[last])
-        out.append(dict(zip(_KEYS, [None if r is None else r[1] for r in ranges], strict=True),
-                        ranges=dict(zip(_KEYS, [None if r is None else [*r] for r in ranges],
-                                        strict=True))))
+        if total > 0:
+            rs = [ranges_of[i] for i in first]
+            rs.append(ranges_of[last])
+            row = {k: r[1] for k, r in zip(keys, rs, strict=True)}
+            row["ranges"] = {k: [*r] for k, r in zip(keys, rs, strict=True)}
+        else:  # negative counts: only the maximum is known
+            r = ranges_of[last]
+            row = dict(zip(keys, [*none, r[1]], strict=True))
+            row["ranges"] = dict(zip(keys, [*none, [*r]], strict=True))
+        out.append(row)
     return out
 
 
