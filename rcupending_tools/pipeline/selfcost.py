@@ -20,6 +20,7 @@ import ctypes
 import errno
 import os
 import struct
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -57,7 +58,9 @@ def _bpf(cmd: int, attr: ctypes.Array[ctypes.c_char]) -> int:
     if _syscall is None:
         _syscall = ctypes.CDLL(None, use_errno=True).syscall
         _syscall.restype = ctypes.c_long
-    ret = _syscall(ctypes.c_long(_NR), ctypes.c_int(cmd), attr, ctypes.c_uint(ctypes.sizeof(attr)))
+        # typed once: no ctypes objects made per call (a snapshot makes one per program)
+        _syscall.argtypes = [ctypes.c_long, ctypes.c_int, ctypes.c_void_p, ctypes.c_uint]
+    ret = _syscall(_NR, cmd, attr, ctypes.sizeof(attr))
     if ret < 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
@@ -156,20 +159,39 @@ PROG_INFO = {"prog_type": (0, "<I"), "prog_id": (4, "<I"), "run_time_ns": (192, 
 PROG_INFO_LEN = 216
 _PROG_FIELDS = tuple((k, off, struct.Struct(fmt)) for k, (off, fmt) in PROG_INFO.items())
 _INFO_ATTR = struct.Struct("<IIQ")  # info: bpf_fd, info_len, info pointer
+
+
+def _whole_info() -> struct.Struct:
+    """Every PROG_INFO field of a full-length bpf_prog_info in one unpack (pad bytes between)."""
+    fmt, at = "<", 0
+    for off, f in sorted(PROG_INFO.values()):
+        fmt += f"{off - at}x{f[1:]}" if off > at else f[1:]
+        at = off + struct.calcsize("<" + f[1:])
+    return struct.Struct(fmt)
+
+
+_WHOLE_INFO = _whole_info()
+assert [k for k, _ in sorted(PROG_INFO.items(), key=lambda kv: kv[1][0])] == [
+    "prog_type", "prog_id", "run_time_ns", "run_cnt", "recursion_misses"]  # _bpf_prog_info's
 _prog_info_ok = True  # False once the kernel refused: fdinfo from then on
-_read_cache: dict[int, dict[str, str]] | None = None  # within one_read()
+_read_cache: dict[int, dict[str, Any]] | None = None  # within one_read()
+_info_bufs = threading.local()  # bpf_prog_info's buffer and the call's attr, per thread
 
 
-def _bpf_prog_info(fd: int) -> dict[str, str] | None:
+def _bpf_prog_info(fd: int) -> dict[str, int] | None:
     """The run statistics of the BPF program behind `fd` in one bpf(2) call (fdinfo takes
-    three: open, read, close), as fdinfo's keys; None when the kernel refuses."""
+    three: open, read, close), under fdinfo's keys (as integers); None when the kernel
+    refuses. The buffers are made once per thread and zeroed before each call (the kernel
+    reads info's length and pointer fields too)."""
     global _prog_info_ok
     if not _prog_info_ok:
         return None
-    # fresh zeroed buffers: the kernel reads info's length and pointer fields too
-    info = (ctypes.c_char * PROG_INFO_LEN)()
-    attr = (ctypes.c_char * _INFO_ATTR.size)()
-    _INFO_ATTR.pack_into(attr, 0, fd, PROG_INFO_LEN, ctypes.addressof(info))
+    if (bufs := getattr(_info_bufs, "bufs", None)) is None:
+        info = (ctypes.c_char * PROG_INFO_LEN)()
+        bufs = _info_bufs.bufs = info, (ctypes.c_char * _INFO_ATTR.size)(), ctypes.addressof(info)
+    info, attr, address = bufs
+    ctypes.memset(address, 0, PROG_INFO_LEN)
+    _INFO_ATTR.pack_into(attr, 0, fd, PROG_INFO_LEN, address)
     try:
         _bpf(BPF_OBJ_GET_INFO_BY_FD, attr)
     except OSError as e:
@@ -177,11 +199,15 @@ def _bpf_prog_info(fd: int) -> dict[str, str] | None:
             _prog_info_ok = False
         return None
     filled = _INFO_ATTR.unpack_from(attr)[1]  # what this kernel's struct holds
-    return {k: str(field.unpack_from(info, off)[0]) for k, off, field in _PROG_FIELDS
+    if filled >= _WHOLE_INFO.size:  # a dict display: dict(zip()) took as long as the call
+        kind, prog_id, run_ns, runs, misses = _WHOLE_INFO.unpack_from(info)
+        return {"prog_type": kind, "prog_id": prog_id, "run_time_ns": run_ns, "run_cnt": runs,
+                "recursion_misses": misses}
+    return {k: field.unpack_from(info, off)[0] for k, off, field in _PROG_FIELDS
             if off + field.size <= filled}
 
 
-def program_info(fd: int, proc: str = PROC) -> dict[str, str]:
+def program_info(fd: int, proc: str = PROC) -> dict[str, Any]:
     """prog_type, prog_id, run_time_ns, run_cnt, recursion_misses (those the kernel reports)
     of the BPF program behind `fd`: bpf_prog_info (this process's fds), else its fdinfo under
     `proc` (recorded files, tests); {} when neither (a closed fd). Within `one_read()`, this
@@ -241,14 +267,14 @@ def bpf_prog_stats(fdinfos: list[str | dict[str, str]],
     return ns, cnt
 
 
-def program_infos(programs: list[Program], proc: str = PROC) -> dict[int, dict[str, str]]:
+def program_infos(programs: list[Program], proc: str = PROC) -> dict[int, dict[str, Any]]:
     """fd -> program_info() of each program (a closed fd is left out)."""
     return {p.fd: info for p in programs if (info := program_info(p.fd, proc))}
 
 
 def program_stats(
     programs: list[Program], stats_on: bool, proc: str = PROC,
-    infos: dict[int, dict[str, str]] | None = None,
+    infos: dict[int, dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]] | None:
     """Per program: probe, name, prog_id, run_cnt, run_time_ns, avg_ns (null before its first
     run) and recursion_misses (runs the kernel skipped), from bpf_prog_info or
