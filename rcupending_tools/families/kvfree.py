@@ -268,6 +268,7 @@ def _view(words: np.ndarray) -> dict[str, Any]:
     gone = total(KV_GONE, 2 * nslots)
     return {
         "stats": words[:, KV_STATS:KV_STATS + ST_MAX].T.tolist(),
+        "stat_totals": total(KV_STATS, ST_MAX),  # each stat summed over CPUs
         "events": total(KV_EVENTS, NEV),
         "gauge": total(KV_GAUGE, 2),
         "hists": hists,
@@ -309,31 +310,27 @@ def _int_fact(ctx: base.SectionContext, name: str) -> int | None:
     return int(value) if value is not None and str(value).isdigit() else None
 
 
-def _row(st: list[list[int]], idx: int) -> int:
-    return sum(st[idx])
-
-
 def section(raw: Raw | None, ctx: base.SectionContext) -> Section | None:
     """Snapshot section `kvfree_rcu` (None when the probe is not attached). Every total and
     its per-CPU and per-path splits come from one read of the counters (raw `counters`)."""
     if raw is None or raw.get("counters") is None:
         return None
     view = _view_of(raw["counters"])
-    st = view["stats"]
+    st, tot = view["stats"], view["stat_totals"]
     ncpu = len(st[0])
-    head, headless = _row(st, ST_ENQ_HEAD), _row(st, ST_ENQ_HEADLESS)
+    head, headless = tot[ST_ENQ_HEAD], tot[ST_ENQ_HEADLESS]
     enq_by_cpu = [st[ST_ENQ_HEAD][c] + st[ST_ENQ_HEADLESS][c] for c in range(ncpu)]
     enq_bytes_by_cpu = list(st[ST_ENQ_BYTES])
     enq, enq_bytes = head + headless, sum(enq_bytes_by_cpu)
-    sheaf, sheaf_bytes = _row(st, ST_ENQ_SHEAF), _row(st, ST_ENQ_SHEAF_BYTES)
+    sheaf, sheaf_bytes = tot[ST_ENQ_SHEAF], tot[ST_ENQ_SHEAF_BYTES]
     by_path = {
-        p: {"objects": _row(st, ST_FREED + i), "bytes": _row(st, ST_FREED_BYTES + i)}
+        p: {"objects": tot[ST_FREED + i], "bytes": tot[ST_FREED_BYTES + i]}
         for i, p in enumerate(PATHS)
     }
     freed = sum(v["objects"] for v in by_path.values())
     freed_bytes = sum(v["bytes"] for v in by_path.values())
-    untracked, untracked_bytes = _row(st, ST_UNTRACKED), _row(st, ST_UNTRACKED_BYTES)
-    replaced, replaced_bytes = _row(st, ST_REPLACED), _row(st, ST_REPLACED_BYTES)
+    untracked, untracked_bytes = tot[ST_UNTRACKED], tot[ST_UNTRACKED_BYTES]
+    replaced, replaced_bytes = tot[ST_REPLACED], tot[ST_REPLACED_BYTES]
     # exact: every object is counted at its enqueue and at its free
     pending = enq - freed - replaced
     pending_bytes = enq_bytes - freed_bytes - replaced_bytes
@@ -344,7 +341,7 @@ def section(raw: Raw | None, ctx: base.SectionContext) -> Section | None:
     # no followed object pending (a few unsampled ones): split as the enqueues did
     pending_by_cpu = shares(pending, followed, enq_by_cpu)
     pending_bytes_by_cpu = shares(pending_bytes, followed_bytes, enq_bytes_by_cpu)
-    tracked = _row(st, ST_TRACKED)
+    tracked = tot[ST_TRACKED]
     tracking = {
         "one_in": _int_fact(ctx, "sample_one_in"),
         "settle_s": _int_fact(ctx, "settle_s"),
@@ -353,7 +350,7 @@ def section(raw: Raw | None, ctx: base.SectionContext) -> Section | None:
         # per-CPU and per-process splits are then exact, else estimated from the sample
         "exact": tracked == enq and sum(followed) == pending
         and sum(followed_bytes) == pending_bytes,
-        "late_unmatched": _row(st, ST_LATE_UNMATCHED),
+        "late_unmatched": tot[ST_LATE_UNMATCHED],
     }
     counts = view["hist_counts"]
     bounds = dict(zip(BOUNDED, percentile_bounds_rows(view["hists"][BOUNDED]), strict=True))
@@ -368,10 +365,10 @@ def section(raw: Raw | None, ctx: base.SectionContext) -> Section | None:
                 "krc": {"objects": enq - sheaf, "bytes": enq_bytes - sheaf_bytes},
                 "sheaf": {"objects": sheaf, "bytes": sheaf_bytes},
             },
-            "unsized": _row(st, ST_ENQ_UNSIZED),
-            "vmalloc": _row(st, ST_ENQ_VMALLOC),
-            "large": _row(st, ST_ENQ_LARGE),
-            "nolock": _row(st, ST_ENQ_NOLOCK),
+            "unsized": tot[ST_ENQ_UNSIZED],
+            "vmalloc": tot[ST_ENQ_VMALLOC],
+            "large": tot[ST_ENQ_LARGE],
+            "nolock": tot[ST_ENQ_NOLOCK],
             # calls while the tool was still attaching its hooks (not counted above)
             "before_armed": _event(view, "unarmed"),
         },
@@ -380,7 +377,7 @@ def section(raw: Raw | None, ctx: base.SectionContext) -> Section | None:
             "bytes": freed_bytes,
             "by_path": by_path,
             # frees of objects enqueued before attach: their own row, subtracted from nothing
-            "pre_attach": {p: _row(st, ST_UNMATCHED + i) for i, p in enumerate(PATHS)},
+            "pre_attach": {p: tot[ST_UNMATCHED + i] for i, p in enumerate(PATHS)},
         },
         "pending": {
             "objects": pending,
@@ -436,14 +433,14 @@ def section(raw: Raw | None, ctx: base.SectionContext) -> Section | None:
             "by_program": {p: n for p, n in sorted(m.items()) if n},
         }
     if ctx.stress_tgids:
-        out["by_stress"] = _by_stress(st)
+        out["by_stress"] = _by_stress(tot)
     return out
 
 
-def _by_stress(st: list[list[int]]) -> dict[str, int]:
+def _by_stress(tot: list[int]) -> dict[str, int]:
     """The watched processes' (a stress's) objects, counted apart and followed one by one from
-    before their first enqueue: exact, whatever the sample."""
-    bs = {name: _row(st, ST_W_FIRST + i) for i, name in enumerate(W_STATS)}
+    before their first enqueue: exact, whatever the sample. `tot`: each stat summed over CPUs."""
+    bs = {name: tot[ST_W_FIRST + i] for i, name in enumerate(W_STATS)}
     bs["pending"] = bs["enqueued"] - bs["freed"] - bs["untracked"]
     bs["pending_bytes"] = bs["enqueued_bytes"] - bs["freed_bytes"] - bs["untracked_bytes"]
     return bs
