@@ -29,6 +29,8 @@ class LiveSource:
     loaded: dict[str, Loaded] = field(default_factory=dict)
     self_cost: bool = False  # hold a BPF_ENABLE_STATS fd while attached (--self-cost)
     stats_fd: int | None = None
+    _programs: tuple[tuple[Any, ...], list[selfcost.Program]] | None = field(
+        default=None, repr=False, compare=False)
 
     def attach(self) -> LiveSource:
         if removed := leftovers.clean_stale_kprobes():
@@ -73,12 +75,16 @@ class LiveSource:
         self.stats_fd = None
 
     def programs(self) -> list[selfcost.Program]:
-        """Every loaded BPF program (bcc function name and fd), by probe."""
-        return [
-            selfcost.Program(probe, name.decode(errors="replace"), fn.fd)
-            for probe, loaded in self.loaded.items()
-            for name, fn in loaded.bpf.funcs.items()
-        ]
+        """Every loaded BPF program (bcc function name and fd), by probe; made again only
+        when the loaded modules or their programs changed (once per session, not per read)."""
+        key = tuple((probe, id(x.bpf), len(x.bpf.funcs)) for probe, x in self.loaded.items())
+        if self._programs is None or self._programs[0] != key:
+            self._programs = key, [
+                selfcost.Program(probe, name.decode(errors="replace"), fn.fd)
+                for probe, loaded in self.loaded.items()
+                for name, fn in loaded.bpf.funcs.items()
+            ]
+        return list(self._programs[1])
 
     def __enter__(self) -> LiveSource:
         return self.attach()
