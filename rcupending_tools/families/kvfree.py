@@ -84,7 +84,9 @@ def read(b: Any, ctx: base.ReadContext) -> Raw:
     # this copy, written back once if one did (only user space writes kv_cfg)
     cfg = b["kv_cfg"][0]
     raw["sample_one_in"] = int(cfg.sample_mask) + 1
-    if "kv_pending_gauge" in b:  # RCUPENDING_PENDING_PEAK=1 (compare)
+    # built with the gauge (RCUPENDING_PENDING_PEAK=1, compare). Not `"kv_pending_gauge" in
+    # b`: a bcc module iterates only the tables already looked up, so that was never true
+    if config.pending_peak():
         g = b["kv_pending_gauge"][0]
         raw["pending_gauge"] = [int(g.objects), int(g.bytes), int(g.peak_objects),
                                 int(g.peak_bytes)]

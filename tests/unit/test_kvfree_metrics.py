@@ -545,3 +545,39 @@ def test_a_live_session_arms_and_watches_the_kvfree_program():
     fam.watch(b, {41, 7})
     assert b["kv_cfg"][0].nwatch == 2 and b["kv_cfg"][0].watch[:2] == [7, 41]
     assert b["kv_cfg"][0].look_all == 1  # a stress's objects are looked up, sampled or not
+
+
+class _BccModule:
+    """Tables as a bcc module has them: looked up by name on first use; iterating (and so
+    `in`) goes over the tables looked up so far, not over those the program has."""
+
+    def __init__(self, **tables: object) -> None:
+        self._all, self._seen = tables, {}
+        self.funcs: dict = {}
+
+    def __getitem__(self, name: str) -> object:
+        if name not in self._seen:
+            self._seen[name] = self._all[name]  # KeyError: the program has no such table
+        return self._seen[name]
+
+    def __iter__(self):
+        return iter(self._seen)
+
+
+def test_the_pending_peak_is_read_from_a_module_built_with_it(monkeypatch):
+    """RCUPENDING_PENDING_PEAK=1 (compare): the kernel gauge's peak reaches the snapshot's raw
+    reading from a real bcc module, whose `in` knows only the tables already looked up."""
+    words = np.array(counters(1, {km.ST_ENQ_HEAD: [5]}))
+    no_tasks = (np.zeros(0, dtype=[("tgid", "u4"), ("comm", "S1", (16,))]),
+                np.zeros(0, dtype=[(f, "u8") for f in km.TASK_FIELDS]))
+    monkeypatch.setattr(km.base, "batch_arrays",
+                        lambda table: _slots([]) if table == "slots" else no_tasks)
+    monkeypatch.setattr(km.base, "whole_words", lambda table, end: (words, False))
+    gauge = SimpleNamespace(objects=3, bytes=192, peak_objects=95, peak_bytes=95 * 64)
+    b = _BccModule(kv_cfg=_CountedTable(_FullCfg()), kvfree_by_task="tasks",
+                   kv_counters=None, kv_pending_tgid="slots", kv_pending_gauge=[gauge])
+    monkeypatch.delenv("RCUPENDING_PENDING_PEAK", raising=False)
+    assert "pending_gauge" not in km.read(b, SimpleNamespace(count_map=False))
+    monkeypatch.setenv("RCUPENDING_PENDING_PEAK", "1")
+    raw = km.read(b, SimpleNamespace(count_map=False))
+    assert raw["pending_gauge"] == [3, 192, 95, 95 * 64]
