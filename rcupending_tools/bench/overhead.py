@@ -191,9 +191,12 @@ def _collector_cost(session: Any, switches: list[Switch], threads: int, reads: i
     """Per snapshot, read every `interval` s during a native flood with every program on: the
     reading thread's system calls (the kernel's count: bench/syscalls.py) and CPU time, and
     that time split as session.read() spends it: reading the maps (system calls and the
-    kernel's work in them included), then making the snapshot of that reading. `profile`:
-    that many of the reads' costliest functions to standard error (the profiler's own cost
-    is then in the figures)."""
+    kernel's work in them included), then making the snapshot of that reading. Each is
+    followed at once by a second snapshot, timed apart (`cpu_ms_back_to_back`): under
+    emulation the first after a 1 s sleep cost 2-3x the same work done back to back (cold
+    caches and TLB, an idle host core), so that gap is the machine's, not the collector's.
+    `profile`: that many of the reads' costliest functions to standard error (the
+    profiler's own cost is then in the figures)."""
     failed: list[BaseException] = []
 
     def flood() -> None:
@@ -206,6 +209,7 @@ def _collector_cost(session: Any, switches: list[Switch], threads: int, reads: i
         sw.resume()
     calls: list[int] = []
     cpu: list[float] = []
+    again: list[float] = []
     read_s: list[float] = []
     try:
         driver = threading.Thread(target=flood, daemon=True)
@@ -226,6 +230,9 @@ def _collector_cost(session: Any, switches: list[Switch], threads: int, reads: i
                 calls.append(c1 - c0 - 1)  # less the second count's own read()
                 cpu.append(t1 - t0)
                 read_s.append(tr - t0)
+                t2 = time.thread_time()
+                session.collector.update(session.source.read())
+                again.append(time.thread_time() - t2)
         driver.join()
     finally:
         for sw in switches:
@@ -240,7 +247,8 @@ def _collector_cost(session: Any, switches: list[Switch], threads: int, reads: i
                                       "median": statistics.median(calls), "max": max(calls)},
             "cpu_ms_per_snapshot": round(cpu_s * 1e3, 2),
             "cpu_ms_reading_maps": round(statistics.median(read_s) * 1e3, 2),
-            "cpu_percent_of_one_cpu": round(100 * cpu_s / interval, 2)}
+            "cpu_percent_of_one_cpu": round(100 * cpu_s / interval, 2),
+            "cpu_ms_back_to_back": round(statistics.median(again) * 1e3, 2)}
 
 
 def _tracking(snap: Snapshot) -> dict[str, int]:
@@ -337,4 +345,9 @@ def text(result: dict[str, Any]) -> str:
     for p in r["python_loop"]:
         lines.append(f"  python loop, {p['workers']} worker(s): {p['calls_per_s']:,.0f} calls/s;"
                      f" native unprobed median is {r['native_over_python'][str(p['workers'])]}x")
+    if c := r.get("collector"):
+        lines.append(f"  collector: {c['cpu_ms_per_snapshot']} ms CPU per snapshot "
+                     f"({c['cpu_percent_of_one_cpu']}% of one CPU at {c['interval_s']:g} s; "
+                     f"{c.get('cpu_ms_back_to_back', '?')} ms back to back), "
+                     f"{c['syscalls_per_snapshot']['median']:g} system calls")
     return "\n".join(lines)

@@ -126,11 +126,17 @@ def test_result_medians_ratios_and_text():
     out = bench.text(r)
     assert "full" in out and "0.400" in out and "entry 150.0 ns/run" in out
     assert "1 worker(s): 100 calls/s; native unprobed median is 5.0x" in out
+    r["collector"] = {"cpu_ms_per_snapshot": 21.5, "cpu_percent_of_one_cpu": 2.15,
+                      "interval_s": 1.0, "cpu_ms_back_to_back": 8.25,
+                      "syscalls_per_snapshot": {"median": 33.0}}
+    assert ("collector: 21.5 ms CPU per snapshot (2.15% of one CPU at 1 s; 8.25 ms back to "
+            "back), 33 system calls") in bench.text(r)
 
 
 def test_collector_cost_splits_each_snapshot_as_session_read_makes_it(monkeypatch):
     """The maps read (source.read) then the snapshot made (collector.update), each reading
-    once per snapshot; the read's CPU time is a part of the snapshot's."""
+    once per snapshot; the read's CPU time is a part of the snapshot's. A second snapshot
+    right after each is timed apart."""
     class Counter:
         n = 0
 
@@ -151,8 +157,9 @@ def test_collector_cost_splits_each_snapshot_as_session_read_makes_it(monkeypatc
     monkeypatch.setattr(bench, "SyscallCounter", Counter)
     monkeypatch.setattr(bench.time, "sleep", lambda s: None)
     out = bench._collector_cost(session, [], 1, reads=3)
-    assert made == [sum(range(10**5))] * 3
+    assert made == [sum(range(10**5))] * 6  # each snapshot, and one right after it
     assert 0 <= out["cpu_ms_reading_maps"] <= out["cpu_ms_per_snapshot"]
+    assert out["cpu_ms_back_to_back"] >= 0
     assert out["syscalls_per_snapshot"]["values"] == [0, 0, 0]
 
 
