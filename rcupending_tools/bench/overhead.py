@@ -193,8 +193,9 @@ def _collector_cost(session: Any, switches: list[Switch], threads: int, reads: i
     that time split as session.read() spends it: reading the maps (system calls and the
     kernel's work in them included), then making the snapshot of that reading. Each is
     followed at once by a second snapshot, timed apart (`cpu_ms_back_to_back`): under
-    emulation the first after a 1 s sleep cost 2-3x the same work done back to back (cold
-    caches and TLB, an idle host core), so that gap is the machine's, not the collector's.
+    emulation the first after a 1 s sleep costs more than the same work done back to back
+    (idle guest, debian:6.12: 9.6 against 7.8 ms; runs L and M during the flood: 16.9 against
+    15.3 and 26.7 against 24.9 ms), a gap of the machine's caches, not of the collector.
     `profile`: that many of the reads' costliest functions to standard error (the
     profiler's own cost is then in the figures)."""
     failed: list[BaseException] = []
