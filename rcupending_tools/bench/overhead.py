@@ -4,7 +4,8 @@ One process, phases alternating per repeat: `unprobed` (nothing attached), `empt
 program on kvfree_call_rcu that does nothing: the trampoline's cost) and `full` (the collector's
 real programs). Each phase runs the native driver (stress/native.py) for S seconds with BPF
 stats off; programs are compiled once and attached/detached between phases. Then one phase each
-of `empty` and `full` with BPF run-time stats on gives ns per run. The python driver runs once
+of `empty` and `full` with BPF run-time stats on gives ns per run; then N phases with both
+attached together give their ratio on the same calls (`paired`). The python driver runs once
 with 1 worker (the default `stress kvfree` loop) and once with as many workers as driver threads,
 right before the first unprobed phase. A benchmark, not a test: it reports, it does not judge.
 """
@@ -158,8 +159,7 @@ def overhead(
         try:
             for phase, loaded in (("empty", {"bench_empty": empty}), ("full", src.loaded)):
                 progress(f"with BPF stats: {phase}")
-                progs = [selfcost.Program(probe, n.decode(), f.fd)
-                         for probe, x in loaded.items() for n, f in x.bpf.funcs.items()]
+                progs = _programs(loaded)
                 before = {p["name"]: p for p in _stats_by_program(progs)}
                 for sw in switches[phase]:
                     sw.resume()
@@ -171,6 +171,7 @@ def overhead(
                 stats_runs[phase] = _stats_delta(before, _stats_by_program(progs), rate)
         finally:
             selfcost.disable_stats(fd)
+        paired = _paired_stats(empty, src.loaded, switches, repeats, seconds, threads, progress)
         progress("collector cost: snapshots during the flood")
         collector = _collector_cost(session, switches["full"], threads, profile=profile_reads)
         tracking = _tracking(session.read())
@@ -179,11 +180,81 @@ def overhead(
             session.close()
         empty.close()
     result = _result(kernel, threads, repeats, seconds, rates, stats_runs, python)
+    result["paired"] = paired
     result["full_tracking"] = tracking
     result["collector"] = collector
     result["settings"] = {"sample_one_in": config.kvfree_sample_one_in(),
                           "settle_s": config.settle_seconds()}
     return result
+
+
+def _programs(loaded: dict[str, Any]) -> list[selfcost.Program]:
+    return [selfcost.Program(probe, n.decode(), f.fd)
+            for probe, x in loaded.items() for n, f in x.bpf.funcs.items()]
+
+
+def _paired_stats(empty: Any, full: dict[str, Any], switches: dict[str, list[Switch]],
+                  repeats: int, seconds: float, threads: int,
+                  progress: Callable[[str], None]) -> dict[str, Any]:
+    """The empty and the full programs attached together, with BPF stats on, `repeats` times:
+    both run on the same kvfree_call_rcu() calls, so the emulator's speed, which drifts from
+    one phase to the next under TCG, cancels in their ratio. The attach order (hence which of
+    the two runs first in the trampoline) alternates per repeat."""
+    empty_progs, full_progs = _programs({"bench_empty": empty}), _programs(full)
+    runs = []
+    fd = selfcost.enable_stats()
+    try:
+        for r in range(repeats):
+            progress(f"with BPF stats {r + 1}/{repeats}: empty and full together")
+            order = ["empty", "full"] if r % 2 == 0 else ["full", "empty"]
+            e0 = {p["name"]: p for p in _stats_by_program(empty_progs)}
+            f0 = {p["name"]: p for p in _stats_by_program(full_progs)}
+            attached = [sw for phase in order for sw in switches[phase]]
+            try:
+                for sw in attached:
+                    sw.resume()
+                rate = _phase_run(seconds, threads)
+            finally:
+                for sw in attached:
+                    if sw.saved is None:
+                        sw.pause()
+            e = _stats_delta(e0, _stats_by_program(empty_progs), rate)
+            f = _stats_delta(f0, _stats_by_program(full_progs), rate)
+            runs.append(_pair(e, f, order[0]))
+    finally:
+        selfcost.disable_stats(fd)
+    return _paired_summary(runs)
+
+
+def _pair(empty: dict[str, Any], full: dict[str, Any], first: str) -> dict[str, Any]:
+    """One paired run: each side's ns and their ratios (None when a side saw no call)."""
+    e, entry, total = (empty["entry_ns_per_run"], full["entry_ns_per_run"],
+                       full["bpf_ns_per_call"])
+    return {"first": first, "calls_per_s": full["calls_per_s"],
+            "kvfree_call_rcu_runs": full["kvfree_call_rcu_runs"],
+            "empty_ns_per_run": e, "entry_ns_per_run": entry, "bpf_ns_per_call": total,
+            "entry_over_empty": round(entry / e, 3) if e and entry else None,
+            "all_over_empty": round(total / e, 3) if e and total else None}
+
+
+def _paired_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The runs, and each ratio with both sides averaged over both trampoline positions: the
+    program that runs first pays a cost the second does not (under TCG about 100 ns for the
+    empty program, run N), so a ratio of one order alone says which ran first. A position's
+    ns are the mean of its runs; None when no run had both sides."""
+    def pooled(key: str) -> float | None:
+        by_first: dict[str, list[dict[str, Any]]] = {}
+        for r in runs:
+            if r["empty_ns_per_run"] and r[key]:
+                by_first.setdefault(r["first"], []).append(r)
+        if not by_first:
+            return None
+        num = sum(statistics.mean(r[key] for r in rs) for rs in by_first.values())
+        den = sum(statistics.mean(r["empty_ns_per_run"] for r in rs) for rs in by_first.values())
+        return round(num / den, 3)
+    return {"runs": runs, "entry_over_empty": pooled("entry_ns_per_run"),
+            "all_over_empty": pooled("bpf_ns_per_call"),
+            "orders": sorted({r["first"] for r in runs})}
 
 
 def _collector_cost(session: Any, switches: list[Switch], threads: int, reads: int = 10,
@@ -343,6 +414,11 @@ def text(result: dict[str, Any]) -> str:
         lines.append(f"  BPF stats, {p}: entry {s['entry_ns_per_run']} ns/run, all programs "
                      f"{s['bpf_ns_per_call']} ns per kvfree_call_rcu ({s['calls_per_s']:,.0f}"
                      " calls/s with stats on)")
+    if pr := r.get("paired"):
+        lines.append(f"  BPF stats, both attached together ({len(pr['runs'])} runs: "
+                     f"{_fmt_ratios(pr['runs'], 'entry_over_empty')}): entry / empty "
+                     f"{pr['entry_over_empty']}x, all programs / empty {pr['all_over_empty']}x"
+                     " (both trampoline positions averaged)")
     for p in r["python_loop"]:
         lines.append(f"  python loop, {p['workers']} worker(s): {p['calls_per_s']:,.0f} calls/s;"
                      f" native unprobed median is {r['native_over_python'][str(p['workers'])]}x")
@@ -352,3 +428,7 @@ def text(result: dict[str, Any]) -> str:
                      f"{c.get('cpu_ms_back_to_back', '?')} ms back to back), "
                      f"{c['syscalls_per_snapshot']['median']:g} system calls")
     return "\n".join(lines)
+
+
+def _fmt_ratios(runs: list[dict[str, Any]], key: str) -> str:
+    return " ".join("-" if r[key] is None else f"{r[key]:g}x" for r in runs)

@@ -131,6 +131,10 @@ def test_result_medians_ratios_and_text():
                       "syscalls_per_snapshot": {"median": 33.0}}
     assert ("collector: 21.5 ms CPU per snapshot (2.15% of one CPU at 1 s; 8.25 ms back to "
             "back), 33 system calls") in bench.text(r)
+    r["paired"] = {"runs": [{"entry_over_empty": 3.0}, {"entry_over_empty": None}],
+                   "entry_over_empty": 3.0, "all_over_empty": 4.5}
+    assert ("both attached together (2 runs: 3x -): entry / empty 3.0x, all programs / empty "
+            "4.5x (both trampoline positions averaged)") in bench.text(r)
 
 
 def test_collector_cost_splits_each_snapshot_as_session_read_makes_it(monkeypatch):
@@ -186,3 +190,26 @@ def test_collector_cost_profile_names_the_readers_functions(monkeypatch, capsys)
     bench._collector_cost(session, [], 1, reads=2, profile=5)
     err = capsys.readouterr().err
     assert "slow_read_of_the_maps" in err and "cumulative" in err
+
+
+def test_paired_ratios_and_their_medians():
+    """Each paired run's ratios come from its two sides; the median skips runs without one."""
+    def side(entry, total, runs=1000):
+        return {"calls_per_s": 5.0, "kvfree_call_rcu_runs": runs,
+                "entry_ns_per_run": entry, "bpf_ns_per_call": total}
+    runs = [bench._pair(side(150.0, 150.0), side(450.0, 600.0), "empty"),
+            bench._pair(side(100.0, 100.0), side(400.0, 550.0), "full"),
+            bench._pair(side(None, None, 0), side(500.0, 700.0), "empty"),
+            bench._pair(side(200.0, 200.0), side(500.0, 650.0), "full")]
+    assert [r["entry_over_empty"] for r in runs] == [3.0, 4.0, None, 2.5]
+    assert runs[0]["all_over_empty"] == 4.0 and runs[2]["all_over_empty"] is None
+    s = bench._paired_summary(runs)
+    # empty first: entry 450 over empty 150 (run 3 has no empty side); full first: the means
+    # 450 and 150 (of 400, 500 and 100, 200): (450 + 450) / (150 + 150)
+    assert s["entry_over_empty"] == 3.0
+    assert s["all_over_empty"] == round((600 + 600) / 300, 3)
+    assert s["orders"] == ["empty", "full"]
+    # one order alone is its own ratio; none with both sides: None
+    assert bench._paired_summary(runs[:1])["entry_over_empty"] == 3.0
+    assert bench._paired_summary([runs[2]])["entry_over_empty"] is None
+    assert bench._fmt_ratios(runs, "entry_over_empty") == "3x 4x - 2.5x"
