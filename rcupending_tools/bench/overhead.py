@@ -240,9 +240,9 @@ def _pair(empty: dict[str, Any], full: dict[str, Any], first: str) -> dict[str, 
 def _paired_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """The runs, and each ratio with both sides averaged over both trampoline positions: in
     runs N and O (README OVERHEAD, TCG) the empty program took 217-298 ns when it ran first
-    (attached last) and 96-166 ns when it ran after the collector's, so a ratio of one order
-    alone says more about the order than about the programs. A position's ns are the mean of
-    its runs; None when no run had both sides."""
+    (attached last) and 96-166 ns when it ran after the collector's (in run Q 171-179 ns
+    either way), so a ratio of one order alone may say more about the order than about the
+    programs. A position's ns are the mean of its runs; None when no run had both sides."""
     def pooled(key: str) -> float | None:
         by_first: dict[str, list[dict[str, Any]]] = {}
         for r in runs:

@@ -1,5 +1,5 @@
 """Guest experiment (not a test): the collector's kvfree_call_rcu entry program alone, BPF stats
-on, 2 floods of 3 s, for source variants made by text substitution (README OVERHEAD, run N).
+on, 2 floods of 3 s, for source variants made by text substitution (README OVERHEAD, run P).
 The variants are measurements only: `no_gp_read` sizes objects from a memo it never
 invalidates, which the tool must not do.
 

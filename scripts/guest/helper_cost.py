@@ -1,6 +1,6 @@
 """Guest experiment (not a test): ns per run of tiny fentry programs on kvfree_call_rcu, all
 attached together during the native flood, BPF stats on; what one helper call or map access
-costs under the machine at hand (README OVERHEAD, run N). A guard program attached last runs
+costs under the machine at hand (README OVERHEAD, run P). A guard program attached last runs
 first in the trampoline and takes the first position's extra cost.
 
     rcupending lab --kernel debian:6.12 -- .venv/bin/python scripts/guest/helper_cost.py
