@@ -835,12 +835,45 @@ static __always_inline bool list_called(struct pt_regs *ctx)
 #endif
 }
 
+#ifdef PENDING_INLINE_A_START
+/* rcu_pending backend: a headless object freed inside its own enqueue, its grace period over
+ * while the enqueue slept for memory (__rcu_pending_enqueue()'s check_expired, inlined into
+ * kvfree_call_rcu_pending(), and rcu_pending_enqueue_list()'s kvfree(--ptr)): a kvfree() of
+ * the object the entry program kept as this task's inline context, called by one of those
+ * functions (PENDING_INLINE_*: their text). The stack is read only when the object matches. */
+static __always_inline bool pending_inline_free(struct pt_regs *ctx, u64 ptr)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	struct path_ctx *c = kv_ctx.lookup(&id);
+	if (!c || c->path != PATH_INLINE || c->ptr != ptr || !ptr)
+		return false;
+	u64 frames[2] = {};
+	if (bpf_get_stack(ctx, frames, sizeof(frames), 0) < (long)sizeof(frames))
+		return false;
+	u64 ret = frames[1];
+	bool ok = ret >= PENDING_INLINE_A_START && ret < PENDING_INLINE_A_END;
+#ifdef PENDING_INLINE_B_START
+	ok = ok || (ret >= PENDING_INLINE_B_START && ret < PENDING_INLINE_B_END);
+#endif
+	if (!ok)
+		return false;
+	u64 bytes = c->bytes;
+	kv_ctx.delete(&id);  /* freed: a later kvfree() of the address is another object's */
+	on_free(ptr, PATH_INLINE, 1, bytes, SC_INLINE_ENQ, false);
+	return true;
+}
+#endif
+
 /* kvfree(addr) inside a list path (krc's channel 3, 6.1's kfree_rcu_work, rcu_pending's
  * __process_finished_items): the object itself. The kfree()s around it in the same path are
  * not kvfree_rcu objects: a vmalloc object's vm_struct (vfree), rcu_pending's radix nodes and
  * the rcu_heads of headless objects. Only kvfree() calls, not every kfree() of the machine. */
 int kprobe_kvfree(struct pt_regs *ctx)
 {
+#ifdef PENDING_INLINE_A_START
+	if (pending_inline_free(ctx, PT_REGS_PARM1(ctx)))
+		return 0;
+#endif
 	u32 zero = 0;
 	u64 *a = kv_active.lookup(&zero);
 	if (!a || !*a)

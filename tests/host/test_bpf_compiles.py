@@ -51,6 +51,12 @@ KVFREE_EXTRAS = {
                      "VMAP_AREA_ROOT": None},
     "rcu_pending backend, sampled": {"HAVE_PENDING_BACKEND": None, "OFF_PENDING_PROCESS": 16,
                                      "SAMPLE_MASK": 7, "TRACK_MAX": 1024},
+    "rcu_pending backend, inline frees": {
+        "HAVE_PENDING_BACKEND": None, "OFF_PENDING_PROCESS": 16, "KVFREE_BY_KPROBE": None,
+        "PENDING_INLINE_A_START": "0xffffffff81002000",
+        "PENDING_INLINE_A_END": "0xffffffff81002400",
+        "PENDING_INLINE_B_START": "0xffffffff81003000",
+        "PENDING_INLINE_B_END": "0xffffffff81003400"},
 }
 PENDING = {"OFF_PENDING_SRCU": 8, "OFF_PENDING_PROCESS": 16, "HAVE_ENQUEUE_LIST": None,
            "OFF_PCPU_PARENT": 0, "HAVE_PROCESS_FINISHED": None, "OFF_SRCU_SUP": 8,

@@ -156,6 +156,7 @@ def _list_frees(kernel: KernelInfo, lay: Layout, kind: str) -> None:
         lay.kprobes.append(hook)
         lay.fentry_kprobes.append(hook)
         _list_callers(kernel, lay)
+        _pending_inline_callers(kernel, lay)
     else:
         lay.facts["list_frees"] = "kmem:kfree (no kprobes: a vmalloc list object's " \
             "vm_struct counts in its place)"
@@ -171,6 +172,25 @@ def _list_callers(kernel: KernelInfo, lay: Layout) -> None:
     for tag, (start, end) in zip("AB", spans[:2], strict=False):
         lay.defines.update({f"LIST_CALLER_{tag}_START": hex(start),
                             f"LIST_CALLER_{tag}_END": hex(end)})
+
+
+# rcu_pending backend: the functions whose kvfree() of a headless object frees it inside its
+# own enqueue (its grace period ended while the enqueue slept for memory).
+PENDING_INLINE_CALLERS = ("kvfree_call_rcu_pending", "rcu_pending_enqueue_list")
+
+
+def _pending_inline_callers(kernel: KernelInfo, lay: Layout) -> None:
+    """PENDING_INLINE_{A,B}_{START,END}: their text, for kprobe_kvfree (HAVE_PENDING_BACKEND)."""
+    if "HAVE_PENDING_BACKEND" not in lay.defines:
+        return
+    spans = [span for name in PENDING_INLINE_CALLERS
+             if (span := symbol_range(kernel, kernel.clone_name(name) or name)) is not None]
+    if not spans:
+        lay.facts["pending_inline_frees"] = "not counted: kvfree_call_rcu_pending and " \
+            "rcu_pending_enqueue_list not in kallsyms"
+    for tag, (start, end) in zip("AB", spans[:2], strict=False):
+        lay.defines.update({f"PENDING_INLINE_{tag}_START": hex(start),
+                            f"PENDING_INLINE_{tag}_END": hex(end)})
 
 
 # Optional fentry-only metrics: define -> (functions it hooks, metric name in `unavailable`).
