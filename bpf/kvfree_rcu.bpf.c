@@ -815,21 +815,27 @@ static __always_inline void list_exit(void)
 }
 
 #ifdef KVFREE_BY_KPROBE
-/* Whether this kvfree() was called by a list function itself (LIST_CALLER_*: the caller's
- * frame, as bpftrace's kstack(2) shows it), not nested: a vmalloc object's vfree() kvfree()s
- * its page array inside the same path (process context: krc's list, 6.1's work). */
+/* Whether this call's caller (its return address: the frame bpftrace's kstack(2) shows)
+ * lies in [a0, a1) or [b0, b1): 1 or 0; -1 when the stack cannot be read. */
+static __always_inline int caller_in(struct pt_regs *ctx, u64 a0, u64 a1, u64 b0, u64 b1)
+{
+	u64 frames[2] = {};
+	if (bpf_get_stack(ctx, frames, sizeof(frames), 0) < (long)sizeof(frames))
+		return -1;
+	u64 ret = frames[1];
+	return (ret >= a0 && ret < a1) || (ret >= b0 && ret < b1);
+}
+
+/* The text ranges P_{A,B}_{START,END} of a few functions (the layout's _text_ranges()). */
+#define CALLER_IN(ctx, P) caller_in(ctx, P##_A_START, P##_A_END, P##_B_START, P##_B_END)
+
+/* Whether this kvfree() was called by a list function itself (LIST_CALLER_*), not nested: a
+ * vmalloc object's vfree() kvfree()s its page array inside the same path (process context:
+ * krc's list, 6.1's work). No stack: counted, as before. */
 static __always_inline bool list_called(struct pt_regs *ctx)
 {
 #ifdef LIST_CALLER_A_START
-	u64 frames[2] = {};
-	if (bpf_get_stack(ctx, frames, sizeof(frames), 0) < (long)sizeof(frames))
-		return true;  /* no stack: counted, as before */
-	u64 ret = frames[1];
-	bool ok = ret >= LIST_CALLER_A_START && ret < LIST_CALLER_A_END;
-#ifdef LIST_CALLER_B_START
-	ok = ok || (ret >= LIST_CALLER_B_START && ret < LIST_CALLER_B_END);
-#endif
-	return ok;
+	return CALLER_IN(ctx, LIST_CALLER) != 0;
 #else
 	return true;
 #endif
@@ -847,15 +853,7 @@ static __always_inline bool pending_inline_free(struct pt_regs *ctx, u64 ptr)
 	struct path_ctx *c = kv_ctx.lookup(&id);
 	if (!c || c->path != PATH_INLINE || c->ptr != ptr || !ptr)
 		return false;
-	u64 frames[2] = {};
-	if (bpf_get_stack(ctx, frames, sizeof(frames), 0) < (long)sizeof(frames))
-		return false;
-	u64 ret = frames[1];
-	bool ok = ret >= PENDING_INLINE_A_START && ret < PENDING_INLINE_A_END;
-#ifdef PENDING_INLINE_B_START
-	ok = ok || (ret >= PENDING_INLINE_B_START && ret < PENDING_INLINE_B_END);
-#endif
-	if (!ok)
+	if (CALLER_IN(ctx, PENDING_INLINE) != 1)
 		return false;
 	u64 bytes = c->bytes;
 	kv_ctx.delete(&id);  /* freed: a later kvfree() of the address is another object's */

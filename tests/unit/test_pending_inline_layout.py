@@ -1,4 +1,4 @@
-"""The kvfree layout's text ranges for rcu_pending's inline frees (kallsyms faked)."""
+"""The kvfree layout's text ranges (kallsyms faked): rcu_pending's inline frees, list callers."""
 
 from __future__ import annotations
 
@@ -39,3 +39,15 @@ def test_nothing_without_the_backend_and_a_fact_without_the_symbols(tmp_path):
     kvfree._pending_inline_callers(kernel(tmp_path, "ffffffff81000000 T other\n"), lay)
     assert not any(k.startswith("PENDING_INLINE") for k in lay.defines)
     assert "not counted" in lay.facts["pending_inline_frees"]
+
+
+def test_one_function_found_leaves_the_second_range_empty(tmp_path):
+    """The BPF's CALLER_IN() reads both ranges: B is 0 to 0 (matches nothing) when only one
+    of the functions is in kallsyms, as for a list path of one function (LIST_CALLER_*)."""
+    lay = Layout()
+    lay.defines["HAVE_KVFREE_RCU_LIST"] = None
+    syms = "ffffffff81100000 t kvfree_rcu_list\nffffffff81100200 t kvfree_rcu_bulk\n"
+    kvfree._list_callers(kernel(tmp_path, syms), lay)
+    assert lay.defines["LIST_CALLER_A_START"] == "0xffffffff81100000"
+    assert lay.defines["LIST_CALLER_A_END"] == "0xffffffff81100200"
+    assert lay.defines["LIST_CALLER_B_START"] == lay.defines["LIST_CALLER_B_END"] == "0x0"

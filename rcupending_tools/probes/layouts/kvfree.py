@@ -162,35 +162,38 @@ def _list_frees(kernel: KernelInfo, lay: Layout, kind: str) -> None:
             "vm_struct counts in its place)"
 
 
-def _list_callers(kernel: KernelInfo, lay: Layout) -> None:
-    """LIST_CALLER_{A,B}_{START,END}: the text of this kernel's list functions, so that only
-    their own kvfree() calls count, not one nested in a vmalloc object's vfree() (which
-    kvfree()s its page array) inside the same path."""
-    names = [name for define, name in LIST_CALLERS.items() if define in lay.defines]
+def _text_ranges(kernel: KernelInfo, lay: Layout, names: list[str], prefix: str) -> int:
+    """{prefix}_{A,B}_{START,END}: the text of the first two of `names` that kallsyms has
+    (B empty, 0 to 0, when only one has), for the BPF's caller_in(); how many it found."""
     spans = [span for name in names
              if (span := symbol_range(kernel, kernel.clone_name(name) or name)) is not None]
-    for tag, (start, end) in zip("AB", spans[:2], strict=False):
-        lay.defines.update({f"LIST_CALLER_{tag}_START": hex(start),
-                            f"LIST_CALLER_{tag}_END": hex(end)})
+    if spans:
+        for tag, (start, end) in zip("AB", [*spans[:2], (0, 0)][:2], strict=True):
+            lay.defines.update({f"{prefix}_{tag}_START": hex(start),
+                                f"{prefix}_{tag}_END": hex(end)})
+    return len(spans)
+
+
+def _list_callers(kernel: KernelInfo, lay: Layout) -> None:
+    """LIST_CALLER_*: the text of this kernel's list functions, so that only their own kvfree()
+    calls count, not one nested in a vmalloc object's vfree() (which kvfree()s its page array)
+    inside the same path."""
+    names = [name for define, name in LIST_CALLERS.items() if define in lay.defines]
+    _text_ranges(kernel, lay, names, "LIST_CALLER")
 
 
 # rcu_pending backend: the functions whose kvfree() of a headless object frees it inside its
 # own enqueue (its grace period ended while the enqueue slept for memory).
-PENDING_INLINE_CALLERS = ("kvfree_call_rcu_pending", "rcu_pending_enqueue_list")
+PENDING_INLINE_CALLERS = ["kvfree_call_rcu_pending", "rcu_pending_enqueue_list"]
 
 
 def _pending_inline_callers(kernel: KernelInfo, lay: Layout) -> None:
-    """PENDING_INLINE_{A,B}_{START,END}: their text, for kprobe_kvfree (HAVE_PENDING_BACKEND)."""
+    """PENDING_INLINE_*: their text, for kprobe_kvfree (HAVE_PENDING_BACKEND)."""
     if "HAVE_PENDING_BACKEND" not in lay.defines:
         return
-    spans = [span for name in PENDING_INLINE_CALLERS
-             if (span := symbol_range(kernel, kernel.clone_name(name) or name)) is not None]
-    if not spans:
+    if not _text_ranges(kernel, lay, PENDING_INLINE_CALLERS, "PENDING_INLINE"):
         lay.facts["pending_inline_frees"] = "not counted: kvfree_call_rcu_pending and " \
             "rcu_pending_enqueue_list not in kallsyms"
-    for tag, (start, end) in zip("AB", spans[:2], strict=False):
-        lay.defines.update({f"PENDING_INLINE_{tag}_START": hex(start),
-                            f"PENDING_INLINE_{tag}_END": hex(end)})
 
 
 # Optional fentry-only metrics: define -> (functions it hooks, metric name in `unavailable`).
