@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import faulthandler
+import json
 import os
 import signal
 import subprocess
@@ -43,6 +44,32 @@ def run_cli(
         timeout=timeout,
         **kw,
     )
+
+
+def lab_result(spec: str, *command: str, lab_args: tuple[str, ...] = (),
+               timeout: float = 2400, keep: str | None = None) -> dict:
+    """`command` run in a lab VM of `spec` (`rcupending lab`): the JSON its guest script
+    printed last on a `RCUPENDING-RESULT ` line, with `spec` set. A failed run (exit 0 also
+    means no WARN/BUG/stall in the guest's dmesg: `rcupending lab` checks), or one that
+    printed none, fails with the ends of its output. `keep`: a file name under
+    RCUPENDING_VM_RESULTS (default build/vm-results) to write the result to as well."""
+    proc = run_cli("lab", "--kernel", spec, *lab_args, "--", *command, timeout=timeout)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RCUPENDING-RESULT ")]
+    assert proc.returncode == 0 and lines, (
+        f"lab run on {spec} failed (rc {proc.returncode}):\n"
+        f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    result = json.loads(lines[-1].split(" ", 1)[1])
+    result["spec"] = spec
+    if keep:
+        out = Path(os.environ.get("RCUPENDING_VM_RESULTS", "build/vm-results"))
+        out.mkdir(parents=True, exist_ok=True)
+        (out / keep).write_text(json.dumps(result, indent=1))
+    return result
+
+
+def results_name(spec: str, prefix: str = "") -> str:
+    """A VM result's file name: `prefix` and the kernel spec, `:` made `-`."""
+    return f"{prefix}{spec.replace(':', '-')}.json"
 
 
 def one_line_error(proc: subprocess.CompletedProcess, code: int | None = None) -> str:

@@ -5,14 +5,11 @@ caches and 7.3 for every kmalloc cache. A kernel that fails to boot fails here."
 
 from __future__ import annotations
 
-import json
-import os
 import sys
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import FULL_MATRIX, run_cli, vm_kernels
+from tests.conftest import FULL_MATRIX, lab_result, results_name, vm_kernels
 
 N = 20000
 # Issue 3's set: both kvfree_call_rcu signatures (6.1, 6.12+), the nolock allocator (6.17+),
@@ -52,30 +49,17 @@ BULK_RECORDS_MAX = 512
 
 @pytest.fixture(scope="module", params=KERNELS)
 def guest(request) -> dict:
-    proc = run_cli("lab", "--kernel", request.param, "--", sys.executable,
-                   "tests/vm/guest_kvfree.py", *PLAN.get(request.param, ALL), timeout=2400)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RCUPENDING-RESULT ")]
-    assert proc.returncode == 0 and lines, (
-        f"lab run on {request.param} failed (rc {proc.returncode}):\n"
-        f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    result = json.loads(lines[-1].split(" ", 1)[1])
-    result["spec"] = request.param
     # kept for scripts/availability_table.py (the README's kernel-by-metric table)
-    out = Path(os.environ.get("RCUPENDING_VM_RESULTS", "build/vm-results"))
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{request.param.replace(':', '-')}.json").write_text(json.dumps(result, indent=1))
-    return result
+    return lab_result(request.param, sys.executable, "tests/vm/guest_kvfree.py",
+                      *PLAN.get(request.param, ALL), keep=results_name(request.param))
 
 
 @pytest.fixture(scope="module")
 def forced_fallback() -> dict:  # its tests are vm_full: CI's list path is the oracle tier's
     """debian:6.12 booted with no cached bulk pages (rcutree.rcu_min_cached_objs=0): every
     kfree_rcu() with a head falls back to krc's channel 3 (the linked list)."""
-    proc = run_cli("lab", "--kernel", "debian:6.12", "--append", "rcutree.rcu_min_cached_objs=0",
-                   "--", sys.executable, "tests/vm/guest_kvfree.py", "main", timeout=2400)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RCUPENDING-RESULT ")]
-    assert proc.returncode == 0 and lines, f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return json.loads(lines[-1].split(" ", 1)[1])
+    return lab_result("debian:6.12", sys.executable, "tests/vm/guest_kvfree.py", "main",
+                      lab_args=("--append", "rcutree.rcu_min_cached_objs=0"))
 
 
 @pytest.mark.vm_full

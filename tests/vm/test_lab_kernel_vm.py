@@ -4,16 +4,13 @@ tests/vm/guest_lab_kernel.py. Builds the lab kernels first when they are not cac
 
 from __future__ import annotations
 
-import json
-import os
 import sys
-from pathlib import Path
 
 import pytest
 
 from rcupending_tools.lab import build
 from rcupending_tools.lab.recipe import parse_recipe
-from tests.conftest import run_cli, vm_kernels
+from tests.conftest import lab_result, results_name, run_cli, vm_kernels
 
 N_SETS = 20000
 VARIANTS = ["stock", "rcupending"]
@@ -45,19 +42,10 @@ def lab_kernels() -> dict[str, str]:
                                            "lab:6.12-stock,lab:6.12-rcupending")])
 def guest(request, lab_kernels) -> dict:
     variant = request.param
-    proc = run_cli("lab", "--kernel", f"lab:6.12-{variant}", "--", sys.executable,
-                   "tests/vm/guest_lab_kernel.py", lab_kernels[variant], timeout=1800)  # fmt: skip
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RCUPENDING-RESULT ")]
-    # rc 0 also means: no WARN/BUG/stall splat in the guest's dmesg (`rcupending lab` checks)
-    assert proc.returncode == 0 and lines, (
-        f"lab run on {variant} failed (rc {proc.returncode}):\n"
-        f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    )
-    result = json.loads(lines[-1].split(" ", 1)[1])
+    spec = f"lab:6.12-{variant}"
+    result = lab_result(spec, sys.executable, "tests/vm/guest_lab_kernel.py",
+                        lab_kernels[variant], timeout=1800, keep=results_name(spec))
     result["variant"] = variant
-    out = Path(os.environ.get("RCUPENDING_VM_RESULTS", "build/vm-results"))
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"lab-6.12-{variant}.json").write_text(json.dumps(result, indent=1))
     return result
 
 

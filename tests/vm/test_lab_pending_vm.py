@@ -4,15 +4,12 @@ One boot per variant runs tests/vm/guest_pending.py; a splat in dmesg fails the 
 
 from __future__ import annotations
 
-import json
-import os
 import sys
-from pathlib import Path
 
 import pytest
 
 from rcupending_tools.lab.kernels import cache_dir
-from tests.conftest import run_cli, vm_kernels
+from tests.conftest import lab_result, results_name, vm_kernels
 
 VARIANTS = {"lab:6.12-stock": "krc", "lab:6.12-rcupending": "rcu_pending"}
 # the forced fallbacks are fault injection inside the guest: failslab on rcu_pending,
@@ -32,18 +29,8 @@ def guest(request) -> dict:
     ko = cache_dir() / "lab" / spec.split(":", 1)[1] / MODULE
     assert ko.is_file(), f"{ko} missing: build the lab kernels first (rcupending lab-build)"
     append = [a for arg in APPEND.get(spec, []) for a in ("--append", arg)]
-    proc = run_cli("lab", "--kernel", spec, *append, "--", sys.executable,
-                   "tests/vm/guest_pending.py", str(ko), timeout=1800)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RCUPENDING-RESULT ")]
-    assert proc.returncode == 0 and lines, (
-        f"lab run on {spec} failed (rc {proc.returncode}):\n"
-        f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    result = json.loads(lines[-1].split(" ", 1)[1])
-    result["spec"] = spec
-    out = Path(os.environ.get("RCUPENDING_VM_RESULTS", "build/vm-results"))
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{spec.replace(':', '-')}.json").write_text(json.dumps(result, indent=1))
-    return result
+    return lab_result(spec, sys.executable, "tests/vm/guest_pending.py", str(ko),
+                      lab_args=tuple(append), timeout=1800, keep=results_name(spec))
 
 
 def probe(result: dict, name: str) -> dict:

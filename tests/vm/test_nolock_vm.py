@@ -7,14 +7,11 @@ saves two boots; RCUPENDING_VM_NOLOCK_KERNELS=debian:6.1 runs them here too."""
 
 from __future__ import annotations
 
-import json
-import os
 import sys
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli, vm_kernels
+from tests.conftest import lab_result, results_name, vm_kernels
 
 KERNELS = vm_kernels("RCUPENDING_VM_NOLOCK_KERNELS", "debian:7.3",
                      "debian:6.17,debian:6.18,debian:7.3")
@@ -35,19 +32,9 @@ STREAM_CALLER = {"debian:6.17": "bpf_stream_page_replace", "debian:6.18": "bpf_s
 
 @pytest.fixture(scope="module", params=KERNELS)
 def guest(request) -> dict:
-    proc = run_cli("lab", "--kernel", request.param, "--", sys.executable,
-                   "tests/vm/guest_nolock.py", *PLAN[request.param], timeout=1800)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RCUPENDING-RESULT ")]
-    assert proc.returncode == 0 and lines, (
-        f"lab run on {request.param} failed (rc {proc.returncode}):\n"
-        f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    result = json.loads(lines[-1].split(" ", 1)[1])
-    result["spec"] = request.param
-    out = Path(os.environ.get("RCUPENDING_VM_RESULTS", "build/vm-results"))
-    out.mkdir(parents=True, exist_ok=True)
-    name = f"nolock-{request.param.replace(':', '-')}.json"
-    (out / name).write_text(json.dumps(result, indent=1))
-    return result
+    return lab_result(request.param, sys.executable, "tests/vm/guest_nolock.py",
+                      *PLAN[request.param], timeout=1800,
+                      keep=results_name(request.param, "nolock-"))
 
 
 def scenario(guest: dict, name: str) -> dict:

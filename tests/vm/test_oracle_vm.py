@@ -12,15 +12,12 @@ rcu_pending backends) and the Debian kernels the module builds for (`rcupending 
 
 from __future__ import annotations
 
-import json
-import os
 import sys
-from pathlib import Path
 
 import pytest
 
 from rcupending_tools.lab import modules
-from tests.conftest import run_cli, vm_kernels
+from tests.conftest import lab_result, results_name, vm_kernels
 
 # CI: ~3-4 min a boot. debian:7.3 (every kmalloc cache behind sheaves) joined CI on 2026-12-06
 # after 6 passes in a row that day. Of its 3 runs before: one passed, one saw 198 of the held
@@ -43,17 +40,8 @@ TOOL_EVENTS = {"rcu_gp_cleanup": ("gp_completed",), "kfree_rcu_work": ("events",
 def guest(request) -> dict:
     spec = request.param
     ko = modules.module_for(spec).ko  # a kernel listed here must have its module
-    proc = run_cli("lab", "--kernel", spec, "--", sys.executable, "tests/vm/guest_oracle.py",
-                   str(ko), timeout=2400)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RCUPENDING-RESULT ")]
-    assert proc.returncode == 0 and lines, (
-        f"lab run on {spec} failed (rc {proc.returncode}):\n"
-        f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    result = json.loads(lines[-1].split(" ", 1)[1])
-    result["spec"] = spec
-    out = Path(os.environ.get("RCUPENDING_VM_RESULTS", "build/vm-results"))
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"oracle-{spec.replace(':', '-')}.json").write_text(json.dumps(result, indent=1))
+    result = lab_result(spec, sys.executable, "tests/vm/guest_oracle.py", str(ko),
+                        keep=results_name(spec, "oracle-"))
     assert result["insmod"]["rc"] == 0, result["insmod"]
     return result
 

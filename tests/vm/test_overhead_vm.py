@@ -4,13 +4,12 @@ the benchmark's business (`rcupending bench overhead`), not asserted here."""
 
 from __future__ import annotations
 
-import json
 import sys
 
 import pytest
 
 from rcupending_tools.stress import native
-from tests.conftest import run_cli
+from tests.conftest import lab_result
 
 pytestmark = pytest.mark.vm_full  # the overhead benchmark's companion: the full matrix's
 
@@ -20,12 +19,8 @@ ENTRY = "kfunc__kvfree_call_rcu"
 @pytest.fixture(scope="module")
 def guest() -> dict:
     native.binary()  # built on the host: the guest sees the same file
-    proc = run_cli("lab", "--kernel", "debian:6.12", "--", sys.executable,
-                   "tests/vm/guest_overhead.py", timeout=1200)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RCUPENDING-RESULT ")]
-    assert proc.returncode == 0 and lines, (
-        f"lab run failed (rc {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return json.loads(lines[-1].split(" ", 1)[1])
+    return lab_result("debian:6.12", sys.executable, "tests/vm/guest_overhead.py",
+                      timeout=1200)
 
 
 def final(run: dict) -> dict:

@@ -4,13 +4,12 @@ the same snapshot and against the flood's own count; none is checked against its
 
 from __future__ import annotations
 
-import json
 import sys
 
 import pytest
 
 from rcupending_tools.pipeline import recording
-from tests.conftest import run_cli, vm_kernels
+from tests.conftest import lab_result, vm_kernels
 
 # a flood of 1.5 s, not of a count: under TCG 20,000 objects could be queued and freed between
 # two snapshots 0.2 s apart, and then no snapshot saw one pending (rehearsal of 2026-12-06)
@@ -23,15 +22,11 @@ SHEAVES = {"debian:7.3"}  # kmalloc objects wait in rcu_free sheaves: flushed af
 @pytest.fixture(scope="module", params=KERNELS)
 def run(request, tmp_path_factory) -> dict:
     d = tmp_path_factory.mktemp("reconcile")
-    proc = run_cli("lab", "--kernel", request.param, "--rwdir", str(d), "--", sys.executable,
-                   "tests/vm/guest_reconcile.py", str(d), FLOOD,
-                   "sheaves" if request.param in SHEAVES else "krc", timeout=2400)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RCUPENDING-RESULT ")]
-    assert proc.returncode == 0 and lines, f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    result = json.loads(lines[-1].split(" ", 1)[1])
+    result = lab_result(request.param, sys.executable, "tests/vm/guest_reconcile.py", str(d),
+                        FLOOD, "sheaves" if request.param in SHEAVES else "krc",
+                        lab_args=("--rwdir", str(d)))
     assert result["record_rc"] == 0 and result["driver_rc"] == 0, result
     result["snapshots"] = recording.read(result["recording"], warn=None).snapshots
-    result["spec"] = request.param
     return result
 
 
