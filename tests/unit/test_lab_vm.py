@@ -179,7 +179,7 @@ def test_missing_qemu_is_user_error(monkeypatch):
         vm.run_in_vm(K(), ["true"])
 
 
-def test_a_boot_that_dies_before_the_command_is_retried_once_and_reported(tmp_path, monkeypatch):
+def test_a_boot_that_dies_before_the_command_is_retried_and_reported(tmp_path, monkeypatch):
     image = tmp_path / "vmlinuz"
     image.write_text("")
     k = LabKernel("lab:x", "6.12-x", image, None, "test")
@@ -191,8 +191,12 @@ def test_a_boot_that_dies_before_the_command_is_retried_once_and_reported(tmp_pa
     monkeypatch.setattr(vm, "_boot_and_run", lambda *a, **kw: boots.pop(0))
     res = vm.run_in_vm(k, ["true"], stream=None)
     assert res.boot_ok and res.boot_failures == ["Oops: int3: 0000 [#1]"]
-    # twice in a row: the second failure stands (one line, the console tail)
-    boots[:] = [oops, oops]
+    # twice in a row: a third boot
+    boots[:] = [oops, oops, good]
+    res = vm.run_in_vm(k, ["true"], stream=None)
+    assert res.boot_ok and res.boot_failures == [oops.splats[0]] * 2 and not boots
+    # three times in a row: the third failure stands (one line, the console tail)
+    boots[:] = [oops, oops, oops]
     monkeypatch.setenv("RCUPENDING_CACHE", str(tmp_path / "cache"))
     with pytest.raises(UserError, match="did not complete the command") as err:
         vm.run_in_vm(k, ["true"], stream=None)
