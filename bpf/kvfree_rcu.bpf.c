@@ -924,15 +924,22 @@ int kprobe_kmem_cache_free_bulk(struct pt_regs *ctx)
 }
 
 
-/* A bulk record's vfree() (6.1: krc's vmalloc channel); the vfree() of a list object is its
- * kvfree()'s, counted there (rcu_pending keeps vmalloc objects on its lists only). */
+/* A bulk record's vfree() (6.1: krc's vmalloc channel), called by kfree_rcu_work() itself
+ * (LIST_CALLER_*). Not one nested in a list object's free: the vfree() of a list object is its
+ * kvfree()'s, counted there, and that vfree() may vfree() the area's page array in turn (an
+ * area of over 512 pages vmalloc()s it). rcu_pending keeps vmalloc objects on its lists only. */
 int kprobe_vfree(struct pt_regs *ctx)
 {
 	u64 id = bpf_get_current_pid_tgid();
 	struct path_ctx *c = kv_ctx.lookup(&id);
 	u64 ptr = PT_REGS_PARM1(ctx);
-	if (c && c->path == PATH_BULK && ptr != c->ptr && !PENDING_BACKEND)
-		on_free(ptr, PATH_BULK, 1, 0, SC_VFREE, true);
+	if (!c || c->path != PATH_BULK || ptr == c->ptr || PENDING_BACKEND)
+		return 0;
+#ifdef KVFREE_BY_KPROBE
+	if (!list_called(ctx))
+		return 0;
+#endif
+	on_free(ptr, PATH_BULK, 1, 0, SC_VFREE, true);
 	return 0;
 }
 #endif

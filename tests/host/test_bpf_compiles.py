@@ -84,6 +84,11 @@ def test_kvfree_program_compiles(extra):
 
 FENTRY_EXTRAS = {
     "6.1 args offset": {"KVFREE_ARGS_OFFSET": None, "HAVE_KFREE_RCU_WORK_CTX": None},
+    "6.1 list and vfree callers": {"KVFREE_ARGS_OFFSET": None, "HAVE_KFREE_RCU_WORK_CTX": None,
+                                   "KVFREE_BY_KPROBE": None,
+                                   "LIST_CALLER_A_START": "0xffffffff81000000",
+                                   "LIST_CALLER_A_END": "0xffffffff81000400",
+                                   "LIST_CALLER_B_START": "0x0", "LIST_CALLER_B_END": "0x0"},
     "6.12 phases": {"HAVE_PHASES": None, "HAVE_GP_DURATION": None},
     "6.12 bulk page by kprobe": {"HAVE_KVFREE_RCU_BULK": None, "OFF_BNODE_NR": 8,
                                  "OFF_BNODE_RECORDS": 16, "BULK_BY_KPROBE": None,
