@@ -847,10 +847,9 @@ static __always_inline bool list_called(struct pt_regs *ctx)
  * kvfree_call_rcu_pending(), and rcu_pending_enqueue_list()'s kvfree(--ptr)): a kvfree() of
  * the object the entry program kept as this task's inline context, called by one of those
  * functions (PENDING_INLINE_*: their text). The stack is read only when the object matches. */
-static __always_inline bool pending_inline_free(struct pt_regs *ctx, u64 ptr)
+static __always_inline bool pending_inline_free(struct pt_regs *ctx, struct path_ctx *c, u64 id,
+					       u64 ptr)
 {
-	u64 id = bpf_get_current_pid_tgid();
-	struct path_ctx *c = kv_ctx.lookup(&id);
 	if (!c || c->path != PATH_INLINE || c->ptr != ptr || !ptr)
 		return false;
 	if (CALLER_IN(ctx, PENDING_INLINE) != 1)
@@ -869,15 +868,20 @@ static __always_inline bool pending_inline_free(struct pt_regs *ctx, u64 ptr)
 int kprobe_kvfree(struct pt_regs *ctx)
 {
 #ifdef PENDING_INLINE_A_START
-	if (pending_inline_free(ctx, PT_REGS_PARM1(ctx)))
+	/* every kvfree() may be an inline free: its context, looked up once for both uses */
+	u64 id = bpf_get_current_pid_tgid();
+	struct path_ctx *c = kv_ctx.lookup(&id);
+	if (pending_inline_free(ctx, c, id, PT_REGS_PARM1(ctx)))
 		return 0;
 #endif
 	u32 zero = 0;
 	u64 *a = kv_active.lookup(&zero);
 	if (!a || !*a)
 		return 0;
+#ifndef PENDING_INLINE_A_START  /* with it: looked up above */
 	u64 id = bpf_get_current_pid_tgid();
 	struct path_ctx *c = kv_ctx.lookup(&id);
+#endif
 	if (!c || (c->path != PATH_LIST && c->path != PATH_BULK))
 		return 0;
 	/* The list function calls kvfree() from one frame, so its own calls enter with one stack
