@@ -154,6 +154,7 @@ class Bpftrace:
         self.enqueue = ""
         self.attached: int | None = None
         self.error = ""
+        self.stopped = ""  # how stop() ended, for the result
         self._spawn("kfunc:kvfree_call_rcu")
 
     def _spawn(self, enqueue: str) -> None:
@@ -241,11 +242,16 @@ class Bpftrace:
         try:
             self.proc.wait(timeout=180)
         except subprocess.TimeoutExpired:
-            log(f"bpftrace still running {time.monotonic() - t0:.0f} s after its maps: killed")
+            self.stopped = f"still running {time.monotonic() - t0:.0f} s after its maps: killed"
             self.proc.kill()
             self.proc.wait(timeout=60)
         else:
-            log(f"bpftrace exited {time.monotonic() - t0:.1f} s after its maps")
+            took = time.monotonic() - t0
+            self.stopped = f"exited {self.proc.returncode} {took:.1f} s after its maps"
+        if not maps:  # what it said instead (a recheck in one boot of many printed no map)
+            err = self.proc.stderr.read() if self.proc.stderr else ""
+            self.stopped += f"; no map printed; stderr: {err[-500:]!r}"
+        log(f"bpftrace {self.stopped}")
         return maps
 
 
@@ -523,6 +529,7 @@ def main() -> None:
     finally:
         session.close()
         result["bt_final"] = bt.stop()
+        result["bt_stop"] = bt.stopped
     print("RCUPENDING-RESULT " + json.dumps(result, sort_keys=True), flush=True)
 
 

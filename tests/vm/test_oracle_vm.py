@@ -97,6 +97,8 @@ def test_the_module_and_both_observers_run(guest):
     # counter per function this kernel has
     assert guest["bpftrace"]["probes"] == 6 + len(guest["bpftrace"]["counted"]), guest[
         "bpftrace"]
+    # its final maps printed at exit (lab:6.12-stock, 2026-12-07: none in one boot of many)
+    assert guest["bt_final"].get("@enq"), guest.get("bt_stop")
     for phase in ("held", "flood"):
         for comm, r in guest[phase]["runs"].items():
             assert r["ret"] == 0 and r["enqueued"] == r["n"] and r["sizes_equal"] == 1, (comm, r)
