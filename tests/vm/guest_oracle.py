@@ -51,9 +51,9 @@ SLAB = Path("/sys/kernel/slab")
 BT = Path(__file__).resolve().with_name("oracle.bt")
 COUNTED = ("rcu_gp_cleanup", "kfree_rcu_work", "kvfree_rcu_bulk")  # bpftrace @<name> = calls
 FREE_SIDE = tuple(f"@{f}" for f in COUNTED)
-# kvfree(), vfree() and kmem_cache_free_bulk() callers of the waits (test_oracle_vm.py's
-# LIST_CALLERS, PENDING_CALLERS, BULK_CALLERS): the frozen points compare only these, since
-# every map read of the tool itself kvfree()s the kernel's batch buffers
+# kvfree() and kmem_cache_free_bulk() callers of the waits (test_oracle_vm.py's LIST_CALLERS,
+# PENDING_CALLERS, BULK_CALLERS): the frozen points compare only these, since every map
+# read of the tool itself kvfree()s the kernel's batch buffers
 WAIT_CALLERS = ("kvfree_rcu_list", "kfree_rcu_work", "__process_finished_items",
                 "kvfree_rcu_bulk")
 HOLD_MS = 15000  # the most the module holds (under the 21 s RCU stall warning): released sooner
@@ -347,7 +347,7 @@ def _waits(stacks: dict | None) -> int:
 
 def free_side(m: dict) -> tuple:
     """What bpftrace counted of the waits' ends: equal in two dumps, nothing ended between."""
-    return (_waits(m.get("@bulk")), _waits(m.get("@kvfree")), _waits(m.get("@vfree")),
+    return (_waits(m.get("@bulk")), _waits(m.get("@kvfree")),
             *(json.dumps(m.get(k), sort_keys=True) for k in FREE_SIDE))
 
 
