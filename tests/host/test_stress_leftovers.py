@@ -44,12 +44,24 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
+def renaming(worker: int) -> bool:
+    """The worker's directory exists inside its mount (seen through its own mount namespace):
+    from then on a SIGKILL leaves the hierarchy alive, kept by that directory. Between the
+    mount and the mkdir, a SIGKILL would leave no hierarchy at all."""
+    tmp = Path(f"/proc/{worker}/root{tempfile.gettempdir()}")
+    try:
+        return any(d.is_dir() for p in tmp.glob(f"rcupending-cg1-{worker}-*") for d in p.iterdir())
+    except OSError:
+        return False
+
+
 def start_headless() -> tuple[subprocess.Popen, int]:
     """A long headless run, once its worker has mounted and renames."""
     proc = subprocess.Popen(HEADLESS, cwd=REPO, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
-    for _ in range(300):  # bounded: ~30 s for the fork and the mount
-        kids = [k for k in children(proc.pid) if f"rcupending{k}" in ours()["hierarchies"]]
+    for _ in range(300):  # bounded: ~30 s for the fork, the mount and the first directory
+        kids = [k for k in children(proc.pid)
+                if f"rcupending{k}" in ours()["hierarchies"] and renaming(k)]
         if kids:
             return proc, kids[0]
         assert proc.poll() is None, proc.stderr.read()
