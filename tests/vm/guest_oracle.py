@@ -50,7 +50,25 @@ LAB = DEBUGFS / "rcupending_lab"
 SLAB = Path("/sys/kernel/slab")
 BT = Path(__file__).resolve().with_name("oracle.bt")
 COUNTED = ("rcu_gp_cleanup", "kfree_rcu_work", "kvfree_rcu_bulk")  # bpftrace @<name> = calls
-FREE_SIDE = tuple(f"@{f}" for f in COUNTED)
+FREE_SIDE = tuple(f"@{f}" for f in COUNTED) + ("@bulk_vfree",)
+# krc's vmalloc channel (a bulk page of vmalloc records): the function that vfree()s each record
+# itself, 6.3+ first. bpftrace counts those vfree() calls (@bulk_vfree) by a per-thread flag,
+# not by stack: a kstack() key on every vfree() of the machine crowded bpftrace's stack map
+# (CI rehearsal 2026-12-07, debian:6.12: krc's kfree_bulk() records keyed by an empty stack).
+# Left out: a kvfree()'s own vfree() (6.1's list frees, in the same function; the pointer that
+# thread's kvfree() was just given) and vfree() nested in a vfree() (an area's page array).
+BULK_VFREE_IN = ("kvfree_rcu_bulk", "kfree_rcu_work")
+BULK_VFREE = """
+kprobe:F { @in_bulk[tid] = 1; }
+kretprobe:F { delete(@in_bulk[tid]); delete(@kvfree_arg[tid]); delete(@vfree_depth[tid]); }
+kprobe:kvfree /@in_bulk[tid]/ { @kvfree_arg[tid] = arg0; }
+kprobe:vfree /@in_bulk[tid]/
+{
+	if (@vfree_depth[tid] == 0 && @kvfree_arg[tid] != arg0) { @bulk_vfree = count(); }
+	@vfree_depth[tid] = @vfree_depth[tid] + 1;
+}
+kretprobe:vfree /@in_bulk[tid]/ { @vfree_depth[tid] = @vfree_depth[tid] - 1; }
+"""
 # kvfree() and kmem_cache_free_bulk() callers of the waits (test_oracle_vm.py's LIST_CALLERS,
 # PENDING_CALLERS, BULK_CALLERS): the frozen points compare only these, since every map
 # read of the tool itself kvfree()s the kernel's batch buffers
@@ -69,6 +87,10 @@ FLOOD = {
     "orc-flood": "kind=cache size=240 n=6000 ctx=process cpu=1",
     "orc-headless": "kind=cache size=256 n=300 ctx=process headless=1 cpu=1",
 }
+# krc's vmalloc channel, whose records are vfree()d one by one: a headless object may sleep, so
+# krc allocates a bulk page for it when none is cached. A head-ful one takes the channel only
+# when a page is cached (debian:6.12, 2026-12-07: none after the flood, its 16 took the list)
+VMBULK = {"orc-vmbulk": "kind=vmalloc size=65536 n=16 ctx=process headless=1 cpu=1"}
 FROZEN = "kind=cache size=64 n=1 ctx=process cpu=0 hold_ms=15000"
 
 
@@ -150,6 +172,8 @@ class Bpftrace:
 
     def __init__(self, kernel: KernelInfo) -> None:
         self.counted = [f for f in COUNTED if kernel.symbol(f) is not None]
+        self.bulk_vfree_in = next((f for f in BULK_VFREE_IN if kernel.symbol(f) is not None),
+                                  None)
         self.tried: list[str] = []
         self.enqueue = ""
         self.attached: int | None = None
@@ -159,8 +183,9 @@ class Bpftrace:
 
     def _spawn(self, enqueue: str) -> None:
         counters = "".join(f"kprobe:{f} {{ @{f} = count(); }}\n" for f in self.counted)
+        bulk = BULK_VFREE.replace(":F ", f":{self.bulk_vfree_in} ") if self.bulk_vfree_in else ""
         script = BT.read_text().replace("ENQUEUE\n", enqueue + "\n").replace(
-            "COUNTERS\n", counters)
+            "COUNTERS\n", counters).replace("BULKVFREE\n", bulk)
         env = {**os.environ, "BPFTRACE_MAP_KEYS_MAX": "65536"}
         self.enqueue, self.t0 = enqueue, time.monotonic()
         self.proc = subprocess.Popen(["bpftrace", "-f", "json", "-e", script],
@@ -466,6 +491,16 @@ def flood_phase(session: LiveSession, bt: Bpftrace, result: dict) -> None:
     }
 
 
+def vmbulk_phase(session: LiveSession, bt: Bpftrace, result: dict) -> None:
+    res = {comm: run(comm, spec) for comm, spec in VMBULK.items()}
+    pids = {c: r["pid"] for c, r in res.items()}
+    drained = wait_until(lambda: kernel_counts([]), lambda k: not k["vmalloc"]["areas"], 120,
+                         0.5)
+    wait_until(lambda: per_worker(session, pids),
+               lambda p: all(v["pending"] == 0 for v in p.values()), 20, 0.5)
+    result["vmbulk"] = {"runs": res, "drained": drained, "after": per_worker(session, pids)}
+
+
 KPROBE_JUMPS = Path("/proc/sys/debug/kprobes-optimization")
 
 
@@ -509,7 +544,7 @@ def main() -> None:
         result["seconds"]["both_attached"] = round(time.monotonic() - t0, 1)
         result["bpftrace"] = {
             "enqueue": bt.enqueue, "tried": bt.tried, "probes": bt.attached,
-            "counted": bt.counted,
+            "counted": bt.counted, "bulk_vfree_in": bt.bulk_vfree_in,
             "version": subprocess.run(["bpftrace", "--version"], capture_output=True,
                                       text=True).stdout.strip()}
         log(f"attached: {result['seconds']}, bpftrace {bt.tried}")
@@ -518,7 +553,8 @@ def main() -> None:
         t0 = time.monotonic()
         result["frozen"].append(frozen_point(session, bt))
         result["seconds"]["frozen_0"] = round(time.monotonic() - t0, 1)
-        for name, phase in (("held", held_phase), ("flood", flood_phase)):
+        for name, phase in (("held", held_phase), ("flood", flood_phase),
+                            ("vmbulk", vmbulk_phase)):
             t0 = time.monotonic()
             phase(session, bt, result)
             result["seconds"][name] = round(time.monotonic() - t0, 1)
