@@ -50,28 +50,11 @@ LAB = DEBUGFS / "rcupending_lab"
 SLAB = Path("/sys/kernel/slab")
 BT = Path(__file__).resolve().with_name("oracle.bt")
 COUNTED = ("rcu_gp_cleanup", "kfree_rcu_work", "kvfree_rcu_bulk")  # bpftrace @<name> = calls
-FREE_SIDE = tuple(f"@{f}" for f in COUNTED) + ("@bulk_vfree",)
-# krc's vmalloc channel (a bulk page of vmalloc records): the function that vfree()s each record
-# itself, 6.3+ first. bpftrace counts those vfree() calls (@bulk_vfree) by a per-thread flag,
-# not by stack: a kstack() key on every vfree() of the machine crowded bpftrace's stack map
-# (CI rehearsal 2026-12-07, debian:6.12: krc's kfree_bulk() records keyed by an empty stack).
-# Left out: a kvfree()'s own vfree() (6.1's list frees, in the same function; the pointer that
-# thread's kvfree() was just given) and vfree() nested in a vfree() (an area's page array).
-BULK_VFREE_IN = ("kvfree_rcu_bulk", "kfree_rcu_work")
-BULK_VFREE = """
-kprobe:F { @in_bulk[tid] = 1; }
-kretprobe:F { delete(@in_bulk[tid]); delete(@kvfree_arg[tid]); delete(@vfree_depth[tid]); }
-kprobe:kvfree /@in_bulk[tid]/ { @kvfree_arg[tid] = arg0; }
-kprobe:vfree /@in_bulk[tid]/
-{
-	if (@vfree_depth[tid] == 0 && @kvfree_arg[tid] != arg0) { @bulk_vfree = count(); }
-	@vfree_depth[tid] = @vfree_depth[tid] + 1;
-}
-kretprobe:vfree /@in_bulk[tid]/ { @vfree_depth[tid] = @vfree_depth[tid] - 1; }
-"""
-# kvfree() and kmem_cache_free_bulk() callers of the waits (test_oracle_vm.py's LIST_CALLERS,
-# PENDING_CALLERS, BULK_CALLERS): the frozen points compare only these, since every map
-# read of the tool itself kvfree()s the kernel's batch buffers
+FREE_SIDE = tuple(f"@{f}" for f in COUNTED)
+END_OF_DUMP = "@zz_end_of_dump"  # oracle.bt: the map bpftrace prints last in each dump
+# kvfree(), vfree() and kmem_cache_free_bulk() callers of the waits (test_oracle_vm.py's
+# LIST_CALLERS, PENDING_CALLERS, BULK_CALLERS): the frozen points compare only these, since
+# every map read of the tool itself kvfree()s the kernel's batch buffers
 WAIT_CALLERS = ("kvfree_rcu_list", "kfree_rcu_work", "__process_finished_items",
                 "kvfree_rcu_bulk")
 HOLD_MS = 15000  # the most the module holds (under the 21 s RCU stall warning): released sooner
@@ -166,14 +149,25 @@ def cache_facts(cache: str) -> dict:
 # ---------------------------------------------------------------- bpftrace
 
 
+def _summed(pairs: list[tuple[str, Any]]) -> dict:
+    """A JSON object whose repeated keys' numbers add up: bpftrace keeps ksym() keys as
+    addresses and prints their names, so two call sites in one function are two entries of one
+    name (json.loads would keep only the last)."""
+    out: dict = {}
+    for key, value in pairs:
+        if key in out and isinstance(value, int) and isinstance(out[key], int):
+            out[key] += value
+        else:
+            out[key] = value
+    return out
+
+
 class Bpftrace:
     """bpftrace -f json running tests/vm/oracle.bt (kfunc enqueue probe, else kprobe);
     dump() = its maps now (SIGUSR1). Started before the tool compiles, waited for after."""
 
     def __init__(self, kernel: KernelInfo) -> None:
         self.counted = [f for f in COUNTED if kernel.symbol(f) is not None]
-        self.bulk_vfree_in = next((f for f in BULK_VFREE_IN if kernel.symbol(f) is not None),
-                                  None)
         self.tried: list[str] = []
         self.enqueue = ""
         self.attached: int | None = None
@@ -183,9 +177,8 @@ class Bpftrace:
 
     def _spawn(self, enqueue: str) -> None:
         counters = "".join(f"kprobe:{f} {{ @{f} = count(); }}\n" for f in self.counted)
-        bulk = BULK_VFREE.replace(":F ", f":{self.bulk_vfree_in} ") if self.bulk_vfree_in else ""
         script = BT.read_text().replace("ENQUEUE\n", enqueue + "\n").replace(
-            "COUNTERS\n", counters).replace("BULKVFREE\n", bulk)
+            "COUNTERS\n", counters)
         env = {**os.environ, "BPFTRACE_MAP_KEYS_MAX": "65536"}
         self.enqueue, self.t0 = enqueue, time.monotonic()
         self.proc = subprocess.Popen(["bpftrace", "-f", "json", "-e", script],
@@ -226,8 +219,9 @@ class Bpftrace:
             except json.JSONDecodeError:
                 continue
 
-    def _read_maps(self, quiet: float = 0.5, timeout: float = 60) -> dict:
-        """Map lines until none came for `quiet` s (after the first)."""
+    def _read_maps(self, quiet: float = 30, timeout: float = 60) -> dict:
+        """Map lines up to oracle.bt's last map (END_OF_DUMP), or until none came for
+        `quiet` s after the first."""
         maps: dict = {}
         assert self.proc.stdout is not None
         end = time.monotonic() + timeout
@@ -239,12 +233,14 @@ class Bpftrace:
                 if not line:
                     break
                 try:
-                    obj = json.loads(line)
+                    obj = json.loads(line, object_pairs_hook=_summed)
                 except json.JSONDecodeError:
                     continue
                 if obj.get("type") == "map":
                     maps.update(obj["data"])
                     last = time.monotonic()
+                    if END_OF_DUMP in obj["data"]:
+                        break
             elif last is not None and time.monotonic() - last >= quiet:
                 break
             elif self.proc.poll() is not None:
@@ -262,7 +258,7 @@ class Bpftrace:
         slow exit is now logged and the process killed, so the run goes on (the maps decide
         the tests, and the lab's dmesg check still reports a stall)."""
         self.proc.send_signal(signal.SIGINT)
-        maps = self._read_maps(quiet=2.0, timeout=120)
+        maps = self._read_maps(timeout=120)
         t0 = time.monotonic()
         try:
             self.proc.wait(timeout=180)
@@ -364,15 +360,13 @@ def diagnose(session: LiveSession, pids: dict[str, int], q: dict) -> dict | None
             "by_path": {p: v["objects"] for p, v in kv["freed"]["by_path"].items()}}
 
 
-def _waits(stacks: dict | None) -> int:
-    return sum(n for stack, n in (stacks or {}).items()
-               if any(f.strip().split("+")[0] in WAIT_CALLERS
-                      for f in stack.strip().splitlines()[1:]))
+def _waits(by_caller: dict | None) -> int:
+    return sum(n for caller, n in (by_caller or {}).items() if caller in WAIT_CALLERS)
 
 
 def free_side(m: dict) -> tuple:
     """What bpftrace counted of the waits' ends: equal in two dumps, nothing ended between."""
-    return (_waits(m.get("@bulk")), _waits(m.get("@kvfree")),
+    return (_waits(m.get("@bulk")), _waits(m.get("@kvfree")), _waits(m.get("@vfree")),
             *(json.dumps(m.get(k), sort_keys=True) for k in FREE_SIDE))
 
 
@@ -544,7 +538,7 @@ def main() -> None:
         result["seconds"]["both_attached"] = round(time.monotonic() - t0, 1)
         result["bpftrace"] = {
             "enqueue": bt.enqueue, "tried": bt.tried, "probes": bt.attached,
-            "counted": bt.counted, "bulk_vfree_in": bt.bulk_vfree_in,
+            "counted": bt.counted,
             "version": subprocess.run(["bpftrace", "--version"], capture_output=True,
                                       text=True).stdout.strip()}
         log(f"attached: {result['seconds']}, bpftrace {bt.tried}")
