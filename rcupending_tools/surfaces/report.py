@@ -45,10 +45,12 @@ def _title(rec: Recording) -> str:
 
 
 def _series(df: Any, metric: str, label: str | None = None) -> Any:
-    """elapsed_s-indexed values of `metric` (one column per `label` value if given)."""
+    """elapsed_s-indexed values of `metric` (one column per `label` value if given), as
+    floats: a u64 counter over 2**63 makes the column Python ints, which no axis takes."""
     sub = df[df["metric"] == metric]
     if sub.empty:
         return None
+    sub = sub.assign(value=sub["value"].astype(float))
     if label is None:
         return sub.set_index("elapsed_s")["value"]
     return sub.pivot_table(index="elapsed_s", columns=label, values="value", aggfunc="sum")
@@ -218,7 +220,7 @@ def _build(rec: Recording, out: Path) -> Report:
     if procs:
         shown = procs[:12][::-1]
         fig, ax = plt.subplots(figsize=(9, 0.4 * len(shown) + 1.5))
-        ax.barh([f"{p['comm']} [{p['tgid']}]" for p in shown], [p["objects"] for p in shown])
+        ax.barh([f"{p['comm']} [{p['tgid']}]" for p in shown], [float(p["objects"]) for p in shown])
         ax.set_xlabel(f"{fam} objects enqueued (whole recording)")
         ax.set_title(f"Top processes · {title}")
         save(fig, "processes.png")
@@ -253,7 +255,7 @@ def _build(rec: Recording, out: Path) -> Report:
             b = sorted(h.get("buckets", []), key=lambda x: x[1])
             unit = h.get("unit", "")
             fmt = _fmt_ns if unit == "ns" else (lambda v: f"{v:,}")
-            ax.bar(range(len(b)), [x[2] for x in b])
+            ax.bar(range(len(b)), [float(x[2]) for x in b])
             ax.set_xticks(
                 range(len(b)), [f"≤{fmt(x[1])}" for x in b], rotation=45, fontsize="small"
             )

@@ -74,3 +74,17 @@ def test_a_rate_beyond_any_axis_is_a_note_in_its_plot_not_a_failed_report(tmp_pa
     out = tmp_path / "report"
     run_report(rec, out)
     assert (out / "nolock.png").read_bytes().startswith(PNG)
+
+
+def test_report_plots_u64_counts_over_2_63(tmp_path):
+    """A u64 histogram count over 2**63 (the reader accepts any u64) made the data frame's
+    values Python ints, which matplotlib refused in two plots (hypothesis, CI rehearsal of
+    2026-12-07): every plot is still drawn."""
+    snaps = full_snapshots(4)
+    hist = next(iter(snaps[-1]["histograms"].values()))
+    hist["buckets"][0][2] = 2**64 - 1
+    out = tmp_path / "r"
+    run_report(write_recording(tmp_path / "big.jsonl", snaps), out)
+    for name in ("pending.png", "distributions.png"):
+        assert (out / name).read_bytes().startswith(PNG), name
+    assert "nothing: every plot was drawn" in (out / "index.html").read_text()
