@@ -307,6 +307,13 @@ def per_worker(session: LiveSession, pids: dict[str, int]) -> dict:
     return read_all(session, pids)[1]
 
 
+def settled(session: LiveSession, pids: dict[str, int]) -> dict:
+    """The workers' figures once the tool has seen their objects freed (its frees may trail
+    the kernel's counts by a read), or after 20 s."""
+    return wait_until(lambda: per_worker(session, pids),
+                      lambda p: all(v["pending"] == 0 for v in p.values()), 20, 0.5)
+
+
 def kv_totals(snap: dict) -> dict:
     kv = snap["kvfree_rcu"]
     gp = kv.get("rcu_gp") or {}
@@ -457,9 +464,7 @@ def held_phase(session: LiveSession, bt: Bpftrace, result: dict) -> None:
                          lambda k: not any(k["caches"].values()) and not k["vmalloc"]["areas"],
                          120, 0.2)
     t_drained = state()["now_ns"]
-    # the tool's frees may trail the kernel's counts by a read
-    wait_until(lambda: per_worker(session, pids),
-               lambda p: all(v["pending"] == 0 for v in p.values()), 20, 0.5)
+    settled(session, pids)
     snap2, after = read_all(session, pids)
     result["frozen"].append({"tool": kv_totals(snap1), "latency": latency(snap1), "bt": bt1,
                              "tries": tries1, "held": q["held_throughout"]})
@@ -477,8 +482,7 @@ def flood_phase(session: LiveSession, bt: Bpftrace, result: dict) -> None:
     during = per_worker(session, pids)
     drained = wait_until(lambda: kernel_counts(caches),
                          lambda k: not any(k["caches"].values()), 120, 0.5)
-    wait_until(lambda: per_worker(session, pids),
-               lambda p: all(v["pending"] == 0 for v in p.values()), 20, 0.5)
+    settled(session, pids)
     result["flood"] = {
         "runs": res, "caches": {c: cache_facts(c) for c in caches}, "during": during,
         "drained": drained, "after": per_worker(session, pids),
@@ -490,9 +494,7 @@ def vmbulk_phase(session: LiveSession, bt: Bpftrace, result: dict) -> None:
     pids = {c: r["pid"] for c, r in res.items()}
     drained = wait_until(lambda: kernel_counts([]), lambda k: not k["vmalloc"]["areas"], 120,
                          0.5)
-    wait_until(lambda: per_worker(session, pids),
-               lambda p: all(v["pending"] == 0 for v in p.values()), 20, 0.5)
-    result["vmbulk"] = {"runs": res, "drained": drained, "after": per_worker(session, pids)}
+    result["vmbulk"] = {"runs": res, "drained": drained, "after": settled(session, pids)}
 
 
 KPROBE_JUMPS = Path("/proc/sys/debug/kprobes-optimization")

@@ -18,6 +18,7 @@ import pytest
 
 from rcupending_tools.lab import modules
 from tests.conftest import lab_result, results_name, vm_kernels
+from tests.vm.guest_oracle import END_OF_DUMP  # the map each bpftrace dump ends with
 
 # CI: ~3-4 min a boot. debian:7.3 (every kmalloc cache behind sheaves) joined CI on 2026-12-06
 # after 6 passes in a row that day. Of its 3 runs before: one passed, one saw 198 of the held
@@ -30,7 +31,6 @@ KERNELS = vm_kernels("RCUPENDING_ORACLE_KERNELS", CI, CI)
 PAGE = 4096
 LIST_CALLERS = ("kvfree_rcu_list", "kfree_rcu_work")  # krc's channel 3 (6.1: in the work)
 PENDING_CALLERS = ("__process_finished_items",)  # rcu_pending's list objects
-END_OF_DUMP = "@zz_end_of_dump"  # guest_oracle.py's: the map each bpftrace dump ends with
 BULK_CALLERS = ("kvfree_rcu_bulk", "kfree_rcu_work", "__process_finished_items")
 # the tool's count of each function bpftrace counts (oracle.bt COUNTERS)
 TOOL_EVENTS = {"rcu_gp_cleanup": ("gp_completed",), "kfree_rcu_work": ("events", "reclaim_work"),
@@ -62,10 +62,12 @@ def slot_size(phase: dict, run: dict) -> int:
     return run["bytes_each"]
 
 
-def callers(maps: dict, key: str, names: tuple[str, ...]) -> int:
-    """Sum of a bpftrace map keyed by the caller (the function a probed call returns to),
-    over `names`."""
-    return sum(n for caller, n in (maps.get(key) or {}).items() if caller in names)
+def callers(a: dict, b: dict, key: str, names: tuple[str, ...]) -> int:
+    """What a bpftrace map keyed by the caller (the function a probed call returns to) gained
+    over `names` from frozen point `a` to `b`."""
+    def total(point: dict) -> int:
+        return sum(n for caller, n in (point["bt"].get(key) or {}).items() if caller in names)
+    return total(b) - total(a)
 
 
 def window(g: dict) -> tuple[dict, dict]:
@@ -218,13 +220,12 @@ def test_list_path_was_taken_and_the_tool_saw_it(guest):
     early = delta(a["tool"], b["tool"], "pre_attach", "list")
     if backend(guest) == "rcu_pending":
         vm_list = sum(r["n"] for r in runs.values() if r["kind"] == "vmalloc")
-        kern = callers(b["bt"], "@kvfree", PENDING_CALLERS) - callers(a["bt"], "@kvfree",
-                                                                      PENDING_CALLERS)
+        kern = callers(a, b, "@kvfree", PENDING_CALLERS)
         assert kern >= vm_list, (kern, vm_list)
         assert listed == kern, (guest["spec"], listed, early, kern)
         return
     held = sum(r["n"] for r in runs.values())
-    kern = callers(b["bt"], "@kvfree", LIST_CALLERS) - callers(a["bt"], "@kvfree", LIST_CALLERS)
+    kern = callers(a, b, "@kvfree", LIST_CALLERS)
     assert kern >= held, (kern, held)  # the held batches all took the list
     assert listed + early == kern, (
         f"{guest['spec']}: tool list frees {listed} (+ {early} of objects it did not follow); "
@@ -239,9 +240,9 @@ def test_bulk_frees_equal_bpftraces_bulk_records(guest):
     a, b = window(guest)
     tool = delta(a["tool"], b["tool"], "by_path", "bulk") + delta(a["tool"], b["tool"],
                                                                    "pre_attach", "bulk")
-    bt = callers(b["bt"], "@bulk", BULK_CALLERS) - callers(a["bt"], "@bulk", BULK_CALLERS)
+    bt = callers(a, b, "@bulk", BULK_CALLERS)
     assert bt > 0, bt  # the flood's objects went through bulk frees
-    vm = callers(b["bt"], "@vfree", BULK_CALLERS) - callers(a["bt"], "@vfree", BULK_CALLERS)
+    vm = callers(a, b, "@vfree", BULK_CALLERS)
     assert tool == bt + vm, (guest["spec"], tool, bt, vm)
 
 
@@ -259,7 +260,7 @@ def test_vmalloc_objects_on_krcs_bulk_pages_are_bulk_frees_seen(guest):
     assert got == (r["n"], r["n"], r["n"] * r["bytes_each"], 0, 0), (guest["spec"], got, r)
     if backend(guest) == "krc":
         a, b = window(guest)
-        vm = callers(b["bt"], "@vfree", BULK_CALLERS) - callers(a["bt"], "@vfree", BULK_CALLERS)
+        vm = callers(a, b, "@vfree", BULK_CALLERS)
         assert vm >= r["n"], (guest["spec"], vm)
 
 
